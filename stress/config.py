@@ -29,6 +29,15 @@ POLICIES = ("none", "exhaustion", "watermark", "depot", "wss", "median")
 REFCOUNT_MODES = ("buggy-eq0", "atomic")
 WAKEUP_MODES = ("one", "all")
 SCHED_MODES = ("free", "jitter", "pct", "replay")
+#: the race catalogue's injection switches (races.md; the allocator implements the defects)
+INJECTIONS = (
+    "refcount-eq0",
+    "refcount-unlocked",
+    "lost-wakeup",
+    "wake-one",
+    "cache-drain-unsafe",
+    "stats-unlocked",
+)
 
 ERA_PRESETS: dict[str, dict[str, Any]] = {
     "2005": {"refcount": "buggy-eq0", "wakeup": "one", "policy": "none"},
@@ -59,6 +68,7 @@ class RunConfig:
     inject: tuple[str, ...] = ()
     sched: str = "free"
     jitter: float = 0.0
+    pct_depth: int = 3  # PCT bug depth d: d-1 priority change points (races.md)
     invariants: bool = False
     lock_profile: bool = False
     profile: bool = False

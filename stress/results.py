@@ -1,0 +1,318 @@
+"""The run folder: the one writer and reader of run.json, samples.csv, netstat.txt, plot.png.
+
+Every run writes one folder (cli.md, "The run folder")::
+
+    results/<YYYYmmdd-HHMMSS>-<workload>-<era>-<policy>-cpus<N>/
+      run.json      the whole result, format "zonelimit.run/1" (docs/results-format.md)
+      samples.csv   one row per monitor sample, flushed row by row
+      netstat.txt   the netstat -m lines exactly as printed
+      plot.png      mbufs and clusters, current and cache, over time, with the cluster limit
+
+Why these rules (after pyperf):
+
+- an existing folder is never reused, so no result is overwritten silently;
+- samples are flushed per row and run.json is replaced atomically, so a run killed at any
+  point leaves either the previous state or the new one, never half a file;
+- the reader checks the format string and refuses a newer major version with a clear
+  message instead of misreading it.
+
+The manager (stress/manager.py) writes through these functions; ``report`` and
+``replay`` read through :func:`load_run`.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import json
+import math
+import operator
+import os
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from stress.config import RunConfig
+
+RUN_FORMAT = "zonelimit.run/1"
+"""Format string of run.json; the number after the slash is the major version."""
+
+RUN_FORMAT_NAME, _, _major = RUN_FORMAT.partition("/")
+RUN_FORMAT_MAJOR = int(_major)
+
+RUN_JSON = "run.json"
+SAMPLES_CSV = "samples.csv"
+NETSTAT_TXT = "netstat.txt"
+PLOT_PNG = "plot.png"
+
+#: samples.csv columns that :func:`plot_run` draws (the manager may write more).
+PLOT_COLUMNS = ("t", "mbufs_current", "mbufs_cache", "clusters_current", "clusters_cache", "clusters_max")
+
+
+def package_version() -> str:
+    """The installed zonelimit version (run.json "version", ``--version``)."""
+    try:
+        return importlib.metadata.version("zonelimit")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"  # running from a checkout that was never installed
+
+
+class RunFolderError(ValueError):
+    """A folder is not a readable run folder (missing, damaged, or a newer format)."""
+
+
+def default_run_dir(cfg: RunConfig, root: Path = Path("results")) -> Path:
+    """Create and return a fresh run folder ``root/<timestamp>-<workload>-<era>-<policy>-cpus<N>``.
+
+    The folder is created here (``mkdir`` without ``exist_ok``), so two runs started in the
+    same second cannot pick the same name: the second gets ``-2``, then ``-3`` and so on.
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{cfg.workload}-{cfg.era}-{cfg.policy}-cpus{cfg.cpus}"
+    root.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        folder = root / (base if n == 1 else f"{base}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            n += 1
+            continue
+        return folder
+
+
+def _cell(value: Any) -> str:
+    """One CSV cell: integers exactly, floats by their shortest round-trip text, None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(int(value))
+    try:
+        return str(operator.index(value))  # int, numpy integer
+    except TypeError:
+        pass
+    x = float(value)
+    return "" if math.isnan(x) else repr(x)
+
+
+class SampleWriter:
+    """samples.csv: a header line, then one row per sample, flushed as it is written.
+
+    Flushing per row costs one write(2) per sample (at most a few per second) and means a
+    run killed with SIGKILL still leaves every sample taken before the kill.
+    """
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        """Open ``path`` for writing (truncating it) and write the header ``columns``."""
+        if len(set(columns)) != len(columns):
+            raise ValueError(f"duplicate sample columns: {columns}")
+        self.path = Path(path)
+        self.columns = list(columns)
+        self._known = set(columns)
+        self._file: IO[str] | None = open(self.path, "w", newline="", encoding="ascii")
+        self._csv = csv.writer(self._file, lineterminator="\n")
+        self._csv.writerow(self.columns)
+        self._file.flush()
+
+    def write(self, row: dict[str, float]) -> None:
+        """Append one sample; a column missing from ``row`` is left empty.
+
+        A key that is not a column raises ValueError: it would otherwise be dropped
+        without anyone noticing.
+        """
+        if self._file is None:
+            raise ValueError(f"{self.path}: sample writer is closed")
+        unknown = row.keys() - self._known
+        if unknown:
+            raise ValueError(f"{self.path}: sample has unknown columns {sorted(unknown)}")
+        self._csv.writerow([_cell(row.get(c)) for c in self.columns])
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file; safe to call twice."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> SampleWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_samples(path: Path) -> dict[str, list[float]]:
+    """Read samples.csv back into columns of floats (empty cells become NaN)."""
+    with open(path, newline="", encoding="ascii") as f:
+        rows = [rec for rec in csv.reader(f) if rec]
+    if not rows:
+        return {}
+    header, body = rows[0], rows[1:]
+    cols: dict[str, list[float]] = {name: [] for name in header}
+    for lineno, rec in enumerate(body, start=2):
+        if len(rec) != len(header):
+            if lineno == len(rows):
+                break  # the last row torn by a kill mid-write: keep every row before it
+            raise RunFolderError(f"{path}:{lineno}: {len(rec)} cells for {len(header)} columns")
+        for name, text in zip(header, rec, strict=True):
+            try:
+                cols[name].append(float(text) if text else math.nan)
+            except ValueError:
+                raise RunFolderError(f"{path}:{lineno}: column {name}: not a number: {text!r}") from None
+    return cols
+
+
+def _json_default(obj: Any) -> Any:
+    """Make numpy scalars/arrays, paths, sets and frozen config objects JSON-serialisable."""
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    if isinstance(obj, RunConfig):
+        return obj.to_dict()
+    raise TypeError(f"run.json: cannot store {type(obj).__name__} {obj!r}")
+
+
+def run_json_text(doc: dict[str, Any]) -> str:
+    """The text of run.json for ``doc`` (also what ``--json`` prints): the format added if missing."""
+    fmt = doc.get("format", RUN_FORMAT)
+    if fmt != RUN_FORMAT:
+        raise ValueError(f"run.json: this writer writes {RUN_FORMAT}, the document says {fmt!r}")
+    doc = {"format": fmt, **{k: v for k, v in doc.items() if k != "format"}}
+    return json.dumps(doc, indent=2, default=_json_default, allow_nan=False) + "\n"
+
+
+def write_run_json(folder: Path, doc: dict[str, Any]) -> Path:
+    """Write ``doc`` as ``folder/run.json`` atomically (temporary file, then rename); return its path.
+
+    ``"format"`` is filled in when missing and must be :data:`RUN_FORMAT` otherwise.
+    NaN and infinity are refused (JSON has no spelling for them).
+    """
+    text = run_json_text(doc)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / RUN_JSON
+    tmp = folder / f".{RUN_JSON}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def check_format(fmt: object, where: str) -> None:
+    """Raise RunFolderError unless ``fmt`` is a run format this version can read."""
+    if not isinstance(fmt, str) or "/" not in fmt:
+        raise RunFolderError(f"{where}: no format string (not a zonelimit run.json)")
+    name, _, version = fmt.partition("/")
+    major_text = version.split(".", 1)[0]
+    if name != RUN_FORMAT_NAME or not major_text.isdigit():
+        raise RunFolderError(f"{where}: format {fmt!r} is not a zonelimit run ({RUN_FORMAT} expected)")
+    major = int(major_text)
+    if major > RUN_FORMAT_MAJOR:
+        raise RunFolderError(
+            f"{where}: format {fmt!r} was written by a newer zonelimit; this version reads {RUN_FORMAT}"
+        )
+    if major < 1:
+        raise RunFolderError(f"{where}: unknown format {fmt!r}")
+
+
+def load_run(folder: Path) -> dict[str, Any]:
+    """Read ``folder/run.json``, check its format, and return the document.
+
+    Raises RunFolderError (a ValueError) with a one-line message when the folder is
+    missing, holds no run.json, the JSON is damaged, or the format is unknown or newer.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RunFolderError(f"{folder}: no such run folder")
+    path = folder / RUN_JSON
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunFolderError(f"{folder}: no {RUN_JSON} (not a run folder, or its run did not end)") from None
+    except OSError as exc:
+        raise RunFolderError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise RunFolderError(f"{path}: damaged JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise RunFolderError(f"{path}: not a JSON object")
+    check_format(doc.get("format"), str(path))
+    if not isinstance(doc.get("config"), dict):
+        raise RunFolderError(f"{path}: no \"config\" object")
+    return doc
+
+
+def append_netstat(folder: Path, lines: list[str]) -> None:
+    """Append netstat -m lines, exactly as printed, to ``folder/netstat.txt``.
+
+    Opened in append mode and written in one call per batch, so it survives a kill
+    between batches and keeps the order in which the lines were printed.
+    """
+    if not lines:
+        return
+    with open(Path(folder) / NETSTAT_TXT, "a", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in lines))
+
+
+def plot_run(folder: Path, title: str | None = None) -> Path:
+    """Draw ``folder/plot.png`` from ``folder/samples.csv`` and return its path.
+
+    Two panels sharing the time axis: mbufs (current and cache) and clusters (current
+    and cache, with the cluster limit ``clusters_max`` as a dashed line), the netstat -m
+    numbers.  The 2005 wedge shows as clusters current climbing to the limit while
+    mbufs current stays flat.  Columns missing from the CSV are left out.  Uses
+    matplotlib's Agg canvas directly (no pyplot state, no display needed).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    folder = Path(folder)
+    samples_path = folder / SAMPLES_CSV
+    cols = read_samples(samples_path) if samples_path.exists() else {}
+    if title is None:
+        title = folder.name
+    t = cols.get("t", [])
+
+    fig = Figure(figsize=(9, 6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax_m, ax_c = fig.subplots(2, 1, sharex=True)
+    panels = (
+        (ax_m, "mbufs", (("mbufs_current", "current", "-"), ("mbufs_cache", "cache", "-"))),
+        (
+            ax_c,
+            "mbuf clusters",
+            (
+                ("clusters_current", "current", "-"),
+                ("clusters_cache", "cache", "-"),
+                ("clusters_max", "limit (max)", "--"),
+            ),
+        ),
+    )
+    for ax, label, series in panels:
+        drawn = False
+        for col, name, style in series:
+            ys = cols.get(col)
+            if ys and t:
+                ax.plot(t, ys, style, label=name, color="black" if col == "clusters_max" else None)
+                drawn = True
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        if drawn:
+            ax.legend(loc="upper left", fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no samples", ha="center", va="center", transform=ax.transAxes)
+    ax_c.set_xlabel("time (s)")
+    ax_m.set_title(title, fontsize="medium")
+    fig.tight_layout()
+    out = folder / PLOT_PNG
+    fig.savefig(out)
+    return out
