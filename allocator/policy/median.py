@@ -1,0 +1,134 @@
+"""``median``: size the cache by the median and deviation of recent demand (the Dec 2005 proposal).
+
+In Dec 2005 the zonelimit thread proposed returning packet-zone items to their native
+zones, sizing the packet cache by "a median and positive/negative deviation method"
+rather than high/low watermarks, with refills and drains in batches.  As far as is
+known it was never built; this module is that proposal made precise.
+
+Definitions (one instance per zone; every count is in items unless it says buckets)
+-------------------------------------------------------------------------------------
+``bs``
+    the zone's bucket size, ``obs.bucket_size``.
+demand ``d_i`` of interval i
+    the items the zone's allocations had to draw from outside the per-CPU caches:
+    ``d_i = max(0, imax_i - bimin_i) + bs * fills_i`` when ``allocs_i > 0``, else 0.
+    ``imax - bimin`` is how far allocations drew the full-bucket list down from its
+    peak (the cache's working swing, as in FreeBSD 2021); ``bs * fills`` adds the
+    batches that missed the list and went to the keg, i.e. demand the cache failed to
+    cover.  Frees alone are not demand.
+window ``W``
+    the last ``W`` demands, ``d_{i-W+1} .. d_i`` (fewer until W intervals have been
+    seen).  Parameter ``window``, default 8.
+median ``M``
+    the median of the window (mean of the two middle values for an even count).
+deviation ``D``
+    the median absolute deviation (MAD): ``median(|d - M|)`` over the window,
+    unscaled.  MAD ignores a lone spike or gap that would drag a mean/stddev band.
+factor ``k``
+    parameter ``k``, default 2.0.  The band is ``[lo, hi]`` with
+    ``hi = M + k * D`` and ``lo = max(0, M - k * D)``.
+
+Rule, at the end of interval i (after appending ``d_i`` to the window), in order
+-------------------------------------------------------------------------------
+1. **Exhaustion** (packet and cluster zones): if the cluster zone showed exhaustion
+   this interval (a sleeper in zonelimit now, a zonelimit sleep, or a failed no-wait
+   cluster allocation), drain the whole full-bucket list and flush the per-CPU buckets
+   (if ``percpu``).  ``exhaustion_drain`` is set too, so the allocator also drains the
+   packet zone inline the moment the cluster keg is found exhausted (c. 2007).
+2. **Idle**: if the zone saw no allocation this interval, its working set is empty:
+   drain the whole list and, if ``percpu`` and per-CPU buckets hold items, flush them.
+   This bounds recovery after the load drops to one interval.
+3. **Drain** above the band: if ``cached > hi``, drain ``floor((cached - hi) / bs)``
+   whole buckets (the surplus, leaving at least ``hi`` items).
+4. **Pre-fill** below the band: if ``cached < lo`` and the zone is busy (allocations
+   this interval) and no cluster pressure was seen, fill
+   ``min(max_prefill, ceil((lo - cached) / bs))`` whole buckets from the native zones
+   (a packet-zone bucket takes an mbuf and a cluster per item), so that the next
+   interval's allocations stay cache hits instead of each CPU filling from the keg
+   under the keg lock.  Parameter ``max_prefill`` (buckets per interval, default 2;
+   0 disables pre-filling).
+5. Otherwise keep everything.
+
+Parameters: ``window`` (W, intervals, >= 1), ``k`` (>= 0), ``max_prefill`` (buckets,
+>= 0), ``percpu`` (0 or 1, default 1: flush per-CPU buckets on idle and exhaustion).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from statistics import median
+
+from allocator.policy._interface import (
+    KEEP,
+    ZONE_CLUSTER,
+    ZONE_PACKET,
+    Decision,
+    Observation,
+    buckets_above,
+    buckets_to_reach,
+    cluster_exhausted,
+    whole_list,
+)
+
+PARAMS: dict[str, tuple[float, str]] = {
+    "window": (8.0, "W: how many recent interval demands the median is taken over"),
+    "k": (2.0, "band half-width in MADs: drain above median + k*MAD, pre-fill below median - k*MAD"),
+    "max_prefill": (2.0, "at most this many buckets pre-filled per interval (0: never pre-fill)"),
+    "percpu": (1.0, "1: also flush per-CPU buckets on an idle interval and on cluster exhaustion"),
+}
+
+
+def demand(obs: Observation) -> int:
+    """Items the zone's allocations drew from outside the per-CPU caches this
+    interval: the list's swing ``imax - bimin`` plus ``bucket_size`` per keg fill."""
+    if obs.allocs <= 0:
+        return 0
+    return max(0, obs.imax - obs.bimin) + max(1, obs.bucket_size) * max(0, obs.fills)
+
+
+def band(window: list[int] | deque[int], k: float) -> tuple[float, float, float, float]:
+    """(median, MAD, lo, hi) of a non-empty window of demands."""
+    m = float(median(window))
+    dev = float(median(abs(d - m) for d in window))
+    return m, dev, max(0.0, m - k * dev), m + k * dev
+
+
+class MedianPolicy:
+    """Keep the cache inside median(demand) +/- k * MAD, in whole buckets."""
+
+    name = "median"
+    exhaustion_drain = True
+
+    def __init__(self, params: dict[str, float]) -> None:
+        window = int(params["window"])
+        self.k = params["k"]
+        self.max_prefill = int(params["max_prefill"])
+        self.percpu = params["percpu"] >= 1
+        if window < 1 or self.k < 0 or self.max_prefill < 0:
+            raise ValueError(
+                f"policy 'median' needs window >= 1, k >= 0, max_prefill >= 0 "
+                f"(got window={window}, k={self.k}, max_prefill={self.max_prefill})")
+        self.demands: deque[int] = deque(maxlen=window)  #: the last W demands
+        self.lo = 0.0  #: the band as of the last decision (for reports and tests)
+        self.hi = 0.0
+
+    def decide(self, obs: Observation) -> Decision:
+        """Record this interval's demand, then apply rules 1-5 of the module docstring."""
+        self.demands.append(demand(obs))
+        _, _, self.lo, self.hi = band(self.demands, self.k)
+        bs = max(1, obs.bucket_size)
+        if obs.zone in (ZONE_PACKET, ZONE_CLUSTER) and cluster_exhausted(obs):
+            return Decision(drain_buckets=whole_list(obs), drain_percpu=self.percpu)
+        if obs.allocs <= 0:
+            flush = self.percpu and obs.percpu > 0
+            if obs.cached > 0 or flush:
+                return Decision(drain_buckets=whole_list(obs), drain_percpu=flush)
+            return KEEP
+        hi = int(self.hi)  # floor: the surplus above the band is whole items
+        if obs.cached > hi:
+            return Decision(drain_buckets=buckets_above(obs.cached, hi, bs))
+        lo = int(-(-self.lo // 1))  # ceil
+        if obs.cached < lo and not cluster_exhausted(obs):
+            n = min(self.max_prefill, buckets_to_reach(obs.cached, lo, bs))
+            return Decision(prefill_buckets=n)
+        return KEEP
