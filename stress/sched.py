@@ -1,0 +1,654 @@
+"""Controlled scheduling at sched points: free, jitter, PCT with a token, and replay.
+
+What and why
+============
+
+The races of races.md live in windows a few bytecodes wide.  Real parallel cores
+(``free``) hit them by volume; ``jitter`` widens them with random delays, the way
+different interrupt timing (ACPI on) did in 2005; ``pct`` takes the interleaving away
+from the OS: only one worker runs between two sched points and a seeded PCT
+controller chooses who runs next, so a failing seed fails every time and its schedule
+can be written down; ``replay`` follows a written-down schedule exactly.
+
+PCT (Burckhardt, Kothari, Musuvathi, Nagarakatte, ASPLOS 2010, "A randomized
+scheduler with probabilistic guarantees of finding bugs"): give the n CPUs distinct
+random priorities d, d+1, ..., d+n-1; choose d-1 *change points* among the first k
+steps; always run the highest-priority runnable CPU; when the running CPU passes the
+i-th change point its priority drops to d-i (below every initial one).  A bug of
+depth d shows with probability >= 1/(n k^(d-1)) per run.  A stress run has no known
+length, so we run PCT in *periods* of k steps (``pct_steps``): each period draws fresh
+priorities and change points from ``(seed, period)``, i.e. one PCT trial per k steps,
+all derived from the seed alone.
+
+Who sends what to whom (``pct`` and ``replay``)::
+
+    manager: Controller.prepare(uma) ── writes sc_ctl, sc_prio (and the replay log) ──> arena
+             fork workers ───────────────────────────────────────────────────────┐
+    worker k (holds the token):                                                     │
+        sched_point(label): step += 1; choose next (PCT or the log);                │
+                            record a switch in sc_log; sc_ctl[TOKEN] = next;        │
+                            spin until sc_ctl[TOKEN] == k                           │
+        sched_block():      sc_state[k] = BLOCKED; pass the token (-1 if nobody)     │
+        sched_unblock():    sc_state[k] = WAKING; wait for the token                │
+        finish():           sc_state[k] = EXITED; pass the token                    │
+    manager after the run: Controller.save(uma, folder) ── schedule.json ──> run folder
+
+Only the token holder writes the schedule arrays (``sc_ctl`` words, ``sc_prio``,
+``sc_log``), so they need no lock: the token word is the lock, handed over by a single
+aligned store.  Two exceptions, both rare: a CPU woken while nobody holds the token
+(all CPUs were asleep; the manager woke one) takes the orphan token under
+``_ORPHAN_LOCK``; a waiter that finds the token holder's process dead takes it the
+same way, so a killed worker cannot hang the rest.
+
+A CPU asleep in zonelimit is not runnable.  A CPU whose sched point label starts with
+one of :data:`YIELD_PREFIXES` (a try-lock retry, a wait for a ring) says "I cannot
+progress": PCT runs someone else if anyone else is runnable, otherwise it keeps it.
+
+The schedule file (``schedule.json``, format ``zonelimit.schedule/1``) holds the PCT
+parameters and every *switch*: ``[step, cpu, label]``.  Steps without an entry
+continue the running CPU.  Replay hands the token exactly as recorded; a recorded
+label that differs from the label the replaying CPU reached is a *divergence*
+(counted, first step kept), which means the system under test (or the tester) is
+not deterministic under the token, and is reported instead of silently ignored.
+
+Open questions: the manager's own arena writes (trim callout) are not under the
+token; in ``pct``/``replay`` the manager should not trim, or replays may diverge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from allocator.layout import ArraySpec
+
+SCHED_MODES = ("free", "jitter", "pct", "replay")
+SCHEDULE_FORMAT = "zonelimit.schedule/1"
+SCHEDULE_FILE = "schedule.json"
+DEFAULT_PCT_DEPTH = 3
+DEFAULT_PCT_STEPS = 2000  #: k: the length of one PCT period, in sched points
+LOG_ENTRIES = 1 << 18  #: switches recorded in the arena (2 MB); beyond: overflow, not recorded
+YIELD_PREFIXES = ("yield", "spin", "retry", "trylock", "wait")
+SPIN_LIMIT = 256  #: same label this many times in a row without a switch counts as a yield
+
+# sc_ctl words
+CTL_TOKEN = 0  #: CPU allowed to run; -1 nobody (all asleep or exited)
+CTL_STEP = 1  #: sched points passed under the token
+CTL_NLOG = 2  #: switches recorded (pct) / replayed (replay)
+CTL_NREPLAY = 3  #: switches preloaded for replay
+CTL_DIVERGED = 4  #: first divergent step + 1, 0 none
+CTL_NDIVERGED = 5  #: divergences seen
+CTL_OVERFLOW = 6  #: 1 if switches were not recorded for lack of room
+CTL_MODE = 7  #: index in SCHED_MODES
+CTL_PERIOD = 8  #: current PCT period
+CTL_CHANGE = 9  #: change points of the period already applied
+CTL_ORPHANS = 10  #: times an orphan token was taken
+CTL_SEED = 11  #: PCT seed (written by prepare_arena; workers read the plan from here)
+CTL_DEPTH = 12  #: PCT depth d
+CTL_STEPS = 13  #: PCT period k
+CTL_WORDS = 16
+
+# sc_state values
+RUNNABLE = 0
+BLOCKED = 1  #: asleep in zonelimit
+WAKING = 2  #: woken, waiting for the token
+EXITED = 3
+STATE_NAMES = ("runnable", "blocked", "waking", "exited")
+
+
+def label_id(label: str) -> int:
+    """A stable 31-bit id of a sched point label (recorded next to each switch)."""
+    return zlib.crc32(label.encode()) & 0x7FFFFFFF
+
+
+def is_yield(label: str) -> bool:
+    """Whether a sched point says "I cannot progress now" (try-lock retry, ring wait)."""
+    return label.startswith(YIELD_PREFIXES)
+
+
+# --- the PCT algorithm, as plain logic -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PctPeriod:
+    """One PCT trial of ``steps`` sched points: initial priorities and change points."""
+
+    priorities: tuple[int, ...]  #: per CPU, distinct, in [depth, depth + ncpus)
+    change_points: tuple[int, ...]  #: d-1 distinct steps in [1, steps], sorted (period-relative)
+
+    def lowered(self, i: int, depth: int) -> int:
+        """Priority given at the i-th change point (0-based): depth-1-i, below every initial one."""
+        return depth - 1 - i
+
+
+def pct_period(seed: int, period: int, ncpus: int, depth: int, steps: int) -> PctPeriod:
+    """Draw period ``period`` of the PCT plan of ``seed``: a pure function, so every
+    process (and a replay years later) derives the same plan from the seed alone."""
+    if ncpus < 1 or depth < 1 or steps < 1:
+        raise ValueError("pct needs ncpus >= 1, depth >= 1, steps >= 1")
+    rng = random.Random(f"pct:{seed}:{period}")
+    prios = list(range(depth, depth + ncpus))
+    rng.shuffle(prios)
+    nchange = min(depth - 1, steps)
+    changes = sorted(rng.sample(range(1, steps + 1), nchange))
+    return PctPeriod(tuple(prios), tuple(changes))
+
+
+def pct_choose(prio: Sequence[int], runnable: Sequence[bool], current: int, yielding: bool) -> int:
+    """The PCT choice: the highest-priority runnable CPU; a yielding ``current`` is
+    passed over when anyone else is runnable.  Returns -1 when nobody is runnable."""
+    best = -1
+    for j, ok in enumerate(runnable):
+        if not ok or (yielding and j == current):
+            continue
+        if best < 0 or prio[j] > prio[best]:
+            best = j
+    if best < 0 and yielding and 0 <= current < len(runnable) and runnable[current]:
+        return current
+    return best
+
+
+# --- the schedule file -------------------------------------------------------------------
+
+
+@dataclass
+class Schedule:
+    """A recorded schedule: the PCT parameters and every switch ``(step, cpu, label_id)``."""
+
+    seed: int
+    ncpus: int
+    depth: int
+    steps: int
+    switches: list[tuple[int, int, int]] = field(default_factory=list)
+    total_steps: int = 0
+    overflow: bool = False
+    labels: dict[int, str] = field(default_factory=dict)  #: label ids seen by the manager
+    format: str = SCHEDULE_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document of schedule.json."""
+        d = asdict(self)
+        d["switches"] = [list(s) for s in self.switches]
+        d["labels"] = {str(k): v for k, v in self.labels.items()}
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Schedule:
+        """Rebuild from schedule.json; refuses unknown major formats."""
+        fmt = d.get("format", "")
+        if not str(fmt).startswith("zonelimit.schedule/1"):
+            raise ValueError(f"unknown schedule format {fmt!r} (expected {SCHEDULE_FORMAT})")
+        return Schedule(
+            seed=int(d["seed"]), ncpus=int(d["ncpus"]), depth=int(d["depth"]), steps=int(d["steps"]),
+            switches=[(int(a), int(b), int(c)) for a, b, c in d.get("switches", [])],
+            total_steps=int(d.get("total_steps", 0)), overflow=bool(d.get("overflow", False)),
+            labels={int(k): str(v) for k, v in d.get("labels", {}).items()},
+        )
+
+    def save(self, folder: Path) -> Path:
+        """Write ``folder/schedule.json`` (written whole, then renamed: never half a file)."""
+        path = Path(folder) / SCHEDULE_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), separators=(",", ":")) + "\n")
+        os.replace(tmp, path)
+        return path
+
+
+def load_schedule(run_dir: Path) -> Schedule:
+    """The schedule recorded in a run folder (``RUN_DIR/schedule.json``).
+
+    Raises FileNotFoundError when the run was not controlled (free/jitter runs record
+    no schedule: replaying them re-runs the seed, which may not reproduce a race)."""
+    path = Path(run_dir) / SCHEDULE_FILE
+    return Schedule.from_dict(json.loads(path.read_text()))
+
+
+# --- arena arrays ------------------------------------------------------------------------
+
+
+class ViewFn(Protocol):
+    """How the scheduler reaches its arrays: ``uma.view`` or a test's plain mapping."""
+
+    def __call__(self, name: str) -> memoryview: ...
+
+
+def sched_specs(ncpus: int, log_entries: int = LOG_ENTRIES) -> tuple[ArraySpec, ...]:
+    """The schedule arrays for ``ncpus`` CPUs (``sc_`` prefix)."""
+    return (
+        ArraySpec("sc_ctl", "q", CTL_WORDS, "schedule control: token, step, log counts (CTL_*)"),
+        ArraySpec("sc_prio", "q", max(ncpus, 1), "PCT priority per CPU"),
+        ArraySpec("sc_state", "q", max(ncpus, 1), "RUNNABLE / BLOCKED / WAKING / EXITED per CPU"),
+        ArraySpec("sc_pid", "q", max(ncpus, 1), "pid of the worker under the token protocol"),
+        ArraySpec("sc_log", "q", 3 * log_entries, "switches: step, cpu, label id"),
+    )
+
+
+def sched_arrays(cfg: Any) -> tuple[ArraySpec, ...]:
+    """Every arena array race tooling needs for ``cfg`` (a RunConfig): the schedule
+    arrays in pct/replay mode, the WITNESS tables with --invariants.  The manager adds
+    them to ``UmaConfig(extra=...)``."""
+    from allocator.witness import witness_arrays
+
+    out: tuple[ArraySpec, ...] = ()
+    if cfg.sched in ("pct", "replay"):
+        out += sched_specs(cfg.cpus)
+    if getattr(cfg, "invariants", False):
+        out += witness_arrays(cfg.cpus)
+    return out
+
+
+# --- the token protocol --------------------------------------------------------------------
+
+_ORPHAN_LOCK: Any = None  # a fork-context Lock made by Controller before fork
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours is dead for our purposes
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().split(b")")[-1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+class TokenScheduler:
+    """CPU ``k``'s side of the token protocol (pct and replay).
+
+    Bind :meth:`sched_point`, :meth:`sched_block`, :meth:`sched_unblock` to the CPU's
+    hooks; call :meth:`start` before the first allocator call and :meth:`finish` when
+    the worker leaves (both done by :func:`install` / :func:`uninstall`).
+    """
+
+    def __init__(self, view: ViewFn, k: int, ncpus: int) -> None:
+        self.ctl = view("sc_ctl")
+        mode = SCHED_MODES[self.ctl[CTL_MODE]]
+        if mode not in ("pct", "replay"):
+            raise ValueError(f"TokenScheduler runs pct or replay, not {mode!r}")
+        self.k = k
+        self.ncpus = ncpus
+        self.replay = mode == "replay"
+        self.seed = int(self.ctl[CTL_SEED])
+        self.depth = int(self.ctl[CTL_DEPTH])
+        self.steps = int(self.ctl[CTL_STEPS])
+        self.prio = view("sc_prio")
+        self.state = view("sc_state")
+        self.pid = view("sc_pid")
+        self.log = view("sc_log")
+        self.log_cap = len(self.log) // 3
+        self._last_label = -1
+        self._same = 0
+        self._plan: PctPeriod | None = None
+        self._plan_period = -1
+
+    # the hot path ------------------------------------------------------------------------
+    def sched_point(self, label: str) -> None:
+        """A sched point: count a step, choose who runs next, hand over, wait our turn."""
+        ctl = self.ctl
+        k = self.k
+        if ctl[CTL_TOKEN] != k:  # not ours (a stray call after finish, or before start)
+            self._wait()
+            return
+        lid = label_id(label)
+        if lid == self._last_label:
+            self._same += 1
+        else:
+            self._last_label = lid
+            self._same = 0
+        yielding = self._same >= SPIN_LIMIT or is_yield(label)
+        step = ctl[CTL_STEP] + 1
+        ctl[CTL_STEP] = step
+        nxt = self._pct_next(step, yielding)
+        if self.replay:
+            nxt = self._replay_next(step, lid, nxt)
+        if nxt == k or nxt < 0:
+            return
+        self._same = 0
+        if not self.replay:
+            self._record(step, nxt, lid)
+        self._hand(nxt)
+        self._wait()
+
+    def sched_block(self) -> None:
+        """Right before CPU k sleeps in zonelimit: it is not runnable; pass the token."""
+        self.state[self.k] = BLOCKED
+        self._leave("block")
+
+    def sched_unblock(self) -> None:
+        """Right after CPU k wakes from zonelimit: wait until it is chosen again."""
+        self.state[self.k] = WAKING
+        self._wait()
+        self.state[self.k] = RUNNABLE
+
+    def start(self) -> None:
+        """Register this CPU and wait for the first turn (CPU of the highest priority
+        starts; the Controller put the token there)."""
+        self.pid[self.k] = os.getpid()
+        self._wait()
+
+    def finish(self) -> None:
+        """CPU k leaves for good: never runnable again; pass the token on."""
+        self.state[self.k] = EXITED
+        self._leave("exit")
+
+    def _leave(self, label: str) -> None:
+        """CPU k stops being runnable while holding the token: a step that always
+        switches (to -1 when nobody is runnable), always recorded."""
+        ctl = self.ctl
+        if ctl[CTL_TOKEN] != self.k:
+            return
+        step = ctl[CTL_STEP] + 1
+        ctl[CTL_STEP] = step
+        lid = label_id(label)
+        nxt = self._pct_next(step, False)
+        if self.replay:
+            nxt = self._replay_next(step, lid, nxt)
+        else:
+            self._record(step, nxt, lid)
+        self._hand(nxt)
+
+    # choices -----------------------------------------------------------------------------
+    def _runnable(self) -> list[bool]:
+        st = self.state
+        return [st[j] == RUNNABLE or st[j] == WAKING for j in range(self.ncpus)]
+
+    def _pct_next(self, step: int, yielding: bool) -> int:
+        ctl = self.ctl
+        period = (step - 1) // self.steps
+        if period != ctl[CTL_PERIOD] or self._plan is None or self._plan_period != period:
+            plan = pct_period(self.seed, period, self.ncpus, self.depth, self.steps)
+            if period != ctl[CTL_PERIOD]:  # first step of a new period: fresh priorities
+                ctl[CTL_PERIOD] = period
+                ctl[CTL_CHANGE] = 0
+                for j, p in enumerate(plan.priorities):
+                    self.prio[j] = p
+            self._plan, self._plan_period = plan, period
+        plan = self._plan
+        rel = step - period * self.steps
+        i = ctl[CTL_CHANGE]
+        if i < len(plan.change_points) and rel >= plan.change_points[i]:
+            self.prio[self.k] = plan.lowered(i, self.depth)
+            ctl[CTL_CHANGE] = i + 1
+        return pct_choose(self.prio, self._runnable(), self.k, yielding)
+
+    def _replay_next(self, step: int, lid: int, pct: int) -> int:
+        """The recorded choice at ``step``; ``pct`` (what PCT would do: the priorities
+        are kept up to date in replay too) once the recording is used up."""
+        ctl = self.ctl
+        i = ctl[CTL_NLOG]
+        if i >= ctl[CTL_NREPLAY]:
+            return pct  # past the recording: continue exactly as the pct run would
+        runnable = self._runnable()
+        if self.log[3 * i] == step:
+            ctl[CTL_NLOG] = i + 1
+            nxt = self.log[3 * i + 1]
+            if self.log[3 * i + 2] != lid or (nxt >= 0 and not runnable[nxt]):
+                self._diverged(step)
+                return pct
+            return nxt
+        if self.log[3 * i] < step:  # a recorded switch we never reached
+            self._diverged(step)
+            ctl[CTL_NLOG] = i + 1
+            return pct
+        if runnable[self.k] and self.state[self.k] != BLOCKED:
+            return self.k
+        # the recording says "continue" but we cannot
+        self._diverged(step)
+        return pct
+
+    def _diverged(self, step: int) -> None:
+        ctl = self.ctl
+        if ctl[CTL_DIVERGED] == 0:
+            ctl[CTL_DIVERGED] = step + 1
+        ctl[CTL_NDIVERGED] += 1
+
+    def _record(self, step: int, nxt: int, lid: int) -> None:
+        ctl = self.ctl
+        i = ctl[CTL_NLOG]
+        if i >= self.log_cap:
+            ctl[CTL_OVERFLOW] = 1
+            return
+        log = self.log
+        log[3 * i] = step
+        log[3 * i + 1] = nxt
+        log[3 * i + 2] = lid
+        ctl[CTL_NLOG] = i + 1
+
+    # hand-over and waiting ---------------------------------------------------------------
+    def _hand(self, nxt: int) -> None:
+        self.ctl[CTL_TOKEN] = nxt
+
+    def _wait(self) -> None:
+        """Spin until the token is ours; then yield the core; then sleep briefly.  Take
+        an orphan token (nobody holds it, or its holder died) under the orphan lock."""
+        ctl = self.ctl
+        k = self.k
+        n = 0
+        while ctl[CTL_TOKEN] != k:
+            n += 1
+            if n < 64:
+                continue
+            if n < 2048:
+                os.sched_yield()
+                continue
+            time.sleep(0.0002)
+            if n % 64 == 0:
+                self._maybe_orphan()
+
+    def _maybe_orphan(self) -> None:
+        ctl = self.ctl
+        tok = ctl[CTL_TOKEN]
+        if tok >= 0 and self.state[tok] != EXITED and _pid_alive(self.pid[tok]):
+            return
+        if tok >= 0 and self.pid[tok] == 0 and self.state[tok] != EXITED:
+            return  # the holder has not started yet
+        lock = _ORPHAN_LOCK
+        if lock is not None:
+            lock.acquire()
+        try:
+            if ctl[CTL_TOKEN] == tok:
+                if tok >= 0:
+                    self.state[tok] = EXITED  # died holding the token: never runnable again
+                ctl[CTL_ORPHANS] += 1
+                ctl[CTL_TOKEN] = self.k
+        finally:
+            if lock is not None:
+                lock.release()
+
+
+# --- jitter -------------------------------------------------------------------------------
+
+
+def jitter_point(p: float, seed: int) -> Callable[[str], None]:
+    """A sched point that, with probability ``p``, yields the core or spins a short random
+    while (up to a few microseconds): widens race windows without controlling order."""
+    rng = random.Random(seed)
+    rand = rng.random
+    yield_ = os.sched_yield
+
+    def sched_point(label: str) -> None:
+        if rand() < p:
+            if rand() < 0.5:
+                yield_()
+            else:
+                for _ in range(int(rand() * 200)):
+                    pass
+
+    return sched_point
+
+
+# --- manager and worker entry points ------------------------------------------------------
+
+
+def pct_depth(cfg: Any) -> int:
+    """--pct-depth of a RunConfig (default when the field is missing)."""
+    return int(getattr(cfg, "pct_depth", DEFAULT_PCT_DEPTH) or DEFAULT_PCT_DEPTH)
+
+
+def pct_steps(cfg: Any) -> int:
+    """The PCT period k of a RunConfig (default when the field is missing)."""
+    return int(getattr(cfg, "pct_steps", DEFAULT_PCT_STEPS) or DEFAULT_PCT_STEPS)
+
+
+class Controller:
+    """The manager's side: prepares the arena before fork, saves the schedule after.
+
+    Use::
+
+        ctl = Controller(cfg, replay=load_schedule(run_dir) if replaying else None)
+        uma = Uma.create(UmaConfig(..., extra=... + sched_arrays(cfg)))
+        ctl.prepare(uma)            # before forking workers
+        ... run; workers call install()/uninstall() ...
+        ctl.save(uma, folder)       # after the workers stopped (pct: writes schedule.json)
+        doc["schedule"] = ctl.summary(uma)
+    """
+
+    def __init__(self, cfg: Any, replay: Schedule | None = None) -> None:
+        self.cfg = cfg
+        self.mode = cfg.sched
+        self.replay = replay
+        if self.mode == "replay" and replay is None:
+            raise ValueError("--sched replay needs a recorded schedule (python -m stress replay RUN_DIR)")
+        if replay is not None:
+            self.seed, self.depth, self.steps = replay.seed, replay.depth, replay.steps
+        else:
+            self.seed, self.depth, self.steps = int(cfg.seed), pct_depth(cfg), pct_steps(cfg)
+
+    @property
+    def controlled(self) -> bool:
+        """Whether workers run under the token (pct or replay)."""
+        return self.mode in ("pct", "replay")
+
+    def prepare(self, uma: Any) -> None:
+        """Write the initial token, priorities and (replay) the recorded switches into the
+        arena; make the orphan lock the forked workers inherit."""
+        global _ORPHAN_LOCK
+        if not self.controlled:
+            return
+        prepare_arena(uma.view, self.cfg.cpus, self.mode, self.seed, self.depth, self.steps, self.replay)
+        import multiprocessing
+
+        _ORPHAN_LOCK = multiprocessing.get_context("fork").Lock()
+
+    def schedule(self, uma: Any) -> Schedule | None:
+        """The schedule as recorded in the arena (pct), or None."""
+        if self.mode != "pct":
+            return None
+        return read_schedule(uma.view, self.cfg.cpus, self.seed, self.depth, self.steps)
+
+    def save(self, uma: Any, folder: Path) -> Path | None:
+        """Write schedule.json into the run folder (pct: what happened; replay: a copy of
+        what was followed).  Returns the path, or None in free/jitter mode."""
+        if self.mode == "pct":
+            s = self.schedule(uma)
+            assert s is not None
+            return s.save(folder)
+        if self.mode == "replay" and self.replay is not None:
+            return self.replay.save(folder)
+        return None
+
+    def summary(self, uma: Any) -> dict[str, Any]:
+        """The ``schedule`` block of run.json: mode, seed, depth, steps, switches,
+        divergence (replay)."""
+        d: dict[str, Any] = {"mode": self.mode, "seed": self.seed}
+        if self.mode == "jitter":
+            d["jitter"] = self.cfg.jitter
+        if not self.controlled:
+            return d
+        ctl = uma.view("sc_ctl")
+        d.update(depth=self.depth, steps=self.steps, total_steps=int(ctl[CTL_STEP]),
+                 switches=int(ctl[CTL_NLOG]), overflow=bool(ctl[CTL_OVERFLOW]),
+                 orphans=int(ctl[CTL_ORPHANS]))
+        if self.mode == "replay":
+            d["replayed"] = int(ctl[CTL_NLOG])
+            d["recorded"] = int(ctl[CTL_NREPLAY])
+            d["diverged_at_step"] = int(ctl[CTL_DIVERGED]) - 1 if ctl[CTL_DIVERGED] else None
+            d["divergences"] = int(ctl[CTL_NDIVERGED])
+        return d
+
+
+def prepare_arena(view: ViewFn, ncpus: int, mode: str, seed: int, depth: int, steps: int,
+                  replay: Schedule | None = None) -> None:
+    """Initialise the schedule arrays: period 0 priorities, the token on the CPU that
+    PCT runs first, and in replay mode the recorded switches."""
+    ctl, prio, state, log = view("sc_ctl"), view("sc_prio"), view("sc_state"), view("sc_log")
+    for i in range(len(ctl)):
+        ctl[i] = 0
+    plan = pct_period(seed, 0, ncpus, depth, steps)
+    for j in range(ncpus):
+        prio[j] = plan.priorities[j]
+        state[j] = RUNNABLE
+    ctl[CTL_MODE] = SCHED_MODES.index(mode)
+    ctl[CTL_SEED], ctl[CTL_DEPTH], ctl[CTL_STEPS] = seed, depth, steps
+    first = pct_choose(prio, [True] * ncpus, -1, False)
+    if replay is not None:
+        if replay.ncpus != ncpus:
+            raise ValueError(f"schedule recorded for {replay.ncpus} CPUs, run has {ncpus}")
+        cap = len(log) // 3
+        sw = replay.switches[:cap]
+        for i, (step, cpu, lid) in enumerate(sw):
+            log[3 * i], log[3 * i + 1], log[3 * i + 2] = step, cpu, lid
+        ctl[CTL_NREPLAY] = len(sw)
+        if sw and sw[0][0] == 0:  # step 0: the first CPU to run
+            first = sw[0][1]
+            ctl[CTL_NLOG] = 1
+    elif mode == "pct":
+        log[0], log[1], log[2] = 0, first, label_id("start")
+        ctl[CTL_NLOG] = 1
+    ctl[CTL_TOKEN] = first
+
+
+def read_schedule(view: ViewFn, ncpus: int, seed: int, depth: int, steps: int) -> Schedule:
+    """The switches recorded in the arena, as a :class:`Schedule`."""
+    ctl, log = view("sc_ctl"), view("sc_log")
+    n = min(int(ctl[CTL_NLOG]), len(log) // 3)
+    sw = [(int(log[3 * i]), int(log[3 * i + 1]), int(log[3 * i + 2])) for i in range(n)]
+    return Schedule(seed=seed, ncpus=ncpus, depth=depth, steps=steps, switches=sw,
+                    total_steps=int(ctl[CTL_STEP]), overflow=bool(ctl[CTL_OVERFLOW]))
+
+
+_INSTALLED: dict[int, TokenScheduler] = {}
+
+
+def install(cpu: Any, uma: Any, cfg: Any, k: int) -> None:
+    """In worker k, after fork and pinning, before the first allocator call: install the
+    sched point of ``cfg.sched`` (and WITNESS hooks with --invariants).  In pct/replay
+    this blocks until CPU k is first chosen to run."""
+    mode = cfg.sched
+    if getattr(cfg, "invariants", False):
+        from allocator.witness import Witness
+
+        Witness(uma.view, k).install(cpu)
+    if mode == "free":
+        return
+    if mode == "jitter":
+        cpu.sched_point = jitter_point(float(cfg.jitter), hash((int(cfg.seed), k)) & 0xFFFFFFFF)
+        return
+    ts = TokenScheduler(uma.view, k, cfg.cpus)
+    cpu.sched_point = ts.sched_point
+    cpu.sched_block = ts.sched_block
+    cpu.sched_unblock = ts.sched_unblock
+    _INSTALLED[k] = ts
+    ts.start()
+
+
+def uninstall(cpu: Any, k: int) -> None:
+    """In worker k, when its loop ends (stop flag seen, or an exception): leave the token
+    protocol so the other CPUs keep running.  Safe to call in any mode, and twice."""
+    ts = _INSTALLED.pop(k, None)
+    if ts is not None:
+        ts.finish()

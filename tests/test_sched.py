@@ -1,0 +1,283 @@
+"""Controlled scheduling as plain logic, and the token protocol between forked processes.
+
+These tests need no allocator: the schedule arrays are carved out of an anonymous
+shared mapping, and two forked children play CPUs that race on a shared counter
+(read, sched point, write: a lost-update window).  PCT must make that race
+deterministic per seed, find it for some seed, record the schedule, and replay it.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from allocator.layout import ITEMSIZE, ArraySpec
+from stress import sched
+from stress.sched import (
+    BLOCKED,
+    CTL_DIVERGED,
+    CTL_NDIVERGED,
+    CTL_NLOG,
+    CTL_STEP,
+    CTL_TOKEN,
+    EXITED,
+    Schedule,
+    TokenScheduler,
+    pct_choose,
+    pct_period,
+    prepare_arena,
+    read_schedule,
+)
+
+
+class SharedArrays:
+    """Arrays carved from one anonymous MAP_SHARED mapping (inherited across fork)."""
+
+    def __init__(self, specs: tuple[ArraySpec, ...]) -> None:
+        size = sum(s.length * ITEMSIZE[s.typecode] + 64 for s in specs)
+        self.mm = mmap.mmap(-1, size)
+        buf = memoryview(self.mm)
+        self.views: dict[str, memoryview] = {}
+        off = 0
+        for s in specs:
+            n = s.length * ITEMSIZE[s.typecode]
+            self.views[s.name] = buf[off:off + n].cast(s.typecode)
+            off += -(-n // 64) * 64
+
+    def view(self, name: str) -> memoryview:
+        return self.views[name]
+
+
+# --- PCT logic ------------------------------------------------------------------------------
+
+
+def test_pct_period_is_a_function_of_seed_and_period() -> None:
+    a = pct_period(7, 3, ncpus=4, depth=3, steps=100)
+    assert a == pct_period(7, 3, ncpus=4, depth=3, steps=100)
+    assert sorted(a.priorities) == [3, 4, 5, 6]  # distinct, d .. d+n-1
+    assert len(a.change_points) == 2 and list(a.change_points) == sorted(set(a.change_points))
+    assert all(1 <= c <= 100 for c in a.change_points)
+    others = {pct_period(s, 0, 4, 3, 100) for s in range(20)}
+    assert len(others) > 10  # seeds actually vary the plan
+
+
+def test_pct_lowered_priorities_are_below_every_initial_one() -> None:
+    p = pct_period(1, 0, ncpus=3, depth=4, steps=50)
+    lows = [p.lowered(i, 4) for i in range(3)]
+    assert lows == [3, 2, 1] and max(lows) < min(p.priorities)
+
+
+def test_pct_depth_one_has_no_change_points() -> None:
+    assert pct_period(5, 0, 2, 1, 10).change_points == ()
+
+
+def test_pct_choose_highest_runnable_and_yield() -> None:
+    prio = [5, 9, 7]
+    assert pct_choose(prio, [True, True, True], 0, False) == 1
+    assert pct_choose(prio, [True, False, True], 0, False) == 2
+    assert pct_choose(prio, [True, True, True], 1, True) == 2  # yielding: someone else
+    assert pct_choose(prio, [False, True, False], 1, True) == 1  # nobody else: keep going
+    assert pct_choose(prio, [False, False, False], 0, False) == -1
+
+
+def test_schedule_round_trip(tmp_path: Path) -> None:
+    s = Schedule(seed=3, ncpus=2, depth=2, steps=50, switches=[(0, 1, 11), (4, 0, 12)],
+                 total_steps=9, labels={11: "start"})
+    s.save(tmp_path)
+    assert sched.load_schedule(tmp_path) == s
+    with pytest.raises(ValueError, match="unknown schedule format"):
+        Schedule.from_dict({**s.to_dict(), "format": "zonelimit.schedule/2"})
+
+
+def test_load_schedule_of_uncontrolled_run_says_so(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        sched.load_schedule(tmp_path)
+
+
+def test_jitter_point_zero_probability_is_inert() -> None:
+    p = sched.jitter_point(0.0, 1)
+    for _ in range(1000):
+        p("x")
+    q = sched.jitter_point(1.0, 1)
+    q("x")  # delays, but returns
+
+
+def test_controller_refuses_replay_without_schedule() -> None:
+    class Cfg:
+        sched = "replay"
+        seed = 0
+        cpus = 2
+
+    with pytest.raises(ValueError, match="recorded schedule"):
+        sched.Controller(Cfg())
+
+
+# --- the token protocol between two forked processes ---------------------------------------
+
+ROUNDS = 40
+
+
+def _counter_race(arr: SharedArrays, k: int) -> None:
+    """Child k: ROUNDS unlocked increments with a sched point inside the window."""
+    ts = TokenScheduler(arr.view, k, 2)
+    c = arr.view("counter")
+    try:
+        ts.start()
+        for _ in range(ROUNDS):
+            v = c[0]
+            ts.sched_point("counter:read")
+            c[0] = v + 1
+            ts.sched_point("counter:write")
+        ts.finish()
+    finally:
+        os._exit(0)
+
+
+def _run_children(arr: SharedArrays, body: Callable[[SharedArrays, int], None],
+                  ncpus: int = 2, timeout: float = 60.0) -> None:
+    pids = []
+    for k in range(ncpus):
+        pid = os.fork()
+        if pid == 0:
+            body(arr, k)
+        pids.append(pid)
+    deadline = time.monotonic() + timeout
+    left = set(pids)
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                left.discard(pid)
+        time.sleep(0.005)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert not left, "children did not finish: the token protocol hung"
+
+
+def _arrays() -> SharedArrays:
+    return SharedArrays(sched.sched_specs(2, log_entries=4096)
+                        + (ArraySpec("counter", "q", 1, "shared counter"),))
+
+
+def _pct_run(seed: int, depth: int = 2, steps: int = 4 * ROUNDS) -> tuple[int, Schedule]:
+    arr = _arrays()
+    prepare_arena(arr.view, 2, "pct", seed, depth, steps)
+    _run_children(arr, _counter_race)
+    return arr.view("counter")[0], read_schedule(arr.view, 2, seed, depth, steps)
+
+
+def test_pct_is_deterministic_per_seed() -> None:
+    a = _pct_run(11)
+    b = _pct_run(11)
+    assert a == b
+
+
+def test_pct_finds_the_lost_update_and_free_order_does_not_matter() -> None:
+    results = {seed: _pct_run(seed)[0] for seed in range(12)}
+    assert all(ROUNDS <= v <= 2 * ROUNDS for v in results.values())
+    assert any(v < 2 * ROUNDS for v in results.values()), results  # the race, found
+    assert any(v == 2 * ROUNDS for v in results.values()), results  # and not in every seed
+
+
+def test_pct_records_every_switch_and_steps() -> None:
+    _, s = _pct_run(3)
+    assert s.switches[0][0] == 0  # who started
+    assert s.total_steps == 4 * ROUNDS + 2  # every sched point plus two exits
+    steps = [st for st, _, _ in s.switches]
+    assert steps == sorted(steps)
+    assert all(cpu in (-1, 0, 1) for _, cpu, _ in s.switches)
+
+
+def test_replay_reproduces_a_failing_schedule() -> None:
+    failing = next((seed, r) for seed in range(20) for r in [_pct_run(seed)] if r[0] < 2 * ROUNDS)
+    seed, (value, recorded) = failing
+    arr = _arrays()
+    prepare_arena(arr.view, 2, "replay", seed, recorded.depth, recorded.steps, recorded)
+    _run_children(arr, _counter_race)
+    ctl = arr.view("sc_ctl")
+    assert arr.view("counter")[0] == value
+    assert ctl[CTL_NDIVERGED] == 0 and ctl[CTL_DIVERGED] == 0
+    assert ctl[CTL_NLOG] == len(recorded.switches)
+
+
+def test_replay_of_a_different_program_reports_divergence() -> None:
+    seed = 5
+    _, recorded = _pct_run(seed)
+    # change a label of the recording: the replay must notice
+    recorded.switches = [(st, cpu, lid ^ 1) if i == 1 else (st, cpu, lid)
+                         for i, (st, cpu, lid) in enumerate(recorded.switches)]
+    arr = _arrays()
+    prepare_arena(arr.view, 2, "replay", seed, recorded.depth, recorded.steps, recorded)
+    _run_children(arr, _counter_race)
+    assert arr.view("sc_ctl")[CTL_NDIVERGED] >= 1
+
+
+def _blocker(arr: SharedArrays, k: int) -> None:
+    """CPU 0 sleeps (like zonelimit) until CPU 1 sets the wake flag; CPU 1 counts."""
+    ts = TokenScheduler(arr.view, k, 2)
+    flag = arr.view("counter")
+    try:
+        ts.start()
+        if k == 0:
+            ts.sched_block()
+            while flag[0] == 0:
+                time.sleep(0.001)
+            ts.sched_unblock()
+            flag[0] = 100
+        else:
+            for _ in range(5):
+                ts.sched_point("work")
+            flag[0] = 1  # "wakeup", then keep going until CPU 0 ran
+            while flag[0] != 100:
+                ts.sched_point("yield:wait for cpu0")
+        ts.finish()
+    finally:
+        os._exit(0)
+
+
+def test_blocked_cpu_passes_the_token_and_gets_it_back() -> None:
+    for seed in range(4):
+        arr = _arrays()
+        prepare_arena(arr.view, 2, "pct", seed, 2, 50)
+        _run_children(arr, _blocker, timeout=30)
+        st = arr.view("sc_state")
+        assert st[0] == EXITED and st[1] == EXITED
+        assert arr.view("counter")[0] == 100
+
+
+def _dies_holding(arr: SharedArrays, k: int) -> None:
+    ts = TokenScheduler(arr.view, k, 2)
+    c = arr.view("counter")
+    try:
+        ts.start()
+        if k == arr.view("sc_ctl")[CTL_TOKEN] and c[0] == 0:
+            c[0] = 1
+            os._exit(0)  # dies with the token: no finish()
+        for _ in range(3):
+            ts.sched_point("work")
+        c[0] += 10
+        ts.finish()
+    finally:
+        os._exit(0)
+
+
+def test_token_of_a_dead_holder_is_taken_over() -> None:
+    arr = _arrays()
+    prepare_arena(arr.view, 2, "pct", 1, 2, 50)
+    _run_children(arr, _dies_holding, timeout=30)
+    assert arr.view("counter")[0] == 11
+    assert arr.view("sc_ctl")[sched.CTL_ORPHANS] >= 1
+
+
+def test_state_names_cover_states() -> None:
+    assert sched.STATE_NAMES[BLOCKED] == "blocked" and sched.STATE_NAMES[EXITED] == "exited"
+    assert CTL_STEP != CTL_TOKEN
+    assert random.Random(1).random() == random.Random(1).random()
