@@ -1,0 +1,284 @@
+"""What a person sees: the configuration line, the CPU map, the final summary, progress.
+
+Formatting functions return lists of lines and print nothing (pyperf's rule): the
+manager prints them while a run is live, ``report`` prints them from a saved run, and
+tests compare them.  The netstat -m and vmstat -z lines themselves come from the
+allocator's one formatter (``allocator.netstat_m_lines`` / ``allocator.vmstat_z_lines``);
+this module only rebuilds an ``allocator.Stats`` from a run.json document to feed it.
+
+The only thing here that writes is :class:`Progress`, a one-line indicator drawn on
+stderr and only when stderr is a terminal, so logs and pipes stay clean.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from stress.config import RunConfig
+from stress.results import package_version
+
+VERDICT_WORDS = {
+    "ok": "ok: the run completed and every audit passed",
+    "wedged": "WEDGED in [zonelimit]: every CPU slept on the zone limit and none made progress",
+    "leak": "LEAK: items were lost (allocated, yet owned by no CPU, ring, cache or slab)",
+    "double-free": "DOUBLE FREE: an item was freed twice or owned twice",
+    "corrupt": "CORRUPT: payload or poison check failed (an item was used after free)",
+    "lock-order": "LOCK-ORDER reversal: two locks were taken in both orders (WITNESS)",
+    "error": "ERROR: the tester itself failed (not a verdict on the allocator)",
+}
+"""The verdict of run.json in words (cli.md exit codes: ok 0, error 3, the others 1)."""
+
+
+def _num(x: float) -> str:
+    """A duration or rate without noise: 10 -> '10', 0.25 -> '0.25', 1.0/3 -> '0.333'."""
+    return f"{x:.3g}" if x < 1000 else f"{x:,.0f}"
+
+
+def config_line(cfg: RunConfig) -> str:
+    """The configuration in one line, printed first so every log says what was run."""
+    parts = [
+        f"workload {cfg.workload}",
+        f"era {cfg.era} (refcount {cfg.refcount}, wakeup {cfg.wakeup}, policy {cfg.policy})",
+        f"{cfg.cpus} CPU{'s' if cfg.cpus != 1 else ''}",
+        f"nmbclusters {cfg.nmbclusters}",
+        f"duration {_num(cfg.duration)} s",
+    ]
+    if cfg.rounds:
+        parts.append(f"{cfg.rounds} rounds of {_num(cfg.round_length)} s, idle {_num(cfg.idle)} s")
+    parts.append(f"interval {_num(cfg.interval)} s")
+    parts.append(f"wedge-timeout {_num(cfg.wedge_timeout)} s")
+    if cfg.policy != "none":
+        parts.append(f"trim-interval {_num(cfg.trim_interval)} s")
+    if cfg.policy_params:
+        parts.append("policy params " + ",".join(f"{k}={v:g}" for k, v in sorted(cfg.policy_params.items())))
+    parts.append(f"seed {cfg.seed}")
+    if cfg.inject:
+        parts.append("inject " + ",".join(cfg.inject))
+    if cfg.sched != "free":
+        sched = f"sched {cfg.sched}"
+        if cfg.sched == "jitter":
+            sched += f" p={cfg.jitter:g}"
+        elif cfg.sched == "pct":
+            sched += f" depth {getattr(cfg, 'pct_depth', '?')}"
+        parts.append(sched)
+    for flag, name in (
+        (cfg.invariants, "INVARIANTS"),
+        (cfg.lock_profile, "LOCK_PROFILING"),
+        (cfg.profile, "py-spy profile"),
+        (cfg.oversubscribe, "oversubscribed"),
+    ):
+        if flag:
+            parts.append(name)
+    return f"zonelimit {package_version()}: " + ", ".join(parts)
+
+
+def mapping_lines(mapping: dict[int, int]) -> list[str]:
+    """The simulated CPU -> real core map, one line per CPU, shared cores marked.
+
+    A core running two simulated CPUs interleaves them instead of running them in
+    parallel, which changes what races can show: the mark says so.
+    """
+    per_core: dict[int, int] = {}
+    for core in mapping.values():
+        per_core[core] = per_core.get(core, 0) + 1
+    width = len(str(max(mapping, default=0)))
+    lines = []
+    for cpu in sorted(mapping):
+        core = mapping[cpu]
+        shared = f"  (shared by {per_core[core]} CPUs)" if per_core[core] > 1 else ""
+        lines.append(f"CPU {cpu:>{width}} -> core {core}{shared}")
+    return lines
+
+
+def stats_from_doc(doc: dict[str, Any]) -> Any:
+    """Rebuild an ``allocator.Stats`` from run.json's "zones" and "netstat" blocks.
+
+    So that ``report`` prints a saved run with the very formatter the live run used.
+    """
+    import allocator
+
+    return allocator.Stats.from_dict({"zones": doc.get("zones", []), "netstat": doc.get("netstat", {})})
+
+
+def vmstat_lines(doc: dict[str, Any]) -> list[str]:
+    """The vmstat -z table of a run document, through the allocator's formatter."""
+    if not doc.get("zones"):
+        return ["vmstat -z: no zone statistics recorded"]
+    import allocator
+
+    return list(allocator.vmstat_z_lines(stats_from_doc(doc)))
+
+
+def netstat_lines(doc: dict[str, Any]) -> list[str]:
+    """The final netstat -m lines of a run document, through the allocator's formatter."""
+    if not doc.get("netstat"):
+        return ["netstat -m: no statistics recorded"]
+    import allocator
+
+    return list(allocator.netstat_m_lines(stats_from_doc(doc)))
+
+
+def _count(d: Any, key: str) -> int:
+    v = d.get(key, 0) if isinstance(d, dict) else 0
+    return int(v or 0)
+
+
+def audit_lines(audit: dict[str, Any] | None) -> list[str]:
+    """The conservation audit in words: the true leak (lost) apart from the pseudo-leak (stranded)."""
+    if not audit:
+        return ["audit: not run"]
+    lost = audit.get("lost") or {}
+    stranded = audit.get("stranded") or {}
+    lines = [f"audit: {_count(audit, 'items_accounted'):,} items accounted for"]
+    lost_total = sum(int(v or 0) for v in lost.values())
+    lost_text = ", ".join(f"{int(v or 0):,} {k}{'s' if int(v or 0) != 1 else ''}" for k, v in lost.items())
+    lines.append(
+        f"  lost (true leak, owned by no one): {lost_text or 'nothing'}"
+        + ("" if lost_total == 0 else "  <-- LEAK")
+    )
+    if stranded:
+        text = ", ".join(f"{int(v or 0):,} {k.replace('_', ' ')}" for k, v in stranded.items())
+        lines.append(f"  stranded (pseudo-leak, cached, not in use): {text}")
+    checks = ("double_owned", "poison_errors", "payload_errors")
+    lines.append("  " + ", ".join(f"{k.replace('_', ' ')}: {_count(audit, k):,}" for k in checks))
+    for key, value in audit.items():
+        if key not in {"items_accounted", "lost", "stranded", *checks}:
+            lines.append(f"  {key.replace('_', ' ')}: {value}")
+    return lines
+
+
+def throughput_lines(doc: dict[str, Any]) -> list[str]:
+    """Operations done, per second, and per CPU per second."""
+    ops = doc.get("ops") or {}
+    if not ops:
+        return ["throughput: not recorded"]
+    total = int(ops.get("total", 0) or 0)
+    per_s = float(ops.get("per_s", 0.0) or 0.0)
+    duration = float(doc.get("duration_s", 0.0) or 0.0)
+    line = f"throughput: {total:,} ops in {duration:.1f} s = {per_s:,.0f} ops/s"
+    per_cpu = ops.get("per_cpu_per_s") or []
+    if per_cpu:
+        line += " (per CPU: " + " ".join(f"{float(x):,.0f}" for x in per_cpu) + ")"
+    return [line]
+
+
+def lock_lines(locks: list[dict[str, Any]] | None, top: int = 10) -> list[str]:
+    """LOCK_PROFILING-style table, the most waited-on locks first."""
+    if not locks:
+        return []
+    rows = sorted(locks, key=lambda r: float(r.get("wait_total_us", 0) or 0), reverse=True)
+    head = f"{'count':>10} {'contended':>10} {'wait_total_us':>14} {'wait_max_us':>12} " \
+           f"{'hold_total_us':>14} {'hold_max_us':>12}  name"
+    lines = ["lock contention (LOCK_PROFILING):", head]
+    for r in rows[:top]:
+        lines.append(
+            f"{int(r.get('count', 0) or 0):>10} {int(r.get('contended', 0) or 0):>10} "
+            f"{float(r.get('wait_total_us', 0) or 0):>14.0f} {float(r.get('wait_max_us', 0) or 0):>12.1f} "
+            f"{float(r.get('hold_total_us', 0) or 0):>14.0f} {float(r.get('hold_max_us', 0) or 0):>12.1f}  "
+            f"{r.get('name', '?')}"
+        )
+    if len(rows) > top:
+        lines.append(f"  ... {len(rows) - top} more in run.json")
+    return lines
+
+
+def wedge_lines(wedge: dict[str, Any] | None) -> list[str]:
+    """Where and when the system wedged, as the watchdog saw it."""
+    if not wedge:
+        return []
+    cpus = wedge.get("sleeping_cpus") or []
+    line = (
+        f"wedged in [{wedge.get('wchan', 'zonelimit')}] at {float(wedge.get('at_s', 0) or 0):.1f} s: "
+        f"zone {wedge.get('zone', '?')}, CPUs {','.join(str(c) for c in cpus) or '?'} asleep"
+    )
+    lines = [line]
+    extra = {k: v for k, v in wedge.items() if k not in {"at_s", "zone", "wchan", "sleeping_cpus"}}
+    for k, v in extra.items():
+        lines.append(f"  {k.replace('_', ' ')}: {v}")
+    return lines
+
+
+def peak_lines(peak: dict[str, Any] | None) -> list[str]:
+    """The high-water marks of the run (the demand the caches grew to)."""
+    if not peak:
+        return []
+    return ["peak: " + ", ".join(f"{k.replace('_', ' ')} {int(v or 0):,}" for k, v in peak.items())]
+
+
+def verdict_lines(doc: dict[str, Any]) -> list[str]:
+    """The verdict in words with its exit code, then its detail (an error's message) indented."""
+    verdict = str(doc.get("verdict", "?"))
+    words = VERDICT_WORDS.get(verdict, f"{verdict}: unknown verdict")
+    lines = [f"verdict: {words} (exit {doc.get('exit_code', '?')})"]
+    detail = doc.get("error") or doc.get("verdict_detail")
+    if detail:
+        lines += ["  " + line for line in str(detail).strip().splitlines()]
+    return lines
+
+
+def summary_lines(doc: dict[str, Any], folder: Path) -> list[str]:
+    """The end-of-run summary: vmstat -z, peak, audit, throughput, locks, wedge, verdict, folder."""
+    lines = vmstat_lines(doc)
+    lines += peak_lines(doc.get("peak"))
+    lines += audit_lines(doc.get("audit"))
+    lines += throughput_lines(doc)
+    lines += lock_lines(doc.get("locks"))
+    lines += wedge_lines(doc.get("wedge"))
+    lines += verdict_lines(doc)
+    lines.append(f"run folder: {folder}")
+    return lines
+
+
+class Progress:
+    """A one-line progress indicator on stderr, drawn only when stderr is a terminal.
+
+    Call :meth:`update` as often as convenient, :meth:`clear` before printing other
+    lines to the same terminal, and :meth:`close` at the end (safe twice).
+    """
+
+    def __init__(self, duration: float, stream: TextIO | None = None, enabled: bool | None = None) -> None:
+        """``duration``: seconds the bar spans; ``enabled`` defaults to "stream is a terminal"."""
+        self.duration = max(float(duration), 1e-9)
+        self.stream = stream if stream is not None else sys.stderr
+        if enabled is None:
+            isatty = getattr(self.stream, "isatty", None)
+            enabled = bool(isatty and isatty())
+        self.enabled = enabled
+        self._drawn = 0
+
+    def render(self, elapsed: float, note: str = "", width: int = 80) -> str:
+        """The text of the indicator for ``elapsed`` seconds (what :meth:`update` draws)."""
+        frac = min(max(elapsed / self.duration, 0.0), 1.0)
+        tail = f" {elapsed:6.1f}/{self.duration:.0f} s {frac:4.0%}"
+        if note:
+            tail += f"  {note}"
+        bar_width = max(10, min(40, width - len(tail) - 3))
+        filled = int(round(frac * bar_width))
+        text = "[" + "#" * filled + "." * (bar_width - filled) + "]" + tail
+        return text[: width - 1]
+
+    def update(self, elapsed: float, note: str = "") -> None:
+        """Redraw the indicator in place (no-op when not enabled)."""
+        if not self.enabled:
+            return
+        width = shutil.get_terminal_size((80, 24)).columns
+        text = self.render(elapsed, note, width)
+        pad = " " * max(0, self._drawn - len(text))
+        self.stream.write("\r" + text + pad)
+        self.stream.flush()
+        self._drawn = len(text)
+
+    def clear(self) -> None:
+        """Erase the indicator so that other output starts on a clean line."""
+        if self.enabled and self._drawn:
+            self.stream.write("\r" + " " * self._drawn + "\r")
+            self.stream.flush()
+            self._drawn = 0
+
+    def close(self) -> None:
+        """Erase the indicator for good."""
+        self.clear()
+        self.enabled = False
