@@ -217,6 +217,17 @@ def policy_params_table() -> dict[str, dict[str, tuple[float, str]]]:
 # --- the run options ---
 
 
+def _policy_params_help() -> str:
+    table = policy_params_table()
+    if not table:
+        return "see docs/policies.md"
+    return "; ".join(
+        f"{policy}: " + ", ".join(f"{name}={default:g}" for name, (default, _) in params.items())
+        for policy, params in table.items()
+        if params
+    )
+
+
 def _era_default(knob: str) -> str:
     presets = ", ".join(f"{era}: {_config.ERA_PRESETS[era][knob]}" for era in _config.ERAS)
     return f"from --era ({presets})"
@@ -261,8 +272,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"packet-zone / bucket-cache trimming: {', '.join(policy_names())} "
                         f"(default: {_era_default('policy')})")
     g.add_argument("--policy-param", type=policy_param, action="append", default=None, metavar="NAME=VALUE",
-                   help="a tuning parameter of --policy, repeatable (see docs/policies.md) "
-                        "(default: the policy's own defaults)")
+                   help="a tuning parameter of --policy, repeatable: "
+                        f"{_policy_params_help()} (default: the policy's own defaults)")
     g.add_argument("--refcount", type=one_of(_config.REFCOUNT_MODES), default=None, metavar="MODE",
                    help=f"cluster refcount release: buggy-eq0 (the 2005 test) or atomic "
                         f"(default: {_era_default('refcount')})")
@@ -536,6 +547,7 @@ def _config_problems(cfg: RunConfig) -> list[str]:
     return problems
 
 
+SCHEDULE_FILE = "schedule.json"  #: written by stress.sched into pct and replay run folders
 ScheduleHook = Callable[[Path, RunConfig], RunConfig]
 
 
@@ -554,6 +566,28 @@ def schedule_hook() -> ScheduleHook | None:
         raise
     hook = getattr(sched, "prepare_replay", None)
     return hook if callable(hook) else None
+
+
+def follow_schedule(parser: argparse.ArgumentParser, run_dir: Path, cfg: RunConfig) -> RunConfig:
+    """Make a replay follow the schedule RUN_DIR recorded, when it recorded one.
+
+    The race tooling may own this step (:func:`schedule_hook`); without it, a run folder
+    holding ``schedule.json`` (a pct or replay run) is replayed with ``sched="replay"``
+    and ``replay_from=RUN_DIR``, which the manager hands to ``stress.sched.Controller``.
+    Free and jitter runs record no schedule: their replay re-runs the same seed, which
+    reproduces the configuration but not necessarily the interleaving.
+    """
+    hook = schedule_hook()
+    if hook is not None:
+        try:
+            return hook(run_dir, cfg)
+        except ValueError as exc:
+            parser.error(f"RUN_DIR: {run_dir}: schedule: {exc}")
+    if (run_dir / SCHEDULE_FILE).is_file():
+        return cfg.replace(sched="replay", replay_from=str(run_dir))
+    if cfg.sched == "replay":
+        parser.error(f"RUN_DIR: {run_dir}: recorded --sched replay but holds no {SCHEDULE_FILE}")
+    return cfg
 
 
 def cmd_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -576,12 +610,7 @@ def cmd_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     _check_out(parser, args.out)
     out = Path(args.out) if args.out is not None else next_replay_dir(run_dir)
     cfg = cfg.replace(out=str(out), json=args.json, verbosity=verbosity, oversubscribe=oversubscribe)
-    hook = schedule_hook()
-    if hook is not None:
-        try:
-            cfg = hook(run_dir, cfg)
-        except ValueError as exc:
-            parser.error(f"RUN_DIR: {run_dir}: schedule: {exc}")
+    cfg = follow_schedule(parser, run_dir, cfg)
     if not args.json and verbosity >= 0:
         print(f"replay of {run_dir} (recorded verdict {doc.get('verdict', '?')}, exit "
               f"{doc.get('exit_code', '?')}) into {out}", file=sys.stderr, flush=True)

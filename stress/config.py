@@ -69,6 +69,7 @@ class RunConfig:
     sched: str = "free"
     jitter: float = 0.0
     pct_depth: int = 3  # PCT bug depth d: d-1 priority change points (races.md)
+    replay_from: str | None = None  # sched "replay": the run folder whose schedule.json is followed
     invariants: bool = False
     lock_profile: bool = False
     profile: bool = False
