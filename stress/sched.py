@@ -290,6 +290,11 @@ class TokenScheduler:
         self.pid = view("sc_pid")
         self.log = view("sc_log")
         self.log_cap = len(self.log) // 3
+        try:  # the allocator's "woken" flag: set by the waker under the keg lock, i.e.
+            # by the token holder, so reading it keeps the schedule deterministic
+            self.woken: memoryview | None = view("cpu_woken")
+        except KeyError:
+            self.woken = None
         self._last_label = -1
         self._same = 0
         self._plan: PctPeriod | None = None
@@ -363,8 +368,10 @@ class TokenScheduler:
 
     # choices -----------------------------------------------------------------------------
     def _runnable(self) -> list[bool]:
-        st = self.state
-        return [st[j] == RUNNABLE or st[j] == WAKING for j in range(self.ncpus)]
+        st, woken = self.state, self.woken
+        return [st[j] == RUNNABLE or st[j] == WAKING
+                or (st[j] == BLOCKED and woken is not None and woken[j] != 0)
+                for j in range(self.ncpus)]
 
     def _pct_next(self, step: int, yielding: bool) -> int:
         ctl = self.ctl
@@ -396,7 +403,7 @@ class TokenScheduler:
         if self.log[3 * i] == step:
             ctl[CTL_NLOG] = i + 1
             nxt = self.log[3 * i + 1]
-            if self.log[3 * i + 2] != lid or (nxt >= 0 and not runnable[nxt]):
+            if self.log[3 * i + 2] != lid or (nxt >= 0 and not runnable[nxt]) or (nxt < 0 and any(runnable)):
                 self._diverged(step)
                 return pct
             return nxt
@@ -629,21 +636,42 @@ def install(cpu: Any, uma: Any, cfg: Any, k: int) -> None:
     sched point of ``cfg.sched`` (and WITNESS hooks with --invariants).  In pct/replay
     this blocks until CPU k is first chosen to run."""
     mode = cfg.sched
+    witness = None
     if getattr(cfg, "invariants", False):
-        from allocator.witness import Witness
+        from allocator.witness import Witness, has_witness
 
-        Witness(uma.view, k).install(cpu)
-    if mode == "free":
-        return
+        if has_witness(uma.view):
+            witness = Witness(uma.view, k)
+            witness.install(cpu)
     if mode == "jitter":
-        cpu.sched_point = jitter_point(float(cfg.jitter), hash((int(cfg.seed), k)) & 0xFFFFFFFF)
+        cpu.sched_point = jitter_point(float(cfg.jitter), (int(cfg.seed) * 1000003 + k) & 0xFFFFFFFF)
+    if mode in ("free", "jitter"):
+        if witness is not None:
+            cpu.sched_block = witness.check_sleep
+        _instrument(cpu)
         return
     ts = TokenScheduler(uma.view, k, cfg.cpus)
     cpu.sched_point = ts.sched_point
     cpu.sched_block = ts.sched_block
+    if witness is not None:
+        check, block = witness.check_sleep, ts.sched_block
+
+        def sched_block() -> None:
+            check()
+            block()
+
+        cpu.sched_block = sched_block
     cpu.sched_unblock = ts.sched_unblock
+    _instrument(cpu)
     _INSTALLED[k] = ts
     ts.start()
+
+
+def _instrument(cpu: Any) -> None:
+    """Let the allocator re-choose its lock implementation now that hooks are set."""
+    fn = getattr(cpu, "instrument", None)
+    if callable(fn):
+        fn()
 
 
 def uninstall(cpu: Any, k: int) -> None:

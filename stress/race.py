@@ -1,0 +1,297 @@
+"""``python -m stress race``: hunt a catalogued race over a range of seeds.
+
+One command to hunt a race and get a replay command for the failing seed::
+
+    python -m stress race --inject refcount-eq0 --seeds 1..20 --sched pct
+
+For every seed it runs one short stress run (``stress.manager.execute``) with the
+injection switched on, the oracles armed (``--invariants``: poisoning, duplicate
+free/alloc, WITNESS) and the chosen scheduling, into ``OUT/seed-N/``; it prints the
+verdict, the time to detection and ``python -m stress replay OUT/seed-N``; and ends
+with ``found in k of n seeds``.  In ``pct`` mode a run folder holds its schedule, so
+the replay follows the very interleaving that failed.
+
+Each catalogue row has a *hunt profile* (:data:`HUNTS`): the workload and sizes that
+put its window under load (a small cluster limit for the zonelimit rows, where
+sleeping must happen), the verdict classes its oracle reports, and a per-seed run
+length.  Options given on the command line beat the profile.
+
+Exit codes: 1 if any seed found a defect (the system under test failed, cli.md), 3 if
+the tester failed on some seed and none found a defect, 0 if every seed ran clean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stress import config as _config
+from stress.config import RunConfig, resolve_era
+
+EX_OK, EX_FAIL, EX_USAGE, EX_TESTER = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Hunt:
+    """How to hunt one catalogue row: what to run and which verdicts mean "caught"."""
+
+    verdicts: frozenset[str]  #: verdict classes the row's oracle reports (races.md)
+    workload: str = "netperf"
+    era: str = "modern"
+    nmbclusters: int = 512
+    duration: float = 4.0
+    wedge_timeout: float = 1.0
+    oracle: str = ""  #: the oracle, in words (docs/races.md)
+
+
+#: The catalogue of races.md, with the oracle that must catch each row.
+HUNTS: dict[str, Hunt] = {
+    "refcount-eq0": Hunt(frozenset({"leak"}),
+                         oracle="audit: cluster with refcount 0, neither free nor cached: lost"),
+    "refcount-unlocked": Hunt(frozenset({"double-free", "corrupt", "leak"}),
+                              oracle="INVARIANTS duplicate free / poison, payload check, audit lost"),
+    "lost-wakeup": Hunt(frozenset({"wedged"}), nmbclusters=64,
+                        oracle="watchdog: sleepers while the keg has free items"),
+    "wake-one": Hunt(frozenset({"wedged"}), nmbclusters=64,
+                     oracle="watchdog: wedge with free items available"),
+    "cache-drain-unsafe": Hunt(frozenset({"double-free", "corrupt"}),
+                               oracle="duplicate-alloc check, payload corruption, audit double-owned"),
+    "stats-unlocked": Hunt(frozenset({"corrupt", "leak"}),
+                           oracle="audit: counters vs a full walk of the arena"),
+}
+
+
+def parse_seeds(text: str) -> range:
+    """``A..B`` (inclusive) or ``N``: the seeds to hunt over."""
+    try:
+        if ".." in text:
+            a, b = text.split("..", 1)
+            lo, hi = int(a), int(b)
+        else:
+            lo = hi = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be A..B or N (whole numbers), got {text!r}") from None
+    if lo < 0 or hi < lo:
+        raise argparse.ArgumentTypeError(f"must be A..B with 0 <= A <= B, got {text!r}")
+    if hi - lo >= 100000:
+        raise argparse.ArgumentTypeError(f"at most 100000 seeds at once, got {text!r}")
+    return range(lo, hi + 1)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``race`` (each help text ends with its default)."""
+    from stress import cli
+
+    names = ", ".join(_config.INJECTIONS)
+    parser.add_argument("--inject", type=cli.injection_list, action="append", required=True,
+                        metavar="NAME[,NAME]",
+                        help=f"the race(s) to re-introduce and hunt: {names} (required)")
+    parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("1..10"), metavar="A..B",
+                        help="seeds to run, inclusive; one run per seed (default: 1..10)")
+    parser.add_argument("--sched", type=cli.one_of(("free", "jitter", "pct")), default="pct", metavar="MODE",
+                        help="free (real parallel cores), jitter (random delays at sched points), "
+                             "pct (one CPU at a time, PCT priorities; failures replay exactly) "
+                             "(default: pct)")
+    parser.add_argument("--pct-depth", type=cli.whole_number(1, 64), default=_config.RunConfig.pct_depth,
+                        metavar="D", help="PCT bug depth, D-1 priority change points (default: %(default)s)")
+    parser.add_argument("--jitter", type=cli.probability, default=None, metavar="P",
+                        help="probability of a delay at each sched point, with --sched jitter "
+                             "(default: 0.05)")
+    parser.add_argument("--cpus", type=cli.whole_number(1, cli.MAX_CPUS), default=2, metavar="N",
+                        help="simulated CPUs (default: 2)")
+    parser.add_argument("--oversubscribe", action="store_true",
+                        help="allow more CPUs than usable cores (default: off)")
+    parser.add_argument("--duration", type=cli.seconds(), default=None, metavar="S",
+                        help="seconds per seed (default: the injection's hunt profile, see docs/races.md)")
+    parser.add_argument("--workload", type=cli.one_of(cli.workload_names()), default=None, metavar="NAME",
+                        help="workload (default: the injection's hunt profile)")
+    parser.add_argument("--era", type=cli.one_of(_config.ERAS), default=None, metavar="ERA",
+                        help="allocator preset the injection is added to (default: modern: the fixed "
+                             "allocator, so only the injected defect can fire)")
+    parser.add_argument("--nmbclusters", type=cli.whole_number(1, cli.MAX_NMBCLUSTERS), default=None,
+                        metavar="N", help="cluster limit (default: the injection's hunt profile)")
+    parser.add_argument("--wedge-timeout", type=cli.seconds(), default=None, metavar="S",
+                        help="wedge watchdog timeout (default: the injection's hunt profile)")
+    parser.add_argument("--no-invariants", action="store_true",
+                        help="hunt without INVARIANTS checks (default: INVARIANTS on)")
+    parser.add_argument("--stop-first", action="store_true",
+                        help="stop at the first seed that finds the race (default: run every seed)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="folder for the hunt: one run folder per seed (default: "
+                             "results/race-<timestamp>-<inject>/)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the hunt summary as JSON instead of lines (default: off)")
+    parser.add_argument("--quiet", action="store_true", help="only the summary line (default: off)")
+
+
+def hunt_config(inject: tuple[str, ...], seed: int, sched: str, *, cpus: int = 2, pct_depth: int = 3,
+                jitter: float | None = None, duration: float | None = None, workload: str | None = None,
+                era: str | None = None, nmbclusters: int | None = None, wedge_timeout: float | None = None,
+                invariants: bool = True, oversubscribe: bool = False, out: str | None = None) -> RunConfig:
+    """The RunConfig of one hunt run: the first injection's profile, overridden by
+    explicit values; the era preset's knobs (modern by default: fixed allocator)."""
+    h = HUNTS[inject[0]]
+    era = era or h.era
+    knobs = resolve_era(era, {})
+    return RunConfig(
+        cpus=cpus, duration=duration if duration is not None else h.duration,
+        workload=workload or h.workload, era=era, policy=knobs["policy"], refcount=knobs["refcount"],
+        wakeup=knobs["wakeup"], nmbclusters=nmbclusters or h.nmbclusters,
+        interval=1.0, wedge_timeout=wedge_timeout if wedge_timeout is not None else h.wedge_timeout,
+        seed=seed, inject=inject, sched=sched,
+        jitter=(jitter if jitter is not None else 0.05) if sched == "jitter" else 0.0,
+        pct_depth=pct_depth, invariants=invariants, oversubscribe=oversubscribe, out=out, verbosity=-1,
+    )
+
+
+def detection_time(doc: dict[str, Any]) -> float:
+    """Seconds from start to detection: the wedge time, the first finding's time if
+    the runner records one (``detected_at_s``), else the end of the run (audit)."""
+    for key in ("detected_at_s",):
+        v = doc.get(key)
+        if isinstance(v, (int, float)):
+            return float(v)
+    wedge = doc.get("wedge")
+    if isinstance(wedge, dict) and isinstance(wedge.get("at_s"), (int, float)):
+        return float(wedge["at_s"])
+    return float(doc.get("duration_s", 0.0) or 0.0)
+
+
+@dataclass
+class SeedResult:
+    """One seed of a hunt."""
+
+    seed: int
+    verdict: str
+    exit_code: int
+    detected_s: float
+    folder: Path
+    expected: bool  #: the verdict is one the injection's oracle reports
+
+    @property
+    def found(self) -> bool:
+        return self.exit_code == EX_FAIL
+
+    def replay_command(self) -> str:
+        return f"python -m stress replay {shlex.quote(str(self.folder))}"
+
+    def line(self) -> str:
+        """``seed 3: leak after 1.42 s  replay: python -m stress replay ...``."""
+        what = self.verdict if self.expected or not self.found else f"{self.verdict} (not this row's class)"
+        if not self.found:
+            return f"seed {self.seed}: {what}"
+        return f"seed {self.seed}: {what} after {self.detected_s:.2f} s  replay: {self.replay_command()}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "verdict": self.verdict, "exit_code": self.exit_code,
+                "detected_s": round(self.detected_s, 3), "folder": str(self.folder),
+                "expected_class": self.expected, "replay": self.replay_command()}
+
+
+Execute = Callable[[RunConfig, Path], dict[str, Any]]
+
+
+def _execute() -> Execute:
+    from stress.manager import execute
+
+    return lambda cfg, out: execute(cfg, out)
+
+
+def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
+             echo: Callable[[str], None] | None = None, stop_first: bool = False) -> list[SeedResult]:
+    """Run each configuration (one per seed) into ``root/seed-N`` and classify it."""
+    ex = execute or _execute()
+    out = []
+    for cfg in cfgs:
+        folder = root / f"seed-{cfg.seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        doc = ex(cfg.replace(out=str(folder)), folder)
+        verdict = str(doc.get("verdict", "error"))
+        code = int(doc.get("exit_code", EX_TESTER))
+        expected = verdict in HUNTS[cfg.inject[0]].verdicts if cfg.inject else verdict == "ok"
+        r = SeedResult(cfg.seed, verdict, code, detection_time(doc), folder, expected)
+        out.append(r)
+        if echo is not None:
+            echo(r.line())
+        if stop_first and r.found:
+            break
+    return out
+
+
+def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str) -> str:
+    """``found in k of n seeds (inject refcount-eq0, sched pct)``."""
+    k = sum(r.found for r in results)
+    return f"found in {k} of {len(results)} seeds (inject {','.join(inject)}, sched {sched})"
+
+
+def default_root(inject: tuple[str, ...]) -> Path:
+    """results/race-<timestamp>-<inject>/, never an existing folder."""
+    base = Path("results") / f"race-{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(inject)}"
+    folder, n = base, 1
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return folder
+
+
+def _usage(message: str) -> int:
+    print(f"zonelimit: error: {message}", file=sys.stderr)
+    return EX_USAGE
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the hunt described by ``args``; print per-seed lines and the summary."""
+    from stress import cli
+
+    inject = tuple(dict.fromkeys(n for group in args.inject for n in group))
+    if not inject:
+        print("zonelimit: error: --inject: name at least one race: " + ", ".join(_config.INJECTIONS),
+              file=sys.stderr)
+        return EX_USAGE
+    if args.jitter is not None and args.sched != "jitter":
+        return _usage(f"--jitter: only with --sched jitter (got --sched {args.sched})")
+    cores = cli.usable_cores()
+    if args.cpus > len(cores) and not args.oversubscribe:
+        print(f"zonelimit: error: --cpus: at most {len(cores)} usable cores here without --oversubscribe, "
+              f"got {args.cpus}", file=sys.stderr)
+        return EX_USAGE
+    root = Path(args.out) if args.out else default_root(inject)
+    if root.exists() and any(root.iterdir()):
+        return _usage(f"--out: {root} exists and is not empty; choose a new folder")
+    cfgs = [hunt_config(inject, seed, args.sched, cpus=args.cpus, pct_depth=args.pct_depth,
+                        jitter=args.jitter,
+                        duration=args.duration, workload=args.workload, era=args.era,
+                        nmbclusters=args.nmbclusters, wedge_timeout=args.wedge_timeout,
+                        invariants=not args.no_invariants, oversubscribe=args.oversubscribe)
+            for seed in args.seeds]
+    quiet = args.quiet or args.json
+
+    def echo(line: str) -> None:
+        print(line, flush=True)
+
+    if not quiet:
+        print(f"hunting {','.join(inject)} over seeds {args.seeds.start}..{args.seeds.stop - 1} "
+              f"({args.sched}, {args.cpus} CPUs) into {root}", flush=True)
+    results = run_hunt(cfgs, root, echo=None if quiet else echo, stop_first=args.stop_first)
+    line = summary_line(results, inject, args.sched)
+    doc = {"format": "zonelimit.race/1", "inject": list(inject), "sched": args.sched, "folder": str(root),
+           "seeds": [r.to_dict() for r in results], "found": sum(r.found for r in results),
+           "runs": len(results), "summary": line}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "race.json").write_text(json.dumps(doc, indent=1) + "\n")
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        print(line)
+    if any(r.found for r in results):
+        return EX_FAIL
+    if any(r.exit_code not in (EX_OK, EX_FAIL) for r in results):
+        return EX_TESTER
+    return EX_OK
