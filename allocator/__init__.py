@@ -1,0 +1,83 @@
+"""allocator: a UMA-style slab allocator in shared memory (our uma.h).
+
+This package is the *system under test*: FreeBSD's UMA of Dec 2005 and the mbuf
+zones on top of it, with all state in one shared-memory arena so that worker
+processes pinned to real cores act as SMP CPUs.  It knows nothing of workloads, CLIs
+or files and never imports ``stress``.  Structure (details in ``allocator/layout.py``):
+
+    zone ──> per-CPU caches ──> buckets ──> keg ──> slabs ──> items
+
+Public surface (everything else is private):
+
+``UmaConfig(ncpus, nmbclusters=25600, refcount="atomic"|"buggy-eq0", wakeup="all"|"one",
+invariants=False, exhaustion_drain=False, bucket_cache=True, inject=frozenset(),
+extra=(), sched_locks=False, lock_profile=False)``
+    Arguments: the allocator's size and semantics; every later FreeBSD fix is its own
+    knob so each cause can be shown alone.  ``extra`` declares the tester's arrays
+    (rings, held lists) in the same arena.
+
+``Uma.create(cfg) -> Uma``
+    Creates the arena, locks and per-CPU semaphores.  Discussion: call it in the
+    manager *before* forking the workers (fork start method).
+
+``Uma.attach(path) -> Uma``
+    Attaches to a live arena through ``uma.path`` (``/proc/<pid>/fd/<n>``); read-mostly.
+
+``uma.cpu(k) -> Cpu``
+    The context of CPU ``k``; only the process acting as CPU k may use it.  Its methods:
+    ``m_get(how, type)``, ``m_gethdr(how, type)``, ``m_getcl(how, type, flags)``,
+    ``m_clget(m, how) -> bool``, ``m_copym(m) -> int``, ``m_free(m) -> next``,
+    ``m_freem(m)``, ``mtod(m) -> memoryview``, ``zalloc(zone, flags, udata) -> item``,
+    ``zfree(zone, item)``, ``serve()`` (serve cross-CPU drain requests: call every loop
+    turn).  Returns: mbuf/item indices, -1 on failure (M_NOWAIT at the limit).
+    Hooks for controlled scheduling: ``sched_point(label)``, ``sched_block()``,
+    ``sched_unblock()``, ``lock_hooks``; call ``instrument()`` after changing them.
+
+``uma.stats() -> Stats``; ``vmstat_z_lines(stats)``, ``netstat_m_lines(stats)``
+    The one formatter used by live output, reports and tests.
+
+``uma.audit(held_mbufs) -> AuditReport``
+    The conservation audit at a quiescent point: free / cached / held / stranded / LOST.
+
+``uma.sleepers()``, ``uma.keg_free(k)``, ``uma.cpu_ops()``, ``uma.panics()``,
+``uma.lock_holders()``, ``uma.lock_profile()``, ``uma.request_stop()``,
+``uma.zone_drain(z)``, ``uma.request_cache_drain(cpus, zmask)``,
+``uma.observe(z)`` / ``uma.apply(z, ...)`` (trimming), ``uma.close()``.
+"""
+
+from .audit import AuditReport
+from .cpu import Cpu
+from .debug import UmaPanic
+from .keg import M_NOWAIT, M_WAITOK
+from .layout import (
+    EXT_CLUSTER,
+    EXT_NONE,
+    EXT_PACKET,
+    KEG_CLUSTER,
+    KEG_MBUF,
+    LOCK_NAMES,
+    M_EXT,
+    M_PKTHDR,
+    MCLBYTES,
+    MSIZE,
+    MT_DATA,
+    MT_HEADER,
+    ZONE_CLUSTER,
+    ZONE_MBUF,
+    ZONE_NAMES,
+    ZONE_PACKET,
+    ArraySpec,
+    Geometry,
+    Layout,
+)
+from .limit import UmaSleepError
+from .stats import NetstatM, Stats, ZoneStats, netstat_m_lines, vmstat_z_lines
+from .uma import INJECTIONS, Panic, Sleeper, Uma, UmaConfig
+
+__all__ = [
+    "INJECTIONS", "LOCK_NAMES", "EXT_CLUSTER", "EXT_NONE", "EXT_PACKET", "KEG_CLUSTER", "KEG_MBUF",
+    "M_EXT", "M_NOWAIT", "M_PKTHDR", "M_WAITOK", "MCLBYTES", "MSIZE", "MT_DATA", "MT_HEADER",
+    "ZONE_CLUSTER", "ZONE_MBUF", "ZONE_NAMES", "ZONE_PACKET",
+    "ArraySpec", "AuditReport", "Cpu", "Geometry", "Layout", "NetstatM", "Panic", "Sleeper", "Stats",
+    "Uma", "UmaConfig", "UmaPanic", "UmaSleepError", "ZoneStats", "netstat_m_lines", "vmstat_z_lines",
+]

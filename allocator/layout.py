@@ -155,6 +155,9 @@ NLOCKS = 3 + NREF_STRIPES
 LOCK_NAMES = ("mbuf keg", "mbuf_cluster keg", "bucket zone") + tuple(
     f"refcnt stripe {i}" for i in range(NREF_STRIPES))
 
+LOCK_POINTS_MAX = 16  #: acquisition points per lock (allocator.lock.POINTS)
+LP_NFIELDS = 6  #: LOCK_PROFILING fields (allocator.lock.LP_FIELDS)
+
 POISON = bytes.fromhex("deadc0de")  #: 0xdeadc0de, FreeBSD's uma_junk
 
 
@@ -296,6 +299,7 @@ def allocator_arrays(g: Geometry) -> list[ArraySpec]:
         # --- locks and panics -------------------------------------------------------
         ArraySpec("lock_owner", "i", NLOCKS, "row + 1 of the holder, 0 free"),
         ArraySpec("panics", "q", MAX_PANICS * PANIC_WORDS, "panic records"),
+        ArraySpec("lockprof", "q", NLOCKS * LOCK_POINTS_MAX * LP_NFIELDS, "LOCK_PROFILING per (lock, point)"),
     ]
     return a
 

@@ -1,0 +1,255 @@
+"""The conservation audit: account for every mbuf and cluster exactly once.
+
+Taken at a quiescent point (no CPU inside the allocator, except CPUs asleep in
+zonelimit, which sleep at a point where everything they hold is in the arena).  It
+walks every keg slab free list, every per-CPU bucket, every zone bucket list, every
+bucket or item a CPU has in hand (``uc_fillbucket``, ``uc_initem``) and the mbufs the
+consumers say they hold, and classifies:
+
+mbufs     free in keg | cached (zone, per-CPU or list) | in hand | held | LOST
+clusters  free in keg | cached in mbuf_cluster | attached to a cached packet
+          (STRANDED: the pseudo-leak) | attached to a held or in-hand mbuf | LOST
+          (nobody references it and it is neither free nor cached: the true leak)
+
+An item found in two places is *double-owned*.  The zone counters are checked against
+the walk: ``mbuf.USED + mbuf_packet.USED`` must equal the mbufs in use, and
+``mbuf_cluster.USED`` the clusters neither free nor cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .layout import (
+    BUCKET_MAX,
+    CLUSTER_IPERS,
+    EXT_PACKET,
+    MBUF_IPERS,
+    NZONES,
+    ZONE_CLUSTER,
+    ZONE_KEG,
+    ZONE_NAMES,
+    ZONE_PACKET,
+)
+from .stats import Stats
+
+_SAMPLE = 20  # ids listed per finding
+
+
+@dataclass
+class AuditReport:
+    """What the audit found.  ``ok`` is true when nothing is lost, double-owned or
+    drifting; stranded clusters are reported but are not a failure by themselves."""
+
+    mbufs: int = 0
+    clusters: int = 0
+    mbufs_free_in_keg: int = 0
+    clusters_free_in_keg: int = 0
+    cached: dict[str, dict[str, int]] = field(default_factory=dict)
+    in_hand: dict[str, int] = field(default_factory=dict)
+    mbufs_held: int = 0
+    clusters_in_use: int = 0
+    clusters_stranded: int = 0
+    lost_mbufs: int = 0
+    lost_clusters: int = 0
+    lost_mbuf_ids: list[int] = field(default_factory=list)
+    lost_cluster_ids: list[int] = field(default_factory=list)
+    lost_cluster_refcounts: list[int] = field(default_factory=list)
+    double_owned: int = 0
+    double_owned_examples: list[str] = field(default_factory=list)
+    refcount_errors: int = 0
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    counter_drift: int = 0
+
+    @property
+    def items_accounted(self) -> int:
+        return self.mbufs + self.clusters - self.lost_mbufs - self.lost_clusters
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost_mbufs or self.lost_clusters or self.double_owned or self.counter_drift
+                    or self.refcount_errors)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["items_accounted"] = self.items_accounted
+        d["ok"] = self.ok
+        return d
+
+    def summary_lines(self) -> list[str]:
+        """A few lines for a person."""
+        out = [f"audit: {self.mbufs} mbufs and {self.clusters} clusters walked, "
+               f"{self.items_accounted} accounted for"]
+        out.append(f"  free in keg: {self.mbufs_free_in_keg} mbufs, {self.clusters_free_in_keg} clusters; "
+                   f"held by consumers: {self.mbufs_held} mbufs, {self.clusters_in_use} clusters")
+        for zname, c in self.cached.items():
+            out.append(f"  cached in {zname}: {c['percpu']} in per-CPU buckets, {c['list']} on the zone list")
+        out.append(f"  stranded: {self.clusters_stranded} clusters held by cached packets (pseudo-leak)")
+        out.append(f"  LOST: {self.lost_clusters} clusters, {self.lost_mbufs} mbufs (true leak)"
+                   + (f"; e.g. clusters {self.lost_cluster_ids[:5]} with refcounts "
+                      f"{self.lost_cluster_refcounts[:5]}" if self.lost_clusters else ""))
+        if self.double_owned:
+            out.append(f"  DOUBLE-OWNED: {self.double_owned} items, e.g. {self.double_owned_examples[:3]}")
+        if self.refcount_errors:
+            out.append(f"  refcount errors: {self.refcount_errors}")
+        if self.counter_drift:
+            out.append(f"  COUNTER DRIFT: {self.counters}")
+        return out
+
+
+def _keg_free_items(np_of: Any, k: int, ipers: int) -> np.ndarray[Any, Any]:
+    fc = np_of(f"k{k}_us_freecount")
+    ff = np_of(f"k{k}_us_firstfree")
+    nxt = np_of(f"k{k}_ui_next")
+    lst = np_of(f"k{k}_us_list")
+    out: list[int] = []
+    for s in np.nonzero((fc > 0) & (lst != 3))[0]:
+        item = int(ff[s])
+        guard = ipers
+        while item >= 0 and guard:
+            out.append(item)
+            item = int(nxt[item])
+            guard -= 1
+    return np.asarray(out, dtype=np.int64)
+
+
+def audit(np_of: Any, rows: int, stats: Stats, held_mbufs: Iterable[int]) -> AuditReport:
+    """Walk the arena (see the module docstring).  ``np_of(name)`` gives numpy views."""
+    r = AuditReport()
+    ub_cnt = np_of("ub_cnt")
+    ub_bucket = np_of("ub_bucket")
+    ub_link = np_of("ub_link")
+    uk_vmtop = np_of("uk_vmtop")
+    npages = (len(np_of("k0_us_list")), len(np_of("k1_us_list")))
+    ipers = (MBUF_IPERS, CLUSTER_IPERS)
+    live = []  # item mask: pages held by the keg
+    for k in range(2):
+        mask = np.ones(npages[k], dtype=bool)
+        mask[np_of(f"k{k}_uk_vmstack")[: int(uk_vmtop[k])]] = False
+        live.append(np.repeat(mask, ipers[k]))
+    r.mbufs, r.clusters = int(live[0].sum()), int(live[1].sum())
+    owners = [np.zeros(len(live[0]), np.int32), np.zeros(len(live[1]), np.int32)]
+    places: list[dict[int, str]] = [{}, {}]
+
+    def own(k: int, items: np.ndarray[Any, Any], where: str) -> None:
+        if len(items) == 0:
+            return
+        np.add.at(owners[k], items, 1)
+        if (owners[k][items] > 1).any():
+            for it in items[owners[k][items] > 1][:_SAMPLE]:
+                r.double_owned_examples.append(f"{('mbuf', 'cluster')[k]} {int(it)}: "
+                                               f"{places[k].get(int(it), '?')} and {where}")
+        if len(places[k]) < 100000:
+            for it in items.tolist():
+                places[k].setdefault(it, where)
+
+    free = [_keg_free_items(np_of, 0, MBUF_IPERS), _keg_free_items(np_of, 1, CLUSTER_IPERS)]
+    r.mbufs_free_in_keg, r.clusters_free_in_keg = len(free[0]), len(free[1])
+    own(0, free[0], "keg")
+    own(1, free[1], "keg")
+
+    def bucket_items(b: int) -> np.ndarray[Any, Any]:
+        return ub_bucket[b * BUCKET_MAX: b * BUCKET_MAX + int(ub_cnt[b])].astype(np.int64)
+
+    packet_cached: list[np.ndarray[Any, Any]] = []
+    packet_in_hand: list[np.ndarray[Any, Any]] = []
+    for z in range(NZONES):
+        k = ZONE_KEG[z]
+        zname = ZONE_NAMES[z]
+        percpu = listed = hand = 0
+        for arr in ("uc_allocbucket", "uc_freebucket"):
+            for row in range(rows):
+                b = int(np_of(arr)[z * rows + row])
+                if b >= 0:
+                    items = bucket_items(b)
+                    percpu += len(items)
+                    own(k, items, f"{zname} cpu{row} {arr[3:]}")
+                    if z == ZONE_PACKET:
+                        packet_cached.append(items)
+        b = int(np_of("uz_full_head")[z])
+        guard = len(ub_cnt)
+        while b >= 0 and guard:
+            items = bucket_items(b)
+            listed += len(items)
+            own(k, items, f"{zname} full list")
+            if z == ZONE_PACKET:
+                packet_cached.append(items)
+            b = int(ub_link[b])
+            guard -= 1
+        for row in range(rows):
+            b = int(np_of("uc_fillbucket")[z * rows + row])
+            if b >= 0:
+                items = bucket_items(b)
+                hand += len(items)
+                own(k, items, f"{zname} cpu{row} in hand")
+                if z == ZONE_PACKET:
+                    packet_in_hand.append(items)
+            it = int(np_of("uc_initem")[z * rows + row])
+            if it >= 0:
+                hand += 1
+                one = np.asarray([it], np.int64)
+                own(k, one, f"{zname} cpu{row} init")
+                if z == ZONE_PACKET:
+                    packet_in_hand.append(one)
+        r.cached[zname] = {"percpu": percpu, "list": listed}
+        r.in_hand[zname] = hand
+
+    held = np.unique(np.asarray(list(held_mbufs), dtype=np.int64))
+    r.mbufs_held = len(held)
+    own(0, held, "held by a consumer")
+
+    # mbufs: lost = live, never seen
+    lost_m = np.nonzero(live[0] & (owners[0] == 0))[0]
+    r.lost_mbufs = len(lost_m)
+    r.lost_mbuf_ids = lost_m[:_SAMPLE].tolist()
+    dbl = int((owners[0] > 1).sum())
+
+    # clusters: referenced by held mbufs, cached packets and in-hand packets
+    m_ext = np_of("m_ext")
+    m_exttype = np_of("m_exttype")
+    cl_ref = np_of("cl_ref")
+    def cat(xs: list[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
+        return np.concatenate(xs) if xs else np.zeros(0, np.int64)
+
+    pc = cat(packet_cached)
+    stranded = m_ext[pc]
+    stranded = stranded[stranded >= 0].astype(np.int64)
+    r.clusters_stranded = len(stranded)
+    bad_pack = int(((m_exttype[pc] != EXT_PACKET) | (m_ext[pc] < 0)).sum()) if len(pc) else 0
+    if len(stranded):
+        bad_pack += int((cl_ref[stranded] != 1).sum())
+    own(1, stranded, "attached to a cached packet")
+    ph = cat(packet_in_hand)
+    hand_cl = m_ext[ph]
+    hand_cl = hand_cl[hand_cl >= 0].astype(np.int64)
+    own(1, hand_cl, "attached to an in-hand packet")
+    refs = m_ext[held]
+    refs = refs[refs >= 0].astype(np.int64)
+    uniq, counts = np.unique(refs, return_counts=True)
+    r.clusters_in_use = len(uniq)
+    own(1, uniq, "attached to a held mbuf")
+    r.refcount_errors = bad_pack + int((cl_ref[uniq] != counts).sum()) if len(uniq) else bad_pack
+    lost_c = np.nonzero(live[1] & (owners[1] == 0))[0]
+    r.lost_clusters = len(lost_c)
+    r.lost_cluster_ids = lost_c[:_SAMPLE].tolist()
+    r.lost_cluster_refcounts = cl_ref[lost_c[:_SAMPLE]].tolist()
+    dbl += int((owners[1] > 1).sum())
+    r.double_owned = dbl
+
+    # counters vs walk
+    cached_m = sum(r.cached[ZONE_NAMES[z]]["percpu"] + r.cached[ZONE_NAMES[z]]["list"]
+                   for z in range(NZONES) if ZONE_KEG[z] == 0)
+    hand_m = sum(r.in_hand[ZONE_NAMES[z]] for z in range(NZONES) if ZONE_KEG[z] == 0)
+    walk_m = r.mbufs - r.mbufs_free_in_keg - cached_m - hand_m
+    cz = r.cached[ZONE_NAMES[ZONE_CLUSTER]]
+    walk_c = r.clusters - r.clusters_free_in_keg - cz["percpu"] - cz["list"] - r.in_hand[ZONE_NAMES[ZONE_CLUSTER]]
+    used_m = stats.zone("mbuf").used + stats.zone("mbuf_packet").used
+    used_c = stats.zone("mbuf_cluster").used
+    r.counters = {"mbufs_in_use": {"counters": used_m, "walk": walk_m},
+                  "clusters_in_use": {"counters": used_c, "walk": walk_c}}
+    r.counter_drift = abs(used_m - walk_m) + abs(used_c - walk_c)
+    return r

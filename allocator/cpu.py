@@ -1,0 +1,38 @@
+"""One CPU's view of the allocator: the object a worker process calls.
+
+``Cpu`` assembles the per-concept mixins (lock, keg, limit, bucket, zone, mbuf,
+debug) over one :class:`allocator.context.Context`.  A worker gets its ``Cpu`` from
+``Uma.cpu(k)`` after fork; the manager gets a non-CPU context (row ``ncpus``) for
+drains, trims and prefills, which never uses per-CPU buckets and never sleeps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .arena import Arena
+from .debug import DebugOps
+from .layout import HDR_KNOBS, KNOB_INVARIANTS
+
+
+class Cpu(DebugOps):
+    """The per-CPU allocator context (see allocator/__init__.py for the API)."""
+
+    def __init__(self, arena: Arena, row: int, locks: list[Any], sems: list[Any] | None,
+                 inject: frozenset[str], *, sched_locks: bool = False, lock_profile: bool = False) -> None:
+        super().__init__(arena, row, locks, sems, inject)
+        self.invariants = bool(self.hdr[HDR_KNOBS] & KNOB_INVARIANTS)
+        self.sched_locks = sched_locks
+        self.lock_profile = lock_profile
+        self._install_mbuf_hooks()
+        if self.invariants:
+            self.enable_invariants()
+        self.instrument()
+
+    def instrument(self) -> None:
+        """(Re)choose the lock implementation after hooks were installed: plain unless
+        a sched point, spinning, lock profiling or lock hooks are in use."""
+        from .context import _noop_label
+
+        self.lock_mode(sched=self.sched_point is not _noop_label, spin=self.sched_locks,
+                       profile=self.lock_profile, hooks=self.lock_hooks is not None)

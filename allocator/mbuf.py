@@ -1,0 +1,252 @@
+"""The mbuf layer on top of the three zones (sys/kern/kern_mbuf.c, sys/sys/mbuf.h and
+uipc_mbuf.c of late 2005).
+
+Zones and their hooks (uma.md, "ctor/dtor versus init/fini"):
+
+=============  ==================================  =====================================
+zone           ctor / dtor                         zinit / zfini
+=============  ==================================  =====================================
+mbuf           reset the header / -                -
+mbuf_cluster   attach to the mbuf in udata,        -
+               refcount 1, EXT_CLUSTER / -
+mbuf_packet    reset the header, keep the          take a cluster from mbuf_cluster
+               cluster / check it is a clean       (refcount 1, EXT_PACKET) / free
+               EXT_PACKET 2 KB cluster, ref 1      that cluster back to mbuf_cluster
+=============  ==================================  =====================================
+
+So a packet-zone item in any cache holds a cluster: the pseudo-leak.
+
+The free-external path (mb_free_ext): a cluster is freed by whoever drops its last
+reference.  The *test* for "last" is the knob that makes the 2005 true leak::
+
+    if (*ref_cnt == 1 || atomic_fetchadd_int(ref_cnt, -1) == 0)   /* 2005: wrong */
+    if (*ref_cnt == 1 || atomic_fetchadd_int(ref_cnt, -1) == 1)   /* later: right */
+
+fetchadd returns the *old* value.  Two CPUs that both read 2 and both decrement leave
+0 and neither frees: both mbufs go to the mbuf zone, the cluster is used forever.
+Python has no cheap atomics, so fetchadd is a read-modify-write under one of
+``NREF_STRIPES`` striped locks (architecture.md: the ``atomics`` package costs 4-7 us).
+"""
+
+from __future__ import annotations
+
+from .keg import M_NOWAIT, M_WAITOK
+from .layout import (
+    EXT_CLUSTER,
+    EXT_NONE,
+    EXT_PACKET,
+    HDR_KNOBS,
+    KEG_CLUSTER,
+    KNOB_EXHAUSTION_DRAIN,
+    KNOB_REFCOUNT_ATOMIC,
+    LOCK_BUCKET,
+    M_EXT,
+    M_PKTHDR,
+    MCLBYTES,
+    MSIZE,
+    MT_DATA,
+    NREF_STRIPES,
+    PANIC_BAD_DTOR,
+    UMA_ZFLAG_FULL,
+    ZONE_CLUSTER,
+    ZONE_MBUF,
+    ZONE_PACKET,
+)
+from .lock import P_REF_COPY, P_REF_FREE
+from .zone import ZoneOps
+
+_REF_LOCK0 = LOCK_BUCKET + 1  # first refcount stripe lock id
+
+
+class MbufOps(ZoneOps):
+    """m_get, m_gethdr, m_getcl, m_clget, m_copym, m_free, m_freem for one CPU."""
+
+    def _install_mbuf_hooks(self) -> None:
+        self._ctor = [self._mb_ctor_mbuf, self._mb_ctor_clust, self._mb_ctor_pack]
+        self._dtor = [None, None, self._mb_dtor_pack]
+        self._zinit = [None, None, self._mb_zinit_pack]
+        self._zfini = [None, None, self._mb_zfini_pack]
+        knobs = self.hdr[HDR_KNOBS]
+        self._ref_atomic = bool(knobs & KNOB_REFCOUNT_ATOMIC) and "refcount-eq0" not in self.inject
+        self._ref_unlocked = "refcount-unlocked" in self.inject
+        self._exhaustion_drain = bool(knobs & KNOB_EXHAUSTION_DRAIN)
+
+    # --- zone hooks -------------------------------------------------------------------
+    def _mb_ctor_mbuf(self, m: int, udata: int, flags: int) -> int:
+        """mb_ctor_mbuf: a fresh header; udata carries type | flags << 16."""
+        self.m_type[m] = udata & 0xFFFF if udata >= 0 else MT_DATA
+        self.m_flags[m] = (udata >> 16) & 0xFFFF if udata >= 0 else 0
+        self.m_next[m] = -1
+        self.m_len[m] = 0
+        self.m_ext[m] = -1
+        self.m_exttype[m] = EXT_NONE
+        return 0
+
+    def _mb_ctor_clust(self, c: int, m: int, flags: int) -> int:
+        """mb_ctor_clust: attach cluster ``c`` to mbuf ``m`` (udata), refcount 1."""
+        self.cl_ref[c] = 1
+        if m >= 0:
+            self.m_ext[m] = c
+            self.m_exttype[m] = EXT_CLUSTER
+            self.m_flags[m] |= M_EXT
+        return 0
+
+    def _mb_ctor_pack(self, m: int, udata: int, flags: int) -> int:
+        """mb_ctor_pack: reset the header but keep the cluster zinit attached."""
+        self.m_type[m] = udata & 0xFFFF if udata >= 0 else MT_DATA
+        self.m_flags[m] = ((udata >> 16) & 0xFFFF if udata >= 0 else 0) | M_EXT
+        self.m_next[m] = -1
+        self.m_len[m] = 0
+        return 0
+
+    def _mb_dtor_pack(self, m: int, udata: int) -> None:
+        """mb_dtor_pack: the item must be a clean EXT_PACKET cluster with refcount 1;
+        c. 2007, if the cluster zone is exhausted, drain the packet zone so sleepers
+        on the cluster keg get clusters back (uma_zone_exhausted_nolock, racy on
+        purpose: no lock for every free)."""
+        c = self.m_ext[m]
+        if c < 0 or self.m_exttype[m] != EXT_PACKET or self.cl_ref[c] != 1:
+            self.panic(PANIC_BAD_DTOR, ZONE_PACKET, m, c)
+        if self._exhaustion_drain and self.uk_flags[KEG_CLUSTER] & UMA_ZFLAG_FULL and self.is_cpu:
+            self.zone_trim(ZONE_PACKET, 1 << 30)
+
+    def _mb_zinit_pack(self, m: int, flags: int) -> int:
+        """mb_zinit_pack: take a cluster from the cluster zone (may sleep in zonelimit
+        on the cluster keg) and attach it as EXT_PACKET."""
+        self.m_ext[m] = -1
+        c = self.zalloc(ZONE_CLUSTER, flags, m)
+        if c < 0:
+            return 12  # ENOMEM
+        self.m_exttype[m] = EXT_PACKET
+        return 0
+
+    def _mb_zfini_pack(self, m: int) -> None:
+        """mb_zfini_pack: free the attached cluster back to the cluster zone."""
+        c = self.m_ext[m]
+        self.m_ext[m] = -1
+        self.m_exttype[m] = EXT_NONE
+        self.zfree(ZONE_CLUSTER, c)
+
+    # --- the consumer API -------------------------------------------------------------
+    def m_get(self, how: int = M_WAITOK, type_: int = MT_DATA) -> int:
+        """m_get: a plain mbuf from the mbuf zone, or -1."""
+        m = self.zalloc(ZONE_MBUF, how, type_)
+        if m >= 0:
+            self.cpu_ops[self.row] += 1
+        return m
+
+    def m_gethdr(self, how: int = M_WAITOK, type_: int = MT_DATA) -> int:
+        """m_gethdr: an mbuf with a packet header, or -1."""
+        m = self.zalloc(ZONE_MBUF, how, type_ | (M_PKTHDR << 16))
+        if m >= 0:
+            self.cpu_ops[self.row] += 1
+        return m
+
+    def m_getcl(self, how: int = M_WAITOK, type_: int = MT_DATA, flags: int = M_PKTHDR) -> int:
+        """m_getcl: an mbuf with a cluster attached, from the packet zone, or -1."""
+        m = self.zalloc(ZONE_PACKET, how, type_ | (flags << 16))
+        if m >= 0:
+            self.cpu_ops[self.row] += 1
+        return m
+
+    def m_clget(self, m: int, how: int = M_WAITOK) -> bool:
+        """m_clget: attach a cluster from the cluster zone to ``m`` (EXT_CLUSTER).
+        c. 2007: a failed M_NOWAIT allocation drains the packet zone once and retries."""
+        c = self.zalloc(ZONE_CLUSTER, how, m)
+        if c < 0 and how & M_NOWAIT and self._exhaustion_drain and self.is_cpu:
+            self.zone_trim(ZONE_PACKET, 1 << 30)
+            c = self.zalloc(ZONE_CLUSTER, how, m)
+        if c >= 0:
+            self.cpu_ops[self.row] += 1
+        return c >= 0
+
+    def m_copym(self, m: int, how: int = M_NOWAIT) -> int:
+        """m_copym of a cluster mbuf: a new mbuf sharing ``m``'s cluster (mb_dupcl:
+        refcount + 1, same ext type).  A plain mbuf is copied byte for byte.  -1 if no
+        mbuf could be had."""
+        n = self.zalloc(ZONE_MBUF, how, self.m_type[m] | ((self.m_flags[m] & M_PKTHDR) << 16))
+        if n < 0:
+            return -1
+        c = self.m_ext[m]
+        if c >= 0:
+            self._ref_add(c, 1, P_REF_COPY)
+            self.m_ext[n] = c
+            self.m_exttype[n] = self.m_exttype[m]
+            self.m_flags[n] |= M_EXT
+        else:
+            pl = self.payload[0]
+            pl[n * MSIZE:(n + 1) * MSIZE] = pl[m * MSIZE:(m + 1) * MSIZE]
+        self.m_len[n] = self.m_len[m]
+        self.cpu_ops[self.row] += 1
+        return n
+
+    def m_free(self, m: int) -> int:
+        """m_free: free one mbuf (and its cluster reference); returns m_next."""
+        nxt = self.m_next[m]
+        self.cpu_ops[self.row] += 1
+        if self.m_ext[m] >= 0:
+            self._mb_free_ext(m)
+        else:
+            self.zfree(ZONE_MBUF, m)
+        return nxt
+
+    def m_freem(self, m: int) -> None:
+        """m_freem: free a whole chain."""
+        while m >= 0:
+            m = self.m_free(m)
+
+    def mtod(self, m: int) -> memoryview:
+        """The data of ``m``: its cluster's 2 KB if it has one, else its 256 bytes."""
+        c = self.m_ext[m]
+        if c >= 0:
+            return self.payload[1][c * MCLBYTES:(c + 1) * MCLBYTES]
+        return self.payload[0][m * MSIZE:(m + 1) * MSIZE]
+
+    # --- free-external ----------------------------------------------------------------
+    def _ref_add(self, c: int, delta: int, point: int) -> int:
+        """atomic_fetchadd_int(&cl_ref[c], delta): returns the OLD value."""
+        ref = self.cl_ref
+        if self._ref_unlocked:
+            # INJECTED DEFECT: a plain read-modify-write, no lock.
+            old = ref[c]
+            self.sched_point("refcount read-modify-write")
+            ref[c] = old + delta
+            return old
+        lk = _REF_LOCK0 + (c & (NREF_STRIPES - 1))
+        self.lock(lk, point)
+        old = ref[c]
+        ref[c] = old + delta
+        self.unlock(lk)
+        return old
+
+    def _mb_free_ext(self, m: int) -> None:
+        """mb_free_ext: drop ``m``'s cluster reference; the last reference frees it."""
+        c = self.m_ext[m]
+        if self.cl_ref[c] == 1:
+            last = True
+        else:
+            self.sched_point("refcount test")
+            old = self._ref_add(c, -1, P_REF_FREE)
+            last = old == 1 if self._ref_atomic else old == 0
+        exttype = self.m_exttype[m]
+        if last:
+            if exttype == EXT_PACKET:
+                # The packet zone is special: the mbuf that dropped the last reference
+                # goes to the packet zone still holding the cluster.
+                if self.cl_ref[c] == 0:
+                    self.cl_ref[c] = 1
+                self.zfree(ZONE_PACKET, m)
+                return
+            self.m_ext[m] = -1
+            self.m_exttype[m] = EXT_NONE
+            self.zfree(ZONE_CLUSTER, c)
+        else:
+            self.m_ext[m] = -1
+            self.m_exttype[m] = EXT_NONE
+        self.zfree(ZONE_MBUF, m)
+
+    def panic(self, kind: int, zone: int, item: int, other: int = -1) -> None:  # debug.py
+        raise NotImplementedError
+
+
+_ = (M_NOWAIT, EXT_CLUSTER, MCLBYTES)

@@ -1,0 +1,377 @@
+"""The allocator as a whole: create or attach an arena, hand out CPU contexts, read
+statistics, audit, drain and trim (uma_core.c: uma_startup, zone creation,
+uma_reclaim, uma_timeout).
+
+Who calls what::
+
+    manager:  uma = Uma.create(cfg)      # arena + fork-context locks + per-CPU semaphores
+              fork workers ──────────────────────────────┐
+              uma.stats(), uma.sleepers()  (sampling)     │ worker k:  cpu = uma.cpu(k)
+              uma.trim_tick(policies)      (the callout)  │            cpu.m_getcl(...) ...
+              uma.request_cache_drain(...) ─ request ───> │            cpu.serve()
+              uma.audit(held)              (quiescent)    │
+    observer: Uma.attach("/proc/<pid>/fd/<n>").stats()    ┘
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .arena import Arena
+from .audit import AuditReport, audit
+from .cpu import Cpu
+from .layout import (
+    BUCKET_MAX,
+    HDR_KNOBS,
+    HDR_PANICS,
+    HDR_STOP,
+    KEG_CLUSTER,
+    KEG_MBUF,
+    KNOB_EXHAUSTION_DRAIN,
+    KNOB_INVARIANTS,
+    KNOB_NO_BUCKETS,
+    KNOB_REFCOUNT_ATOMIC,
+    KNOB_WAKEUP_ALL,
+    LOCK_NAMES,
+    LOCK_POINTS_MAX,
+    LP_NFIELDS,
+    MAX_PANICS,
+    NKEGS,
+    NLOCKS,
+    NZONES,
+    PANIC_NAMES,
+    PANIC_WORDS,
+    WCHAN_NAMES,
+    ZONE_CLUSTER,
+    ZONE_NAMES,
+    ArraySpec,
+    Geometry,
+)
+from .lock import NPOINTS, POINTS, make_locks
+from .stats import Stats, compute_stats
+
+INJECTIONS = ("refcount-eq0", "refcount-unlocked", "lost-wakeup", "wake-one", "cache-drain-unsafe",
+              "stats-unlocked")
+
+
+@dataclass(frozen=True)
+class UmaConfig:
+    """Allocator semantics and size.  Every later fix is a separate knob."""
+
+    ncpus: int
+    nmbclusters: int = 25600
+    refcount: str = "atomic"  #: "buggy-eq0" (2005) or "atomic"
+    wakeup: str = "all"  #: "one" (2005) or "all" (c. 2007)
+    invariants: bool = False
+    exhaustion_drain: bool = False  #: c. 2007: drain the packet zone when clusters run out
+    bucket_cache: bool = True  #: False: no per-CPU buckets, every op takes the zone lock (P4)
+    inject: frozenset[str] = frozenset()
+    extra: tuple[ArraySpec, ...] = ()
+    sched_locks: bool = False  #: lock acquires spin through sched points (controlled scheduling)
+    lock_profile: bool = False
+    mbuf_factor: float = 2.0  #: mbuf keg capacity in mbufs per cluster (no limit in 2005)
+
+    def __post_init__(self) -> None:
+        if self.ncpus < 1:
+            raise ValueError("ncpus must be >= 1")
+        if self.nmbclusters < 2:
+            raise ValueError("nmbclusters must be >= 2")
+        if self.refcount not in ("buggy-eq0", "atomic"):
+            raise ValueError(f"refcount must be buggy-eq0 or atomic, not {self.refcount}")
+        if self.wakeup not in ("one", "all"):
+            raise ValueError(f"wakeup must be one or all, not {self.wakeup}")
+        bad = set(self.inject) - set(INJECTIONS)
+        if bad:
+            raise ValueError(f"unknown injection(s) {sorted(bad)}; known: {', '.join(INJECTIONS)}")
+
+
+@dataclass(frozen=True)
+class Sleeper:
+    """A CPU asleep on a wait channel."""
+
+    cpu: int
+    wchan: str
+    keg: str
+    zone: str
+    since_ns: int  #: CLOCK_MONOTONIC
+
+
+@dataclass(frozen=True)
+class Panic:
+    """An INVARIANTS finding recorded in the arena."""
+
+    kind: str
+    zone: str
+    item: int
+    cpu: int
+    other: int
+
+
+@dataclass
+class Uma:
+    """An allocator instance bound to one arena (see allocator/__init__.py)."""
+
+    arena: Arena
+    config: UmaConfig | None
+    locks: list[Any] | None
+    sems: list[Any] | None
+    _manager: Cpu | None = None
+    _cpus: dict[int, Cpu] = field(default_factory=dict)
+
+    # --- creation -----------------------------------------------------------------------
+    @staticmethod
+    def create(cfg: UmaConfig) -> Uma:
+        """Create and initialise an arena (uma_startup + the three mbuf zones).  Call in
+        the manager before forking; locks and semaphores come from a fork context, so
+        their POSIX semaphores are unlinked at once and can never leak."""
+        g = Geometry.for_config(cfg.ncpus, cfg.nmbclusters, cfg.mbuf_factor)
+        arena = Arena.create(g, cfg.extra)
+        ctx = multiprocessing.get_context("fork")
+        locks = make_locks(ctx)
+        sems = [ctx.Semaphore(0) for _ in range(g.rows)]
+        uma = Uma(arena, cfg, locks, sems)
+        uma._init_arena()
+        return uma
+
+    @staticmethod
+    def attach(path: str) -> Uma:
+        """Attach to a live arena (read-mostly: no locks, no CPU contexts)."""
+        return Uma(Arena.attach(path), None, None, None)
+
+    def _init_arena(self) -> None:
+        assert self.config is not None
+        cfg, a, g = self.config, self.arena, self.arena.layout.geometry
+        knobs = 0
+        knobs |= KNOB_REFCOUNT_ATOMIC if cfg.refcount == "atomic" else 0
+        knobs |= KNOB_WAKEUP_ALL if cfg.wakeup == "all" else 0
+        knobs |= KNOB_INVARIANTS if cfg.invariants else 0
+        knobs |= KNOB_NO_BUCKETS if not cfg.bucket_cache else 0
+        knobs |= KNOB_EXHAUSTION_DRAIN if cfg.exhaustion_drain else 0
+        a.view("hdr")[HDR_KNOBS] = knobs
+        pages = (g.mbuf_pages, g.cluster_pages)
+        for k in range(NKEGS):
+            a.view("uk_cappages")[k] = pages[k]
+            a.np(f"k{k}_uk_vmstack")[:] = range(pages[k] - 1, -1, -1)
+            a.view("uk_vmtop")[k] = pages[k]
+            a.np(f"k{k}_us_list")[:] = 3  # on the VM stack
+            a.np(f"k{k}_us_prev")[:] = -1
+            a.np(f"k{k}_us_next")[:] = -1
+            a.np(f"k{k}_us_firstfree")[:] = -1
+        a.view("uk_part_head")[KEG_MBUF] = a.view("uk_part_head")[KEG_CLUSTER] = -1
+        a.view("uk_free_head")[KEG_MBUF] = a.view("uk_free_head")[KEG_CLUSTER] = -1
+        a.view("uk_maxpages")[KEG_CLUSTER] = g.cluster_pages  # nmbclusters, in pages
+        a.view("uk_maxpages")[KEG_MBUF] = 0  # no mbuf limit in 2005
+        a.np("m_ext")[:] = -1
+        nb = g.nbuckets
+        link = a.np("ub_link")
+        link[:-1] = range(1, nb)
+        link[-1] = -1
+        a.view("ub_pool")[0] = 0
+        a.view("ub_pool")[1] = nb
+        for name in ("uz_full_head", "uz_free_head"):
+            a.np(name)[:] = -1
+        # uz_count: UMA_ZONE_MAXBUCKET for mbuf (and the packet zone inherits it);
+        # the cluster zone starts at its items per slab and grows by one per miss.
+        a.view("uz_count")[0] = BUCKET_MAX
+        a.view("uz_count")[1] = 2
+        a.view("uz_count")[2] = BUCKET_MAX
+        for name in ("uc_allocbucket", "uc_freebucket", "uc_fillbucket", "uc_initem"):
+            a.np(name)[:] = -1
+
+    # --- contexts -----------------------------------------------------------------------
+    def cpu(self, k: int) -> Cpu:
+        """The context of CPU ``k``: call in the process that acts as CPU k."""
+        if self.locks is None or self.config is None:
+            raise RuntimeError("an attached arena has no CPU contexts")
+        if not 0 <= k < self.arena.layout.geometry.ncpus:
+            raise ValueError(f"cpu {k} out of range")
+        c = self._cpus.get(k)
+        if c is None:
+            self.arena.view("cpu_pid")[k] = os.getpid()
+            c = Cpu(self.arena, k, self.locks, self.sems, self.config.inject,
+                    sched_locks=self.config.sched_locks, lock_profile=self.config.lock_profile)
+            self._cpus[k] = c
+        return c
+
+    def manager(self) -> Cpu:
+        """The manager's context (row ncpus): drains, trims, prefills; never sleeps and
+        has no per-CPU buckets (frees go straight to the slabs)."""
+        if self.locks is None or self.config is None:
+            raise RuntimeError("an attached arena has no contexts")
+        if self._manager is None:
+            row = self.arena.layout.geometry.ncpus
+            self.arena.view("cpu_pid")[row] = os.getpid()
+            self._manager = Cpu(self.arena, row, self.locks, self.sems, self.config.inject,
+                                lock_profile=self.config.lock_profile)
+        return self._manager
+
+    # --- reading ------------------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        return self.arena.path
+
+    @property
+    def geometry(self) -> Geometry:
+        return self.arena.layout.geometry
+
+    def view(self, name: str) -> memoryview:
+        return self.arena.view(name)
+
+    def np(self, name: str) -> Any:
+        return self.arena.np(name)
+
+    def stats(self) -> Stats:
+        """A snapshot of the zone counters and netstat -m numbers."""
+        g = self.geometry
+        return compute_stats(self.arena.np, g.rows, g.nclusters)
+
+    def sleepers(self) -> list[Sleeper]:
+        """CPUs asleep on a wait channel right now."""
+        a = self.arena
+        out = []
+        for r in range(self.geometry.rows):
+            w = a.view("cpu_wchan")[r]
+            if w:
+                out.append(Sleeper(r, WCHAN_NAMES.get(w, str(w)), ("mbuf", "mbuf_cluster")[a.view("cpu_wkeg")[r]],
+                                   ZONE_NAMES[a.view("cpu_wzone")[r]], a.view("cpu_wsince")[r]))
+        return out
+
+    def keg_free(self, keg: int) -> int:
+        """Free items in the keg's slabs now."""
+        return int(self.arena.view("uk_free")[keg])
+
+    def keg_full(self, keg: int) -> bool:
+        return bool(self.arena.view("uk_flags")[keg] & 1)
+
+    def cpu_ops(self) -> list[int]:
+        """Per-CPU progress counters (consumer mbuf calls)."""
+        return [int(x) for x in self.arena.np("cpu_ops")[: self.geometry.ncpus]]
+
+    def panics(self) -> list[Panic]:
+        a = self.arena
+        n = min(int(a.view("hdr")[HDR_PANICS]), MAX_PANICS)
+        p = a.view("panics")
+        out = []
+        for i in range(n):
+            b = i * PANIC_WORDS
+            out.append(Panic(PANIC_NAMES.get(p[b], str(p[b])), ZONE_NAMES[p[b + 1]] if 0 <= p[b + 1] < 3 else "?",
+                             p[b + 2], p[b + 3], p[b + 4]))
+        return out
+
+    def lock_holders(self) -> list[tuple[str, int]]:
+        """(lock name, row) of every lock held now, from the owner words."""
+        own = self.arena.view("lock_owner")
+        return [(LOCK_NAMES[i], own[i] - 1) for i in range(NLOCKS) if own[i]]
+
+    def lock_profile(self) -> list[dict[str, Any]]:
+        """LOCK_PROFILING rows, one per (lock, acquisition point) that was used."""
+        lp = self.arena.np("lockprof").reshape(NLOCKS, LOCK_POINTS_MAX, LP_NFIELDS)
+        rows = []
+        for i in range(NLOCKS):
+            for p in range(NPOINTS):
+                cnt, cont, wt, wm, ht, hm = (int(x) for x in lp[i, p])
+                if cnt:
+                    rows.append({"name": f"{LOCK_NAMES[i]} @ {POINTS[p]}", "lock": LOCK_NAMES[i],
+                                 "point": POINTS[p], "count": cnt, "contended": cont,
+                                 "wait_total_us": wt / 1e3, "wait_max_us": wm / 1e3,
+                                 "hold_total_us": ht / 1e3, "hold_max_us": hm / 1e3,
+                                 "wait_avg_us": wt / cnt / 1e3, "hold_avg_us": ht / cnt / 1e3})
+        return rows
+
+    # --- control ------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self.arena.view("hdr")[HDR_STOP] = 1
+
+    def stop_requested(self) -> bool:
+        return bool(self.arena.view("hdr")[HDR_STOP])
+
+    def audit(self, held_mbufs: Iterable[int]) -> AuditReport:
+        """The conservation audit (allocator/audit.py) at a quiescent point."""
+        return audit(self.arena.np, self.geometry.rows, self.stats(), held_mbufs)
+
+    def zone_drain(self, z: int) -> int:
+        """2005 zone_drain of zone ``z`` from the manager's context."""
+        return self.manager().zone_drain(z)
+
+    def request_cache_drain(self, cpus: Iterable[int], zmask: int = (1 << NZONES) - 1) -> None:
+        """The safe cross-CPU protocol: ask each CPU to flush its per-CPU buckets of the
+        zones in ``zmask`` to the zone lists; the owner does it at its next serve()
+        (a sleeping CPU is poked awake to serve and sleeps on).  Only the manager posts
+        requests.  The cache-drain-unsafe injection flushes them from here instead."""
+        a = self.arena
+        m = self.manager()
+        for c in cpus:
+            if "cache-drain-unsafe" in m.inject:
+                m.cache_drain(c, zmask)  # INJECTED DEFECT: touching another CPU's cache
+                continue
+            a.view("cpu_drainmask")[c] |= zmask
+            a.view("cpu_drainreq")[c] += 1
+            if a.view("cpu_wchan")[c] and self.sems is not None:
+                self.sems[c].release()
+
+    def cache_drain_done(self, cpus: Iterable[int]) -> bool:
+        """True once every CPU in ``cpus`` served its last drain request."""
+        a = self.arena
+        return all(a.view("cpu_drainreq")[c] == a.view("cpu_drained")[c] for c in cpus)
+
+    def wait_cache_drain(self, cpus: Iterable[int], timeout: float = 5.0) -> bool:
+        cpus = list(cpus)
+        end = time.monotonic() + timeout
+        while not self.cache_drain_done(cpus):
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.001)
+        return True
+
+    # --- trimming (the callout) ---------------------------------------------------------
+    def observe(self, z: int, previous: Mapping[str, int] | None = None) -> dict[str, int]:
+        """The raw observation of zone ``z`` for a trim interval: reads and resets the
+        interval extremes; counters are totals (the caller differences them)."""
+        m = self.manager()
+        cached, imax, imin, bimin, count = m.zone_observe(z)
+        g = self.geometry
+        rows = g.rows
+        a = self.arena
+        ub_cnt = a.np("ub_cnt")
+        percpu = 0
+        for arr in ("uc_allocbucket", "uc_freebucket"):
+            b = a.np(arr)[z * rows:(z + 1) * rows]
+            b = b[b >= 0]
+            percpu += int(ub_cnt[b].sum())
+        cl = ZONE_CLUSTER * rows
+        return {
+            "zone": z, "bucket_size": count, "cached": cached, "percpu": percpu,
+            "imax": imax, "imin": imin, "bimin": bimin,
+            "fills": int(a.view("uz_nfill")[z]),
+            "allocs": int(a.np("uc_allocs")[z * rows:(z + 1) * rows].sum()),
+            "frees": int(a.np("uc_frees")[z * rows:(z + 1) * rows].sum()),
+            "overflows": int(a.view("uz_noverflow")[z]),
+            "sleepers": int(a.view("uk_nsleep")[KEG_CLUSTER]),
+            "cluster_fails": int(a.np("uc_fails")[cl:cl + rows].sum()),
+            "cluster_sleeps": int(a.np("uc_sleeps")[cl:cl + rows].sum()),
+        }
+
+    def apply(self, z: int, drain_buckets: int = 0, prefill_buckets: int = 0,
+              drain_percpu: bool = False) -> dict[str, int]:
+        """Carry out a policy decision for zone ``z`` from the manager's context: whole
+        buckets out (zfini returns a packet's cluster) or in (M_NOWAIT fills)."""
+        m = self.manager()
+        done = {"drained": 0, "prefilled": 0}
+        if drain_percpu:
+            self.request_cache_drain(range(self.geometry.ncpus), 1 << z)
+        if drain_buckets > 0:
+            done["drained"] = m.zone_trim(z, drain_buckets)
+        if prefill_buckets > 0:
+            done["prefilled"] = m.zone_prefill(z, prefill_buckets)
+        return done
+
+    def close(self) -> None:
+        """Unmap the arena (idempotent)."""
+        self._cpus.clear()
+        self._manager = None
+        self.arena.close()
