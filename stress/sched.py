@@ -516,7 +516,7 @@ class Controller:
 
     Use::
 
-        ctl = Controller(cfg, replay=load_schedule(run_dir) if replaying else None)
+        ctl = Controller(cfg)       # replay: loads cfg.replay_from/schedule.json
         uma = Uma.create(UmaConfig(..., extra=... + sched_arrays(cfg)))
         ctl.prepare(uma)            # before forking workers
         ... run; workers call install()/uninstall() ...
@@ -527,6 +527,9 @@ class Controller:
     def __init__(self, cfg: Any, replay: Schedule | None = None) -> None:
         self.cfg = cfg
         self.mode = cfg.sched
+        src = getattr(cfg, "replay_from", None)
+        if replay is None and self.mode == "replay" and src:
+            replay = load_schedule(Path(src))
         self.replay = replay
         if self.mode == "replay" and replay is None:
             raise ValueError("--sched replay needs a recorded schedule (python -m stress replay RUN_DIR)")
@@ -626,6 +629,27 @@ def read_schedule(view: ViewFn, ncpus: int, seed: int, depth: int, steps: int) -
     sw = [(int(log[3 * i]), int(log[3 * i + 1]), int(log[3 * i + 2])) for i in range(n)]
     return Schedule(seed=seed, ncpus=ncpus, depth=depth, steps=steps, switches=sw,
                     total_steps=int(ctl[CTL_STEP]), overflow=bool(ctl[CTL_OVERFLOW]))
+
+
+def prepare_replay(run_dir: Path, cfg: Any) -> Any:
+    """The CLI's replay hook: the configuration that replays RUN_DIR.
+
+    A run folder with a schedule (a pct or replay run) is replayed with
+    ``sched="replay"`` following that schedule exactly; a free or jitter run re-runs its
+    seed (same configuration, not necessarily the same interleaving).  Raises
+    ValueError (one line) when the schedule is unusable."""
+    path = Path(run_dir) / SCHEDULE_FILE
+    if not path.is_file():
+        if cfg.sched == "replay":
+            raise ValueError(f"recorded --sched replay but holds no {SCHEDULE_FILE}")
+        return cfg
+    try:
+        s = load_schedule(Path(run_dir))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{SCHEDULE_FILE} unreadable: {exc}") from None
+    if s.ncpus != cfg.cpus:
+        raise ValueError(f"{SCHEDULE_FILE} was recorded for {s.ncpus} CPUs, run.json says {cfg.cpus}")
+    return cfg.replace(sched="replay", replay_from=str(run_dir))
 
 
 _INSTALLED: dict[int, TokenScheduler] = {}
