@@ -114,7 +114,7 @@ def vmstat_lines(doc: dict[str, Any]) -> list[str]:
 
 def netstat_lines(doc: dict[str, Any]) -> list[str]:
     """The final netstat -m lines of a run document, through the allocator's formatter."""
-    if not doc.get("netstat"):
+    if not doc.get("zones"):  # netstat -m is derived from the zone rows, as in FreeBSD
         return ["netstat -m: no statistics recorded"]
     import allocator
 

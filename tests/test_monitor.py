@@ -1,0 +1,179 @@
+"""What a person sees: config line, CPU map, summary, progress, and ``report`` of a saved run."""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stress import monitor, report
+from stress.config import RunConfig
+from stress.results import PLOT_COLUMNS, SampleWriter, append_netstat, write_run_json
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def wedged_doc() -> dict[str, Any]:
+    """A run.json of a 2005 wedge, shaped as cli.md says."""
+    cfg = RunConfig(cpus=2, era="2005", refcount="buggy-eq0", wakeup="one", policy="none", nmbclusters=1024)
+    return {
+        "format": "zonelimit.run/1",
+        "version": "0.1.0",
+        "config": cfg.to_dict(),
+        "duration_s": 12.5,
+        "verdict": "wedged",
+        "exit_code": 1,
+        "ops": {"total": 250000, "per_s": 20000.0, "per_cpu_per_s": [11000.0, 9000.0]},
+        "zones": [
+            {"name": "mbuf", "size": 256, "limit": 0, "used": 5, "free": 90, "req": 9000, "fail": 0, "sleep": 0},
+            {"name": "mbuf_cluster", "size": 2048, "limit": 1024, "used": 1024, "free": 0, "req": 8000,
+             "fail": 0, "sleep": 7},
+            {"name": "mbuf_packet", "size": 256, "limit": 0, "used": 12, "free": 700, "req": 7000, "fail": 0,
+             "sleep": 3},
+        ],
+        "netstat": {"mbufs": {"current": 17, "cache": 790, "total": 807},
+                    "clusters": {"current": 324, "cache": 700, "total": 1024, "max": 1024},
+                    "packets": {"current": 12, "cache": 700}},
+        "peak": {"clusters_current": 1024, "clusters_total": 1024, "packet_cache": 700},
+        "wedge": {"at_s": 11.2, "zone": "mbuf_cluster", "wchan": "zonelimit", "sleeping_cpus": [0, 1],
+                  "keg_free_meanwhile": 0},
+        "audit": {"items_accounted": 3000, "lost": {"mbuf": 0, "cluster": 37},
+                  "stranded": {"clusters_in_packet_cache": 700}, "double_owned": 0, "poison_errors": 0,
+                  "payload_errors": 0},
+        "locks": [
+            {"name": "mbuf keg", "count": 100, "contended": 10, "wait_total_us": 50.0, "wait_max_us": 9.0,
+             "hold_total_us": 80.0, "hold_max_us": 2.0},
+            {"name": "cluster keg", "count": 200, "contended": 40, "wait_total_us": 400.0,
+             "wait_max_us": 30.0, "hold_total_us": 90.0, "hold_max_us": 3.0},
+        ],
+        "samples": "samples.csv",
+    }
+
+
+def test_config_line_says_what_runs() -> None:
+    cfg = RunConfig(cpus=2, era="2005", refcount="atomic", wakeup="one", policy="none", nmbclusters=4096,
+                    rounds=5, round_length=3.0, idle=1.0, seed=9, inject=("refcount-eq0",), sched="pct",
+                    pct_depth=2, invariants=True)
+    line = monitor.config_line(cfg)
+    assert "\n" not in line
+    for part in ("era 2005", "refcount atomic", "wakeup one", "policy none", "2 CPUs", "nmbclusters 4096",
+                 "5 rounds of 3 s, idle 1 s", "seed 9", "inject refcount-eq0", "sched pct depth 2",
+                 "INVARIANTS"):
+        assert part in line, part
+    assert "trim-interval" not in line, "no trimming without a policy"
+
+
+def test_mapping_lines() -> None:
+    assert monitor.mapping_lines({0: 0, 1: 1}) == ["CPU 0 -> core 0", "CPU 1 -> core 1"]
+    lines = monitor.mapping_lines({0: 0, 1: 1, 2: 0})
+    assert lines[0].endswith("(shared by 2 CPUs)") and lines[2].endswith("(shared by 2 CPUs)")
+    assert "shared" not in lines[1]
+
+
+def test_summary_of_a_wedge(tmp_path: Path) -> None:
+    lines = monitor.summary_lines(wedged_doc(), tmp_path)
+    text = "\n".join(lines)
+    assert lines[0].split()[:3] == ["ITEM", "SIZE", "LIMIT"]
+    assert any(line.startswith("mbuf_cluster:") for line in lines)
+    assert "37 clusters" in text and "LEAK" in text
+    assert "700 clusters in packet cache" in text
+    assert "20,000 ops/s" in text
+    assert "wedged in [zonelimit] at 11.2 s: zone mbuf_cluster, CPUs 0,1 asleep" in text
+    assert "verdict: WEDGED" in text and "(exit 1)" in text
+    assert lines[-1] == f"run folder: {tmp_path}"
+    lock_rows = [line for line in lines if line.endswith("keg")]
+    assert lock_rows[0].endswith("cluster keg"), "most waited-on lock first"
+
+
+def test_summary_of_a_clean_run(tmp_path: Path) -> None:
+    doc = wedged_doc()
+    doc.update(verdict="ok", exit_code=0, wedge=None, locks=[])
+    doc["audit"]["lost"] = {"mbuf": 0, "cluster": 0}
+    text = "\n".join(monitor.summary_lines(doc, tmp_path))
+    assert "LEAK" not in text and "wedged" not in text and "lock contention" not in text
+    assert "verdict: ok" in text
+
+
+@pytest.mark.parametrize("verdict", sorted(monitor.VERDICT_WORDS))
+def test_every_verdict_has_words(verdict: str) -> None:
+    lines = monitor.verdict_lines({"verdict": verdict, "exit_code": 0, "error": "worker 1 died\nat x"})
+    assert lines[0].startswith(f"verdict: {monitor.VERDICT_WORDS[verdict]}")
+    assert lines[1:] == ["  worker 1 died", "  at x"]
+
+
+def test_netstat_lines_use_the_allocators_formatter() -> None:
+    lines = monitor.netstat_lines(wedged_doc())
+    assert lines[0] == "17/790/807 mbufs in use (current/cache/total)"
+    assert lines[1] == "324/700/1024/1024 mbuf clusters in use (current/cache/total/max)"
+
+
+def test_progress_stays_off_a_pipe() -> None:
+    stream = io.StringIO()
+    p = monitor.Progress(10.0, stream=stream)
+    p.update(5.0, "round 2")
+    p.close()
+    assert stream.getvalue() == ""
+
+
+def test_progress_draws_and_clears_on_a_terminal() -> None:
+    stream = io.StringIO()
+    p = monitor.Progress(10.0, stream=stream, enabled=True)
+    p.update(5.0, "round 2")
+    drawn = stream.getvalue()
+    assert drawn.startswith("\r[") and "50%" in drawn and "round 2" in drawn and "\n" not in drawn
+    p.clear()
+    assert stream.getvalue().endswith("\r")
+    inner = p.render(5.0, width=80).split("]")[0][1:]
+    assert set(inner) == {"#", "."} and abs(inner.count("#") - inner.count(".")) <= 1
+    assert p.render(99.0).split("]")[0].count(".") == 0, "the bar never overflows"
+
+
+def _saved_run(folder: Path, with_plot: bool = False) -> Path:
+    folder.mkdir()
+    write_run_json(folder, wedged_doc())
+    append_netstat(folder, ["769/641/1410 mbufs in use (current/cache/total)",
+                            "768/204/972/25600 mbuf clusters in use (current/cache/total/max)"])
+    with SampleWriter(folder / "samples.csv", list(PLOT_COLUMNS)) as w:
+        for i in range(5):
+            w.write({"t": i, "mbufs_current": 769, "mbufs_cache": 641, "clusters_current": 768 + i,
+                     "clusters_cache": 204, "clusters_max": 25600})
+    return folder
+
+
+def _report_args(*dirs: Path, **kw: Any) -> argparse.Namespace:
+    return argparse.Namespace(run_dirs=[str(d) for d in dirs], no_netstat=kw.get("no_netstat", False),
+                              replot=kw.get("replot", False), json=kw.get("json", False))
+
+
+def test_report_reprints_netstat_summary_and_redraws_plot(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    run = _saved_run(tmp_path / "run")
+    assert report.main(_report_args(run)) == 0
+    out = capsys.readouterr().out
+    assert "768/204/972/25600 mbuf clusters in use (current/cache/total/max)" in out
+    assert "verdict: WEDGED" in out and "(redrawn)" in out
+    assert (run / "plot.png").read_bytes()[:8] == PNG_MAGIC
+    assert report.main(_report_args(run)) == 0
+    assert "(redrawn)" not in capsys.readouterr().out, "an existing plot is left alone"
+
+
+def test_report_refuses_a_bad_folder_before_printing(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    run = _saved_run(tmp_path / "run")
+    assert report.main(_report_args(run, tmp_path / "nope")) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip().splitlines()[-1].startswith("zonelimit: error: RUN_DIR:")
+
+
+def test_report_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from stress import cli
+
+    run = _saved_run(tmp_path / "run")
+    assert cli.main(["report", str(run), "--no-netstat"]) == 0
+    out = capsys.readouterr().out
+    assert "mbufs in use" not in out.split("ITEM")[0]
+    assert cli.main(["report", str(tmp_path)]) == 2

@@ -1,0 +1,178 @@
+"""The run folder: naming never overwrites, samples survive a kill, run.json round-trips
+and refuses what it cannot read, netstat.txt keeps order, plot.png is drawn."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stress import results
+from stress.config import RunConfig
+from stress.results import (
+    RUN_FORMAT,
+    RunFolderError,
+    SampleWriter,
+    append_netstat,
+    default_run_dir,
+    load_run,
+    plot_run,
+    read_samples,
+    write_run_json,
+)
+
+CFG = RunConfig(cpus=2, workload="netperf", era="2005", policy="none")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# --- run folder naming --------------------------------------------------------------------
+
+
+def test_default_run_dir_name(tmp_path: Path) -> None:
+    folder = default_run_dir(CFG, root=tmp_path)
+    assert folder.parent == tmp_path and folder.is_dir()
+    stamp, rest = folder.name[:15], folder.name[16:]
+    assert stamp[8] == "-" and stamp.replace("-", "").isdigit()
+    assert rest == "netperf-2005-none-cpus2"
+
+
+def test_default_run_dir_never_reuses_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(results.time, "strftime", lambda fmt: "20051201-120000")
+    base = "20051201-120000-netperf-2005-none-cpus2"
+    (tmp_path / base).mkdir()
+    (tmp_path / base / "run.json").write_text("{}")
+    names = [default_run_dir(CFG, root=tmp_path).name for _ in range(3)]
+    assert names == [f"{base}-2", f"{base}-3", f"{base}-4"]
+    assert (tmp_path / base / "run.json").read_text() == "{}"
+
+
+# --- samples.csv --------------------------------------------------------------------------
+
+
+def test_samples_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "samples.csv"
+    with SampleWriter(path, ["t", "clusters_current", "ops"]) as w:
+        w.write({"t": 0.5, "clusters_current": 768, "ops": 10})
+        w.write({"t": np.float64(1.0), "clusters_current": np.int64(4341)})  # ops missing: empty cell
+    cols = read_samples(path)
+    assert cols["t"] == [0.5, 1.0]
+    assert cols["clusters_current"] == [768.0, 4341.0]
+    assert cols["ops"][0] == 10.0 and math.isnan(cols["ops"][1])
+    assert path.read_text().splitlines()[2] == "1.0,4341,"
+
+
+def test_samples_are_on_disk_before_close(tmp_path: Path) -> None:
+    """A run killed mid-way keeps its samples: every row is flushed as written."""
+    path = tmp_path / "samples.csv"
+    w = SampleWriter(path, ["t", "x"])
+    w.write({"t": 1, "x": 2})
+    assert path.read_text() == "t,x\n1,2\n"
+    w.close()
+    w.close()  # idempotent
+
+
+def test_samples_refuse_unknown_columns(tmp_path: Path) -> None:
+    w = SampleWriter(tmp_path / "s.csv", ["t"])
+    with pytest.raises(ValueError, match="unknown columns"):
+        w.write({"t": 1, "typo": 2})
+    w.close()
+    with pytest.raises(ValueError):
+        w.write({"t": 2})
+
+
+def test_torn_last_row_is_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "samples.csv"
+    path.write_text("t,x\n1,2\n2,3\n3")
+    assert read_samples(path) == {"t": [1.0, 2.0], "x": [2.0, 3.0]}
+    path.write_text("t,x\n1\n2,3\n")
+    with pytest.raises(RunFolderError):
+        read_samples(path)
+
+
+# --- run.json -----------------------------------------------------------------------------
+
+
+def _doc() -> dict[str, object]:
+    return {"version": "0.1.0", "config": CFG.to_dict(), "verdict": "ok", "exit_code": 0,
+            "ops": {"total": np.int64(5), "per_s": 2.5, "per_cpu_per_s": np.array([1.0, 1.5])},
+            "wedge": None}
+
+
+def test_run_json_round_trip(tmp_path: Path) -> None:
+    path = write_run_json(tmp_path, _doc())
+    assert path == tmp_path / "run.json"
+    doc = load_run(tmp_path)
+    assert next(iter(doc)) == "format" and doc["format"] == RUN_FORMAT
+    assert doc["ops"] == {"total": 5, "per_s": 2.5, "per_cpu_per_s": [1.0, 1.5]}
+    assert RunConfig.from_dict(doc["config"]) == CFG
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"], "no temporary file left behind"
+
+
+def test_run_json_rewrite_replaces_whole(tmp_path: Path) -> None:
+    write_run_json(tmp_path, _doc())
+    write_run_json(tmp_path, {**_doc(), "verdict": "wedged", "exit_code": 1})
+    assert load_run(tmp_path)["verdict"] == "wedged"
+
+
+def test_run_json_refuses_nan_and_other_formats(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        write_run_json(tmp_path, {**_doc(), "duration_s": float("nan")})
+    with pytest.raises(ValueError):
+        write_run_json(tmp_path, {**_doc(), "format": "zonelimit.compare/1"})
+    assert not (tmp_path / "run.json").exists()
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    (None, "no run.json"),
+    ("{not json", "damaged JSON"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"config": {}}', "no format"),
+    ('{"format": "pyperf/1", "config": {}}', "not a zonelimit run"),
+    ('{"format": "zonelimit.run/2", "config": {}}', "newer zonelimit"),
+    ('{"format": "zonelimit.run/1"}', "config"),
+])
+def test_load_run_refuses_with_a_clear_message(tmp_path: Path, text: str | None, match: str) -> None:
+    if text is not None:
+        (tmp_path / "run.json").write_text(text)
+    with pytest.raises(RunFolderError, match=match):
+        load_run(tmp_path)
+
+
+def test_load_run_accepts_minor_versions(tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text(json.dumps({"format": "zonelimit.run/1.3", "config": {}}))
+    assert load_run(tmp_path)["format"] == "zonelimit.run/1.3"
+
+
+def test_load_run_of_a_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(RunFolderError, match="no such run folder"):
+        load_run(tmp_path / "nope")
+
+
+# --- netstat.txt and plot.png -------------------------------------------------------------
+
+
+def test_append_netstat_keeps_order(tmp_path: Path) -> None:
+    append_netstat(tmp_path, ["769/641/1410 mbufs in use (current/cache/total)"])
+    append_netstat(tmp_path, [])
+    append_netstat(tmp_path, ["a", "b"])
+    assert (tmp_path / "netstat.txt").read_text().splitlines() == [
+        "769/641/1410 mbufs in use (current/cache/total)", "a", "b"]
+
+
+def test_plot_is_drawn_from_samples(tmp_path: Path) -> None:
+    cols = list(results.PLOT_COLUMNS)
+    with SampleWriter(tmp_path / "samples.csv", cols) as w:
+        for i in range(20):
+            w.write({"t": i * 0.5, "mbufs_current": 769, "mbufs_cache": 641 + 300 * i,
+                     "clusters_current": 768 + 350 * i, "clusters_cache": 204, "clusters_max": 25600})
+    path = plot_run(tmp_path)
+    assert path == tmp_path / "plot.png"
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_plot_without_samples_still_draws(tmp_path: Path) -> None:
+    SampleWriter(tmp_path / "samples.csv", ["t", "mbufs_current"]).close()
+    assert plot_run(tmp_path).read_bytes()[:8] == PNG_MAGIC
