@@ -192,11 +192,11 @@ def test_median_band_is_median_plus_minus_k_mad() -> None:
     assert band([5], 3.0) == (5.0, 0.0, 5.0, 5.0)
 
 
-def feed(p: Policy, demands: list[int], cached: int) -> Decision:
+def feed(p: Policy, demands: list[int], cached: int, zone: int = ZONE_PACKET) -> Decision:
     """Feed intervals of the given demands (as list swings) with the list at ``cached``."""
     d = Decision()
     for i, dem in enumerate(demands):
-        d = p.decide(obs(interval=i, cached=cached, imax=dem, bimin=0, imin=0))
+        d = p.decide(obs(zone=zone, interval=i, cached=cached, imax=dem, bimin=0, imin=0))
     return d
 
 
@@ -222,6 +222,8 @@ def test_median_prefills_below_its_band_in_whole_buckets_capped() -> None:
     assert d == Decision(prefill_buckets=2)  # would need 6, capped at max_prefill
     p = make_policy("median", {"window": 5, "max_prefill": 0})
     assert feed(p, demands, cached=0) == Decision()
+    for zone in (ZONE_MBUF, ZONE_CLUSTER):  # only the packet zone is pre-filled
+        assert feed(make_policy("median", {"window": 5}), demands, cached=0, zone=zone) == Decision()
 
 
 def test_median_never_prefills_under_cluster_pressure_and_drains_instead() -> None:
@@ -296,3 +298,71 @@ def test_every_policy_decides_whole_nonnegative_buckets(name: str, seq: list[Obs
         assert d.drain_buckets <= max(o.cached, 0)
         if name == "none":
             assert d == Decision()
+
+
+# --- the callout: raw observations in, decisions applied --------------------------------
+
+
+class FakeUma:
+    """Raw ``Uma.observe`` results with running totals, and a record of apply calls."""
+
+    def __init__(self) -> None:
+        self.totals = {"fills": 0, "allocs": 0, "frees": 0, "overflows": 0, "cluster_fails": 0,
+                       "cluster_sleeps": 0}
+        self.cached = 0
+        self.applied: list[tuple[int, int, int, bool]] = []
+
+    def observe(self, z: int) -> dict[str, int]:
+        return {"zone": z, "bucket_size": BS, "cached": self.cached, "percpu": 0, "imax": self.cached,
+                "imin": self.cached, "bimin": self.cached, "sleepers": 0, **self.totals}
+
+    def apply(self, z: int, drain_buckets: int = 0, prefill_buckets: int = 0,
+              drain_percpu: bool = False) -> dict[str, int]:
+        self.applied.append((z, drain_buckets, prefill_buckets, drain_percpu))
+        return {"drained": drain_buckets * BS, "prefilled": 0}
+
+
+def test_callout_differences_running_totals_into_intervals() -> None:
+    from allocator.policy.callout import TrimCallout
+
+    uma = FakeUma()
+    uma.totals["allocs"] = 5000  # before the callout started: not part of interval 0
+    co = TrimCallout(uma, "depot", zones=(ZONE_PACKET,))
+    uma.totals["allocs"] += 300
+    uma.totals["cluster_sleeps"] += 2
+    uma.cached = 6 * BS
+    (t0,) = co.tick()
+    assert (t0.observation.interval, t0.observation.allocs, t0.observation.cluster_sleeps) == (0, 300, 2)
+    (t1,) = co.tick()
+    assert (t1.observation.interval, t1.observation.allocs, t1.observation.cluster_sleeps) == (1, 0, 0)
+    assert t1.decision == Decision(drain_buckets=6)  # depot: idle for two interval minima
+    assert uma.applied == [(ZONE_PACKET, 6, 0, False)]  # a no-op decision is not applied
+    assert co.summary() == {"intervals": 2, "drained": 6 * BS, "prefilled": 0, "percpu_flushes": 0}
+    assert TrimCallout(uma, "median").exhaustion_drain and not TrimCallout(uma, "depot").exhaustion_drain
+
+
+def test_callout_median_returns_hoarded_clusters_on_a_real_arena() -> None:
+    """One process acting as CPU 0 and as the manager: hoard packets, let the load stop,
+    and the median callout gives every cached packet's cluster back to the cluster keg."""
+    from allocator import KEG_CLUSTER, M_NOWAIT, M_PKTHDR, MT_DATA, Uma, UmaConfig
+    from allocator.policy.callout import TrimCallout
+
+    uma = Uma.create(UmaConfig(ncpus=1, nmbclusters=512))  # no inline drain: the callout alone
+    try:
+        cpu = uma.cpu(0)
+        co = TrimCallout(uma, "median")
+        ms = [cpu.m_getcl(M_NOWAIT, MT_DATA, M_PKTHDR) for _ in range(400)]
+        assert min(ms) >= 0
+        for m in ms:
+            cpu.m_freem(m)
+        assert uma.stats().netstat.packets_cache >= 400  # the pseudo-leak: all cached, holding clusters
+        for _ in range(3):  # busy interval, then idle ones: drain the list, flush per-CPU buckets
+            co.tick()
+            cpu.serve()
+        st = uma.stats().netstat
+        assert st.packets_cache == 0
+        assert uma.keg_free(KEG_CLUSTER) == 512
+        report = uma.audit([])
+        assert report.ok and report.clusters_stranded == 0
+    finally:
+        uma.close()

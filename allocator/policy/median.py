@@ -40,8 +40,10 @@ Rule, at the end of interval i (after appending ``d_i`` to the window), in order
    This bounds recovery after the load drops to one interval.
 3. **Drain** above the band: if ``cached > hi``, drain ``floor((cached - hi) / bs)``
    whole buckets (the surplus, leaving at least ``hi`` items).
-4. **Pre-fill** below the band: if ``cached < lo`` and the zone is busy (allocations
-   this interval) and no cluster pressure was seen, fill
+4. **Pre-fill** below the band (packet zone only, as the proposal says: the other
+   zones' fills are cheap single-keg fills, and pre-filling the cluster zone would
+   only move clusters from the keg into another cache): if ``cached < lo`` and the
+   zone is busy (allocations this interval) and no cluster pressure was seen, fill
    ``min(max_prefill, ceil((lo - cached) / bs))`` whole buckets from the native zones
    (a packet-zone bucket takes an mbuf and a cluster per item), so that the next
    interval's allocations stay cache hits instead of each CPU filling from the keg
@@ -128,7 +130,7 @@ class MedianPolicy:
         if obs.cached > hi:
             return Decision(drain_buckets=buckets_above(obs.cached, hi, bs))
         lo = int(-(-self.lo // 1))  # ceil
-        if obs.cached < lo and not cluster_exhausted(obs):
+        if obs.zone == ZONE_PACKET and obs.cached < lo and not cluster_exhausted(obs):
             n = min(self.max_prefill, buckets_to_reach(obs.cached, lo, bs))
             return Decision(prefill_buckets=n)
         return KEEP
