@@ -56,6 +56,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from allocator.layout import CLUSTER_IPERS
 from stress import config as _config
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import format_cpulist, usable_cores
@@ -69,6 +70,7 @@ PLUGGABLE = {
     "bench": "performance measurements (performance.md)",
 }
 MAX_CPUS = 256  #: MAXCPU: one process per simulated CPU; more is a fork bomb, not a test
+MIN_NMBCLUSTERS = CLUSTER_IPERS  #: one cluster slab; the allocator refuses fewer
 MAX_NMBCLUSTERS = 1 << 20  #: the arena holds 2 KB per cluster plus 2 mbufs each: ~2.6 GB at the cap
 EX_OK, EX_FAIL, EX_USAGE, EX_TESTER, EX_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -279,7 +281,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         f"(default: {_era_default('refcount')})")
     g.add_argument("--wakeup", type=one_of(_config.WAKEUP_MODES), default=None, metavar="MODE",
                    help=f"zonelimit wakeup: one (2005) or all (default: {_era_default('wakeup')})")
-    g.add_argument("--nmbclusters", type=whole_number(1, MAX_NMBCLUSTERS), default=d["nmbclusters"],
+    g.add_argument("--nmbclusters", type=whole_number(MIN_NMBCLUSTERS, MAX_NMBCLUSTERS), default=d["nmbclusters"],
                    metavar="N", help=f"cluster zone limit (default: {d['nmbclusters']})")
     g.add_argument("--trim-interval", type=seconds(), default=d["trim_interval"], metavar="S",
                    help=f"period of the trimming policy's decisions (default: {d['trim_interval']:g})")

@@ -117,6 +117,7 @@ BAD = [
     (["--refcount", "sloppy"], "--refcount"),
     (["--wakeup", "some"], "--wakeup"),
     (["--nmbclusters", "0"], "--nmbclusters"),
+    (["--nmbclusters", "1"], "--nmbclusters"),
     (["--nmbclusters", "lots"], "--nmbclusters"),
     (["--nmbclusters", str(cli.MAX_NMBCLUSTERS + 1)], "--nmbclusters"),
     (["--rounds", "-1"], "--rounds"),
