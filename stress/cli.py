@@ -454,7 +454,7 @@ def warn(message: str) -> None:
 
 def _oversubscription_warning(cfg: RunConfig) -> None:
     ncores = len(usable_cores())
-    if cfg.cpus > ncores and not cfg.json:
+    if cfg.cpus > ncores:  # on stderr, so --json output stays clean
         warn(f"--oversubscribe: {cfg.cpus} CPUs on {ncores} cores: CPUs sharing a core interleave "
              "instead of running in parallel, so races show less often")
 
