@@ -1,0 +1,122 @@
+"""A worker: one process per simulated CPU, pinned to its core, running workload roles.
+
+Life of worker k (forked by :mod:`stress.manager`, start method ``fork``)::
+
+    fork ──> SIGINT ignored (Ctrl-C is the manager's to handle), SIGTERM default
+         ──> prctl(PR_SET_PDEATHSIG, SIGKILL), then getppid() check: never outlive the manager
+         ──> pin to core k mod ncores
+         ──> cpu = uma.cpu(k); sched.install (jitter / PCT token / WITNESS hooks)
+         ──> loop until uma.stop_requested():
+                 cpu.serve()                          cross-CPU cache drain requests
+                 workload.turn(wl_ctl RUN, PHASE)     one bounded slice of work
+                 nothing to do? yield, then nap       (a sched point labelled "wait-...")
+         ──> sched.uninstall; exit 0
+
+Failures cross back to the manager over a one-way pipe as text:
+
+- a Python exception in the tester: ``("error", traceback)`` and exit status 3;
+- an allocator panic (INVARIANTS: duplicate free, memory modified after free, ...):
+  ``("panic", traceback)`` and exit status 4.  The panic is also recorded in the arena,
+  so the verdict comes from the audit, not from the exit status.
+
+A worker asleep in zonelimit cannot be woken (the sleep has no timeout, faithfully):
+the manager SIGKILLs it at shutdown.  It sleeps at a safe point, with every mbuf it
+holds already recorded in an arena ring, so the audit still accounts for everything.
+
+Logging: workers write to the manager's ``run.log`` through a ``FileHandler`` they
+inherit across fork (O_APPEND, one write per record); see docs/runner.md for why not a
+queue.  Nothing is logged on the hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import time
+import traceback
+from typing import Any
+
+from stress import sched
+from stress.config import RunConfig
+from stress.pinning import die_with_parent, pin_self
+from stress.workloads import WorkerContext, workload_class
+from stress.workloads.common import CTL_PHASE, CTL_RUN
+
+EXIT_OK = 0
+EXIT_ERROR = 3  #: the tester raised (traceback sent to the manager)
+EXIT_PANIC = 4  #: the allocator panicked (recorded in the arena as well)
+
+#: empty turns spent spinning (with sched_yield) before napping: a driver waiting for
+#: a packet must answer within microseconds, or the two CPUs never overlap
+SPIN_TURNS = 2000
+NAP_RUNNING = 0.0005
+NAP_IDLE = 0.002
+
+log = logging.getLogger("zonelimit.worker")
+
+
+def worker_main(k: int, core: int, uma: Any, cfg: RunConfig, conn: Any, manager_pid: int) -> None:
+    """Entry point of worker k (the target of its multiprocessing.Process)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent(manager_pid)
+    cpu = None
+    try:
+        pin_self(core)
+        cpu = uma.cpu(k)
+        sched.install(cpu, uma, cfg, k)
+        ctx = WorkerContext(k=k, ncpus=cfg.cpus, cpu=cpu, uma=uma, cfg=cfg,
+                            rng=random.Random(f"{cfg.seed}:{k}"))
+        workload = workload_class(cfg.workload)(ctx)
+        log.info("CPU %d: pid %d on core %d, workload %s", k, os.getpid(), core, cfg.workload)
+        turns = run_loop(uma, cpu, workload)
+        log.info("CPU %d: stop seen after %d turns", k, turns)
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the manager
+        from allocator import UmaPanic
+
+        kind = "panic" if isinstance(exc, UmaPanic) else "error"
+        text = traceback.format_exc()
+        try:
+            conn.send((kind, text))
+        except OSError:
+            pass
+        log.error("CPU %d: %s\n%s", k, kind, text)
+        _leave(cpu, k)
+        raise SystemExit(EXIT_PANIC if kind == "panic" else EXIT_ERROR) from None
+    _leave(cpu, k)
+    raise SystemExit(EXIT_OK)
+
+
+def _leave(cpu: Any, k: int) -> None:
+    """Leave the scheduling protocol so the other CPUs are not left waiting for us."""
+    if cpu is not None:
+        try:
+            sched.uninstall(cpu, k)
+        except Exception:  # noqa: BLE001 - best effort on the way out
+            pass
+
+
+def run_loop(uma: Any, cpu: Any, workload: Any) -> int:
+    """The worker loop: serve, one workload turn, and back off when there is nothing to do."""
+    ctl = uma.view("wl_ctl")
+    stop = uma.stop_requested
+    serve = cpu.serve
+    turn = workload.turn
+    empty = 0
+    turns = 0
+    while not stop():
+        serve()
+        running = ctl[CTL_RUN] == 1
+        turns += 1
+        if turn(running, ctl[CTL_PHASE]):
+            empty = 0
+            continue
+        empty += 1
+        cpu.sched_point("wait-work")  # controlled scheduling: let another CPU run
+        if empty < SPIN_TURNS and running:
+            os.sched_yield()
+        else:
+            time.sleep(NAP_RUNNING if running else NAP_IDLE)
+    return turns
