@@ -146,8 +146,19 @@ def audit_lines(audit: dict[str, Any] | None) -> list[str]:
     lines.append("  " + ", ".join(f"{k.replace('_', ' ')}: {_count(audit, k):,}" for k in checks))
     for key, value in audit.items():
         if key not in {"items_accounted", "lost", "stranded", *checks}:
-            lines.append(f"  {key.replace('_', ' ')}: {value}")
+            lines.append(f"  {key.replace('_', ' ')}: {_words(value)}")
     return lines
+
+
+def _words(value: Any) -> str:
+    """A value of run.json for a person: ``{"mbufs": 256}`` -> ``256 mbufs``."""
+    if isinstance(value, dict):
+        return ", ".join(f"{_words(v)} {str(k).replace('_', ' ')}" for k, v in value.items()) or "none"
+    if isinstance(value, list):
+        return ", ".join(_words(v) for v in value) or "none"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
 
 
 def throughput_lines(doc: dict[str, Any]) -> list[str]:

@@ -263,13 +263,27 @@ def append_netstat(folder: Path, lines: list[str]) -> None:
         f.write("".join(line + "\n" for line in lines))
 
 
+def _plot_title(folder: Path) -> str:
+    """The folder name, then what ran and how it ended, from run.json when it is there."""
+    try:
+        doc = load_run(folder)
+    except RunFolderError:
+        return folder.name
+    c = doc["config"]
+    what = (f"{c.get('workload', '?')}, era {c.get('era', '?')} (refcount {c.get('refcount', '?')}, "
+            f"wakeup {c.get('wakeup', '?')}, policy {c.get('policy', '?')}), {c.get('cpus', '?')} CPUs")
+    return f"{folder.name}\n{what}: verdict {doc.get('verdict', '?')}"
+
+
 def plot_run(folder: Path, title: str | None = None) -> Path:
     """Draw ``folder/plot.png`` from ``folder/samples.csv`` and return its path.
 
-    Two panels sharing the time axis: mbufs (current and cache) and clusters (current
-    and cache, with the cluster limit ``clusters_max`` as a dashed line), the netstat -m
-    numbers.  The 2005 wedge shows as clusters current climbing to the limit while
-    mbufs current stays flat.  Columns missing from the CSV are left out.  Uses
+    Two panels sharing the time axis: mbufs (current and cache) and clusters (current,
+    cache, and the clusters cached in the packet zone when sampled), the netstat -m
+    numbers, with the cluster limit ``clusters_max`` as a dashed line.  The 2005 wedge
+    shows as clusters current climbing to the limit while mbufs current stays flat.
+    When the limit is far above every curve it is named in the legend instead of drawn,
+    so that it does not flatten them.  Columns missing from the CSV are left out.  Uses
     matplotlib's Agg canvas directly (no pyplot state, no display needed).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -279,32 +293,31 @@ def plot_run(folder: Path, title: str | None = None) -> Path:
     samples_path = folder / SAMPLES_CSV
     cols = read_samples(samples_path) if samples_path.exists() else {}
     if title is None:
-        title = folder.name
+        title = _plot_title(folder)
     t = cols.get("t", [])
 
     fig = Figure(figsize=(9, 6), dpi=100)
     FigureCanvasAgg(fig)
     ax_m, ax_c = fig.subplots(2, 1, sharex=True)
     panels = (
-        (ax_m, "mbufs", (("mbufs_current", "current", "-"), ("mbufs_cache", "cache", "-"))),
-        (
-            ax_c,
-            "mbuf clusters",
-            (
-                ("clusters_current", "current", "-"),
-                ("clusters_cache", "cache", "-"),
-                ("clusters_max", "limit (max)", "--"),
-            ),
-        ),
+        (ax_m, "mbufs", (("mbufs_current", "current"), ("mbufs_cache", "cache"))),
+        (ax_c, "mbuf clusters", (("clusters_current", "current"), ("clusters_cache", "cache"),
+                                 ("packets_cache", "cached in packet zone"))),
     )
     for ax, label, series in panels:
-        drawn = False
-        for col, name, style in series:
-            ys = cols.get(col)
-            if ys and t:
-                ax.plot(t, ys, style, label=name, color="black" if col == "clusters_max" else None)
-                drawn = True
+        drawn = [(name, ys) for col, name in series if (ys := cols.get(col)) and t]
+        for name, ys in drawn:
+            ax.plot(t, ys, "-", label=name)
+        limits = [y for y in cols.get("clusters_max", []) if not math.isnan(y)]
+        if ax is ax_c and limits and t:
+            top = max((y for _, ys in drawn for y in ys if not math.isnan(y)), default=0.0)
+            if top >= 0.2 * max(limits):
+                ax.plot(t, cols["clusters_max"], "--", color="black", label="limit (max)")
+            else:
+                ax.plot([], [], "--", color="black", label=f"limit (max) {max(limits):.0f}, off scale")
+            drawn.append(("limit", limits))
         ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         if drawn:
             ax.legend(loc="upper left", fontsize="small")
