@@ -22,7 +22,7 @@ from stress.results import package_version
 
 VERDICT_WORDS = {
     "ok": "ok: the run completed and every audit passed",
-    "wedged": "WEDGED in [zonelimit]: every CPU slept on the zone limit and none made progress",
+    "wedged": "WEDGED in [zonelimit]: CPUs slept on the zone limit and no CPU made progress",
     "leak": "LEAK: items were lost (allocated, yet owned by no CPU, ring, cache or slab)",
     "double-free": "DOUBLE FREE: an item was freed twice or owned twice",
     "corrupt": "CORRUPT: payload or poison check failed (an item was used after free)",
@@ -150,12 +150,24 @@ def audit_lines(audit: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def _words(value: Any) -> str:
-    """A value of run.json for a person: ``{"mbufs": 256}`` -> ``256 mbufs``."""
+def _words(value: Any, limit: int = 5) -> str:
+    """A value of run.json for a person: ``{"mbufs": 256}`` -> ``256 mbufs``; ``{"0": 1.5}`` -> ``0=1.5``.
+
+    Lists show their first ``limit`` elements and say how many more there are.
+    """
     if isinstance(value, dict):
-        return ", ".join(f"{_words(v)} {str(k).replace('_', ' ')}" for k, v in value.items()) or "none"
+        parts = []
+        for k, v in value.items():
+            key = str(k).replace("_", " ")
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and key.endswith("s") and key.isalpha():
+                parts.append(f"{_words(v)} {key}")
+            else:
+                parts.append(f"{key}={_words(v)}")
+        return ", ".join(parts) or "none"
     if isinstance(value, list):
-        return ", ".join(_words(v) for v in value) or "none"
+        shown = [f"({_words(v)})" if isinstance(v, dict) else _words(v) for v in value[:limit]]
+        more = f" ... ({len(value) - limit} more)" if len(value) > limit else ""
+        return (", ".join(shown) or "none") + more
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
@@ -203,12 +215,13 @@ def wedge_lines(wedge: dict[str, Any] | None) -> list[str]:
     cpus = wedge.get("sleeping_cpus") or []
     line = (
         f"wedged in [{wedge.get('wchan', 'zonelimit')}] at {float(wedge.get('at_s', 0) or 0):.1f} s: "
-        f"zone {wedge.get('zone', '?')}, CPUs {','.join(str(c) for c in cpus) or '?'} asleep"
+        f"zone {wedge.get('zone', '?')}, CPU{'s' if len(cpus) != 1 else ''} "
+        f"{','.join(str(c) for c in cpus) or '?'} asleep"
     )
     lines = [line]
     extra = {k: v for k, v in wedge.items() if k not in {"at_s", "zone", "wchan", "sleeping_cpus"}}
     for k, v in extra.items():
-        lines.append(f"  {k.replace('_', ' ')}: {v}")
+        lines.append(f"  {k.replace('_', ' ')}: {_words(v)}")
     return lines
 
 

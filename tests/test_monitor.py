@@ -82,6 +82,7 @@ def test_summary_of_a_wedge(tmp_path: Path) -> None:
     assert "700 clusters in packet cache" in text
     assert "20,000 ops/s" in text
     assert "wedged in [zonelimit] at 11.2 s: zone mbuf_cluster, CPUs 0,1 asleep" in text
+    assert "  keg free meanwhile: 0" in lines
     assert "verdict: WEDGED" in text and "(exit 1)" in text
     assert lines[-1] == f"run folder: {tmp_path}"
     lock_rows = [line for line in lines if line.endswith("keg")]
@@ -98,6 +99,16 @@ def test_summary_of_a_clean_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("verdict", sorted(monitor.VERDICT_WORDS))
+def test_extra_audit_fields_read_as_words(tmp_path: Path) -> None:
+    doc = wedged_doc()
+    doc["audit"]["held_by_consumers"] = {"mbufs": 1256, "clusters": 183}
+    doc["audit"]["lost_cluster_examples"] = [{"cluster": i, "refcount": 0} for i in range(7)]
+    lines = monitor.audit_lines(doc["audit"])
+    assert "  held by consumers: 1,256 mbufs, 183 clusters" in lines
+    assert "  lost cluster examples: (cluster=0, refcount=0), (cluster=1, refcount=0), (cluster=2, refcount=0), " \
+           "(cluster=3, refcount=0), (cluster=4, refcount=0) ... (2 more)" in lines
+
+
 def test_every_verdict_has_words(verdict: str) -> None:
     lines = monitor.verdict_lines({"verdict": verdict, "exit_code": 0, "error": "worker 1 died\nat x"})
     assert lines[0].startswith(f"verdict: {monitor.VERDICT_WORDS[verdict]}")
