@@ -98,7 +98,6 @@ def test_summary_of_a_clean_run(tmp_path: Path) -> None:
     assert "verdict: ok" in text
 
 
-@pytest.mark.parametrize("verdict", sorted(monitor.VERDICT_WORDS))
 def test_extra_audit_fields_read_as_words(tmp_path: Path) -> None:
     doc = wedged_doc()
     doc["audit"]["held_by_consumers"] = {"mbufs": 1256, "clusters": 183}
@@ -109,6 +108,7 @@ def test_extra_audit_fields_read_as_words(tmp_path: Path) -> None:
            "(cluster=3, refcount=0), (cluster=4, refcount=0) ... (2 more)" in lines
 
 
+@pytest.mark.parametrize("verdict", sorted(monitor.VERDICT_WORDS))
 def test_every_verdict_has_words(verdict: str) -> None:
     lines = monitor.verdict_lines({"verdict": verdict, "exit_code": 0, "error": "worker 1 died\nat x"})
     assert lines[0].startswith(f"verdict: {monitor.VERDICT_WORDS[verdict]}")
