@@ -263,16 +263,19 @@ def append_netstat(folder: Path, lines: list[str]) -> None:
         f.write("".join(line + "\n" for line in lines))
 
 
-def _plot_title(folder: Path) -> str:
-    """The folder name, then what ran and how it ended, from run.json when it is there."""
+def _plot_context(folder: Path) -> tuple[str, float | None]:
+    """From run.json when it is there: a title (what ran, how it ended) and the wedge time."""
     try:
         doc = load_run(folder)
     except RunFolderError:
-        return folder.name
+        return folder.name, None
     c = doc["config"]
     what = (f"{c.get('workload', '?')}, era {c.get('era', '?')} (refcount {c.get('refcount', '?')}, "
             f"wakeup {c.get('wakeup', '?')}, policy {c.get('policy', '?')}), {c.get('cpus', '?')} CPUs")
-    return f"{folder.name}\n{what}: verdict {doc.get('verdict', '?')}"
+    wedge = doc.get("wedge")
+    at = wedge.get("at_s") if isinstance(wedge, dict) else None
+    return f"{folder.name}\n{what}: verdict {doc.get('verdict', '?')}", (
+        float(at) if isinstance(at, (int, float)) else None)
 
 
 def plot_run(folder: Path, title: str | None = None) -> Path:
@@ -292,8 +295,9 @@ def plot_run(folder: Path, title: str | None = None) -> Path:
     folder = Path(folder)
     samples_path = folder / SAMPLES_CSV
     cols = read_samples(samples_path) if samples_path.exists() else {}
+    default_title, wedged_at = _plot_context(folder)
     if title is None:
-        title = _plot_title(folder)
+        title = default_title
     t = cols.get("t", [])
 
     fig = Figure(figsize=(9, 6), dpi=100)
@@ -316,11 +320,13 @@ def plot_run(folder: Path, title: str | None = None) -> Path:
             else:
                 ax.plot([], [], "--", color="black", label=f"limit (max) {max(limits):.0f}, off scale")
             drawn.append(("limit", limits))
+        if wedged_at is not None and drawn:
+            ax.axvline(wedged_at, color="red", linestyle=":", label=f"wedged at {wedged_at:.1f} s")
         ax.set_ylabel(label)
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         if drawn:
-            ax.legend(loc="upper left", fontsize="small")
+            ax.legend(loc="best", fontsize="small", framealpha=0.8)
         else:
             ax.text(0.5, 0.5, "no samples", ha="center", va="center", transform=ax.transAxes)
     ax_c.set_xlabel("time (s)")
