@@ -13,12 +13,13 @@ from stress.workloads.common import WorkerContext, Workload, common_arrays, cont
 from stress.workloads.larson import Larson
 from stress.workloads.mixed import Mixed
 from stress.workloads.netperf import Netperf
+from stress.workloads.netperf_nfs import NetperfNfs
 from stress.workloads.netperf_rr import NetperfRR
 from stress.workloads.nfs import Nfs
 from stress.workloads.xmalloc import Xmalloc
 
 WORKLOADS: dict[str, type[Workload]] = {
-    cls.name: cls for cls in (Netperf, NetperfRR, Nfs, Xmalloc, Larson, Mixed)
+    cls.name: cls for cls in (Netperf, NetperfRR, Nfs, Xmalloc, Larson, Mixed, NetperfNfs)
 }
 
 __all__ = ["WORKLOADS", "Workload", "WorkerContext", "arena_arrays", "workload_class"]
