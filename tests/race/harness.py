@@ -1,0 +1,387 @@
+"""Focused race scenarios over the real allocator, under free / jitter / pct / replay.
+
+Each catalogue row of races.md gets a small scenario that puts its window under
+load with as few steps as possible, so that PCT finds it in a handful of seeds and a
+pinned seed finds it every time.  The scenario runs in forked worker processes that
+act as CPUs over one arena (``Uma.create`` before fork, as the manager does); the
+verdict comes from the same oracles a full run uses: INVARIANTS panics, the
+conservation audit, the wedge check ("asleep in zonelimit while the keg has free
+items"), WITNESS; and the same verdict logic (``stress.audit.assess``).
+
+Participants of the token protocol: the CPUs, plus (cache-drain-unsafe) a *drainer*
+process using the manager's context, which is the party the unsafe drain races with.
+
+Who sends what::
+
+    test ── Uma.create + prepare_arena ──> arena ── fork ──> CPU 0..n-1 (+ drainer)
+      workers: install a sched point, run their role, record held mbufs in rx_held,
+               rx_state[k] = done / panicked
+      test: wait; CPUs asleep in zonelimit after everyone else finished = wedged;
+            kill them; audit(held) + panics + witness -> verdict; read the schedule
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from allocator import M_NOWAIT, M_PKTHDR, M_WAITOK, MT_DATA, ZONE_MBUF, Uma, UmaConfig, UmaPanic
+from allocator.layout import KEG_CLUSTER, ArraySpec
+from allocator.witness import findings, witness_arrays
+from stress import sched
+from stress.audit import assess
+
+HELD = 128  #: rx_held slots per participant
+LIMIT = 8  #: cluster limit of the zonelimit scenarios (4 pages of 2 clusters)
+
+# rx_state values
+RUNNING, DONE, PANICKED, FAILED = 0, 1, 2, 3
+
+
+@dataclass
+class Outcome:
+    """What one scenario run found."""
+
+    verdict: str
+    reason: str
+    schedule: sched.Schedule | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+SCENARIOS = {
+    "refcount-eq0": "shared",
+    "refcount-unlocked": "shared",
+    "lost-wakeup": "limit",
+    "wake-one": "wakeone",
+    "cache-drain-unsafe": "drain",
+    "stats-unlocked": "stats",
+}
+NCPUS = {"shared": 2, "limit": 2, "wakeone": 3, "drain": 1, "stats": 2}
+
+
+class Ctx:
+    """What a participant sees: its CPU context, its scheduler, the shared test arrays."""
+
+    def __init__(self, uma: Uma, k: int, cpu: Any, sp: Any, mode: str) -> None:
+        self.uma, self.k, self.cpu, self.sp, self.mode = uma, k, cpu, sp, mode
+        self.held = uma.view("rx_held")
+        self.box = uma.view("rx_box")
+        self.base = k * HELD
+
+    def hold(self, m: int) -> None:
+        h = self.held
+        for i in range(self.base, self.base + HELD):
+            if h[i] < 0:
+                h[i] = m
+                return
+        raise RuntimeError("rx_held full")
+
+    def unhold(self, m: int) -> None:
+        h = self.held
+        for i in range(self.base, self.base + HELD):
+            if h[i] == m:
+                h[i] = -1
+                return
+
+    def wait_until(self, cond: Any, label: str, budget: int) -> bool:
+        """Wait for ``cond()``: yield sched points under the token, wall time otherwise."""
+        if self.mode in ("pct", "replay"):
+            for _ in range(budget):
+                if cond():
+                    return True
+                self.sp("yield:" + label)
+            return bool(cond())
+        end = time.monotonic() + budget / 1000.0
+        while not cond():
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.0002)
+        return True
+
+
+# --- roles ------------------------------------------------------------------------------------
+
+
+def role_shared(c: Ctx, rounds: int) -> None:
+    """The TCP send path: CPU 0 sends a packet and keeps an m_copym reference; the
+    driver (CPU 1) frees its reference on transmit while CPU 0 frees the send buffer on
+    ACK: two frees of one cluster on two CPUs at once."""
+    box, cpu = c.box, c.cpu
+    for r in range(rounds):
+        if c.k == 0:
+            m = cpu.m_getcl(M_WAITOK, MT_DATA, M_PKTHDR)
+            c.hold(m)
+            n = cpu.m_copym(m)
+            box[0] = n  # the ring to the driver (the audit counts it as held)
+            box[1] = r + 1
+            c.sp("send")
+            c.unhold(m)
+            cpu.m_freem(m)
+            c.wait_until(lambda r=r: box[2] == r + 1, "ack", 100000)
+        else:
+            if not c.wait_until(lambda r=r: box[1] == r + 1, "ring", 100000):
+                return
+            n = box[0]
+            c.sp("transmit")
+            box[0] = -1
+            cpu.m_freem(n)
+            box[2] = r + 1
+
+
+def role_limit(c: Ctx, rounds: int) -> None:
+    """zonelimit pressure: CPU 0 holds every cluster, CPU 1 asks for one (and sleeps),
+    CPU 0 frees exactly one.  A lost wakeup leaves CPU 1 asleep with that cluster free."""
+    box, cpu = c.box, c.cpu
+    for r in range(rounds):
+        if c.k == 0:
+            held = []
+            while True:
+                m = cpu.m_gethdr(M_WAITOK, MT_DATA)
+                c.hold(m)
+                if not cpu.m_clget(m, M_NOWAIT):
+                    cpu.m_freem(m)
+                    c.unhold(m)
+                    break
+                held.append(m)
+            box[1] = r + 1  # armed: every cluster is held
+            c.wait_until(lambda r=r: box[3] == r + 1, "asking", 100000)
+            c.sp("free one")
+            m = held.pop()
+            c.unhold(m)
+            cpu.m_freem(m)
+            if not c.wait_until(lambda r=r: box[2] == r + 1, "got it", 2000):
+                return  # CPU 1 never got the free cluster: leave the rest held
+            for m in held:
+                c.unhold(m)
+                cpu.m_freem(m)
+            box[4] = r + 1
+        else:
+            if not c.wait_until(lambda r=r: box[1] == r + 1, "armed", 100000):
+                return
+            m = cpu.m_gethdr(M_WAITOK, MT_DATA)
+            c.hold(m)
+            box[3] = r + 1
+            cpu.m_clget(m, M_WAITOK)  # sleeps in zonelimit until CPU 0 frees one
+            box[2] = r + 1
+            c.unhold(m)
+            cpu.m_freem(m)
+            c.wait_until(lambda r=r: box[4] == r + 1, "next round", 100000)
+
+
+def role_wakeone(c: Ctx, rounds: int) -> None:
+    """Two sleepers, then two frees: wakeup_one plus FULL cleared by the first free
+    leaves the second sleeper asleep while a cluster is free."""
+    box, cpu = c.box, c.cpu
+    uk_nsleep = c.uma.view("uk_nsleep")
+    for r in range(rounds):
+        if c.k == 0:
+            held = []
+            while True:
+                m = cpu.m_gethdr(M_WAITOK, MT_DATA)
+                c.hold(m)
+                if not cpu.m_clget(m, M_NOWAIT):
+                    cpu.m_freem(m)
+                    c.unhold(m)
+                    break
+                held.append(m)
+            box[1] = r + 1
+            if not c.wait_until(lambda: uk_nsleep[KEG_CLUSTER] >= 2, "two sleepers", 100000):
+                return
+            for _ in range(2):
+                m = held.pop()
+                c.unhold(m)
+                cpu.m_freem(m)
+                c.sp("freed one")
+            if not c.wait_until(lambda r=r: box[6] == box[7] == r + 1, "both got one", 2000):
+                return
+            for m in held:
+                c.unhold(m)
+                cpu.m_freem(m)
+            box[4] = r + 1
+        else:
+            if not c.wait_until(lambda r=r: box[1] == r + 1, "armed", 100000):
+                return
+            m = cpu.m_gethdr(M_WAITOK, MT_DATA)
+            c.hold(m)
+            cpu.m_clget(m, M_WAITOK)
+            box[5 + c.k] = r + 1
+            c.unhold(m)
+            cpu.m_freem(m)
+            c.wait_until(lambda r=r: box[4] == r + 1, "next round", 100000)
+
+
+def role_drain(c: Ctx, rounds: int) -> None:
+    """CPU 0 allocates and frees mbufs through its per-CPU buckets; the drainer (the
+    manager's context) drains CPU 0's cache at the same time."""
+    box, cpu = c.box, c.cpu
+    if c.k == 0:
+        held: list[int] = []
+        for r in range(rounds):
+            for _ in range(40):  # a burst: bucket exchanges with the zone lists
+                m = cpu.zalloc(ZONE_MBUF, M_WAITOK)
+                c.hold(m)
+                held.append(m)
+                cpu.serve()
+            while held:
+                x = held.pop()
+                c.unhold(x)
+                cpu.zfree(ZONE_MBUF, x)
+                cpu.serve()
+        box[5] = 1
+    else:
+        while box[5] == 0:
+            c.uma.request_cache_drain([0], 1 << ZONE_MBUF)
+            c.sp("yield:drained")
+
+
+def role_stats(c: Ctx, rounds: int) -> None:
+    """Both CPUs allocate and free mbufs: with the shared counters bumped unlocked,
+    USED drifts from a walk of the arena."""
+    cpu = c.cpu
+    for _ in range(rounds * 20):
+        m = cpu.m_gethdr(M_WAITOK, MT_DATA)
+        c.hold(m)
+        c.unhold(m)
+        cpu.m_freem(m)
+
+
+ROLES = {"shared": role_shared, "limit": role_limit, "wakeone": role_wakeone, "drain": role_drain,
+         "stats": role_stats}
+ROUNDS = {"shared": 12, "limit": 3, "wakeone": 2, "drain": 12, "stats": 20}
+#: PCT period k per scenario: about the number of sched points between two chances
+STEPS = {"shared": 300, "limit": 20, "wakeone": 40, "drain": 40, "stats": 40}
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def run(scenario: str, inject: tuple[str, ...], mode: str, seed: int, *, depth: int = 2, steps: int | None = None,
+        replay: sched.Schedule | None = None, rounds: int | None = None, jitter: float = 0.05,
+        invariants: bool = True, timeout: float = 60.0, wedge_wait: float = 0.5) -> Outcome:
+    """Run ``scenario`` once; return its verdict (and its schedule in pct mode)."""
+    ncpus = NCPUS[scenario]
+    drainer = scenario == "drain"
+    parts = ncpus + (1 if drainer else 0)
+    rounds = rounds or ROUNDS[scenario]
+    steps = steps or STEPS[scenario]
+    controlled = mode in ("pct", "replay")
+    extra: tuple[ArraySpec, ...] = (
+        ArraySpec("rx_held", "i", parts * HELD, "mbufs each participant holds"),
+        ArraySpec("rx_box", "q", 8, "scenario mailbox"),
+        ArraySpec("rx_state", "i", parts, "RUNNING / DONE / PANICKED / FAILED"),
+    )
+    if controlled:
+        extra += sched.sched_specs(parts, log_entries=1 << 16)
+    extra += witness_arrays(ncpus)
+    uma = Uma.create(UmaConfig(ncpus=ncpus, nmbclusters=LIMIT if scenario in ("limit", "wakeone") else 256,
+                               inject=frozenset(inject), invariants=invariants, extra=extra,
+                               sched_locks=controlled))
+    try:
+        held = uma.view("rx_held")
+        for i in range(len(held)):
+            held[i] = -1
+        box = uma.view("rx_box")
+        box[0] = -1
+        if controlled:
+            sched.prepare_arena(uma.view, parts, mode, seed, depth, steps, replay)
+            import multiprocessing
+
+            sched._ORPHAN_LOCK = multiprocessing.get_context("fork").Lock()
+        pids = [_fork(uma, scenario, k, parts, ncpus, mode, seed, rounds, jitter, invariants)
+                for k in range(parts)]
+        wedged = _wait(uma, pids, ncpus, timeout, wedge_wait)
+        states = list(uma.view("rx_state"))
+        errors = [f"participant {k} failed (see stderr)" for k, s in enumerate(states) if s == FAILED]
+        held_mbufs = [m for m in uma.view("rx_held") if m >= 0]
+        if box[0] >= 0:
+            held_mbufs.append(int(box[0]))
+        report = uma.audit(held_mbufs)
+        wit = findings(uma.view)
+        a = assess(report, panics=uma.panics(), wedged=wedged, lock_order_findings=len(wit),
+                   error=errors[0] if errors else None)
+        out = Outcome(a.verdict, a.reason, errors=errors)
+        if controlled:
+            ctl = uma.view("sc_ctl")
+            out.summary = {"steps": int(ctl[sched.CTL_STEP]), "switches": int(ctl[sched.CTL_NLOG]),
+                           "divergences": int(ctl[sched.CTL_NDIVERGED])}
+            if mode == "pct":
+                out.schedule = sched.read_schedule(uma.view, parts, seed, depth, steps)
+        return out
+    finally:
+        uma.close()
+
+
+def _fork(uma: Uma, scenario: str, k: int, parts: int, ncpus: int, mode: str, seed: int, rounds: int,
+          jitter: float, invariants: bool) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    state = uma.view("rx_state")
+    ts = None
+    try:
+        cpu: Any = uma.cpu(k) if k < ncpus else uma.manager()
+        if invariants and k < ncpus:
+            from allocator.witness import Witness
+
+            Witness(uma.view, k).install(cpu)
+        if mode in ("pct", "replay"):
+            cpu.sched_locks = True  # uma.manager() is made without it: never block under the token
+            ts = sched.TokenScheduler(uma.view, k, parts)
+            cpu.sched_point, cpu.sched_block, cpu.sched_unblock = ts.sched_point, ts.sched_block, ts.sched_unblock
+        elif mode == "jitter":
+            cpu.sched_point = sched.jitter_point(jitter, seed * 7919 + k)
+        cpu.instrument()
+        sp = cpu.sched_point
+        if ts is not None:
+            ts.start()
+        try:
+            ROLES[scenario](Ctx(uma, k, cpu, sp, mode), rounds)
+            state[k] = DONE
+        except UmaPanic:
+            state[k] = PANICKED
+    except BaseException:
+        traceback.print_exc()
+        state[k] = FAILED
+        code = 3
+    finally:
+        if ts is not None:
+            ts.finish()
+        os._exit(code)
+
+
+def _wait(uma: Uma, pids: list[int], ncpus: int, timeout: float, wedge_wait: float) -> bool:
+    """Wait for every participant; a CPU asleep in zonelimit while every other one has
+    finished, for ``wedge_wait`` seconds, with free items in its keg, is a wedge."""
+    left = dict(enumerate(pids))
+    end = time.monotonic() + timeout
+    asleep_since: float | None = None
+    wedged = False
+    while left:
+        for k, pid in list(left.items()):
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                del left[k]
+        if not left:
+            break
+        sleepers = {s.cpu for s in uma.sleepers()}
+        if sleepers and set(left) <= sleepers:
+            asleep_since = asleep_since or time.monotonic()
+            if time.monotonic() - asleep_since > wedge_wait:
+                wedged = any(uma.keg_free(k) > 0 for k in range(2))
+                break
+        else:
+            asleep_since = None
+        if time.monotonic() > end:
+            break
+        time.sleep(0.002)
+    for pid in left.values():
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    if left and not wedged:
+        raise TimeoutError(f"scenario did not finish in {timeout} s; still running: {sorted(left)}")
+    return wedged
