@@ -221,7 +221,7 @@ def role_drain(c: Ctx, rounds: int) -> None:
     box, cpu = c.box, c.cpu
     if c.k == 0:
         held: list[int] = []
-        for r in range(rounds):
+        for _round in range(rounds):
             for _ in range(40):  # a burst: bucket exchanges with the zone lists
                 m = cpu.zalloc(ZONE_MBUF, M_WAITOK)
                 c.hold(m)
