@@ -243,11 +243,57 @@ def verdict_lines(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def schedule_lines(schedule: dict[str, Any] | None) -> list[str]:
+    """What the controlled scheduler did (pct: recorded; replay: followed, and where it diverged)."""
+    if not schedule:
+        return []
+    mode = schedule.get("mode", "?")
+    plan = (f"seed {schedule.get('seed', '?')}, depth {schedule.get('depth', '?')}, "
+            f"period {_words(schedule.get('steps', '?'))} steps")
+    line = f"schedule: {mode} ({plan}): {_words(schedule.get('total_steps', 0))} steps"
+    if mode == "replay":
+        line += (f", {_words(schedule.get('replayed', 0))} of {_words(schedule.get('recorded', 0))} "
+                 "recorded switches followed")
+        if schedule.get("divergences"):
+            n = int(schedule["divergences"])
+            line += (f"; DIVERGED at step {_words(schedule.get('diverged_at_step', '?'))} "
+                     f"({n:,} divergence{'s' if n != 1 else ''})")
+    else:
+        line += f", {_words(schedule.get('switches', 0))} switches recorded"
+    if schedule.get("overflow"):
+        line += "; the log overflowed (not every switch was recorded)"
+    return [line]
+
+
+def stop_lines(stop: dict[str, Any] | None) -> list[str]:
+    """How the run stopped, when it was not simply the end of --duration."""
+    if not stop or stop.get("reason") in (None, "completed"):
+        return []
+    line = f"stopped: {stop.get('reason')}"
+    if stop.get("signal"):
+        line += f" ({stop['signal']})"
+    return [line]
+
+
 def summary_lines(doc: dict[str, Any], folder: Path) -> list[str]:
-    """The end-of-run summary: vmstat -z, peak, audit, throughput, locks, wedge, verdict, folder."""
+    """The end-of-run summary: vmstat -z, peak, audit, throughput, locks, wedge, verdict, folder.
+
+    The audit is printed in the allocator's own words when the run recorded them
+    (``audit_lines``, from ``AuditReport``), followed by the tester's checks; a run
+    without them is described from the ``audit`` block.
+    """
     lines = vmstat_lines(doc)
     lines += peak_lines(doc.get("peak"))
-    lines += audit_lines(doc.get("audit"))
+    recorded = doc.get("audit_lines")
+    audit = doc.get("audit") or {}
+    if isinstance(recorded, list) and recorded:
+        lines += [str(line) for line in recorded]
+        checks = ("double_owned", "poison_errors", "payload_errors")
+        lines.append("  " + ", ".join(f"{k.replace('_', ' ')}: {_count(audit, k):,}" for k in checks))
+    else:
+        lines += audit_lines(audit)
+    lines += schedule_lines(doc.get("schedule"))
+    lines += stop_lines(doc.get("stop"))
     lines += throughput_lines(doc)
     lines += lock_lines(doc.get("locks"))
     lines += wedge_lines(doc.get("wedge"))

@@ -98,6 +98,29 @@ def test_summary_of_a_clean_run(tmp_path: Path) -> None:
     assert "verdict: ok" in text
 
 
+def test_summary_prints_the_allocators_audit_words(tmp_path: Path) -> None:
+    doc = wedged_doc()
+    doc["audit_lines"] = ["audit: 3000 items walked", "  LOST: 37 clusters, 0 mbufs (true leak)"]
+    lines = monitor.summary_lines(doc, tmp_path)
+    i = lines.index("audit: 3000 items walked")
+    assert lines[i + 1] == "  LOST: 37 clusters, 0 mbufs (true leak)"
+    assert lines[i + 2] == "  double owned: 0, poison errors: 0, payload errors: 0"
+    assert not any(line.startswith("audit: 3,000 items accounted") for line in lines), "one audit, not two"
+
+
+def test_schedule_and_stop_lines() -> None:
+    assert monitor.schedule_lines(None) == []
+    pct = {"mode": "pct", "seed": 3, "depth": 2, "steps": 2000, "total_steps": 5000, "switches": 1200}
+    assert monitor.schedule_lines(pct) == [
+        "schedule: pct (seed 3, depth 2, period 2,000 steps): 5,000 steps, 1,200 switches recorded"]
+    replay = {**pct, "mode": "replay", "replayed": 1199, "recorded": 1200, "divergences": 1,
+              "diverged_at_step": 4999}
+    (line,) = monitor.schedule_lines(replay)
+    assert "1,199 of 1,200 recorded switches followed" in line and "DIVERGED at step 4,999 (1 divergence)" in line
+    assert monitor.stop_lines({"reason": "completed"}) == []
+    assert monitor.stop_lines({"reason": "interrupted", "signal": "SIGINT"}) == ["stopped: interrupted (SIGINT)"]
+
+
 def test_extra_audit_fields_read_as_words(tmp_path: Path) -> None:
     doc = wedged_doc()
     doc["audit"]["held_by_consumers"] = {"mbufs": 1256, "clusters": 183}
