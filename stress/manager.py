@@ -71,6 +71,7 @@ START_METHOD = "fork"  #: see the module docstring
 WATCH_PERIOD = 0.05  #: seconds between two watchdog looks
 DRAIN_MAX = 0.5  #: seconds the final drain (load off, in-flight completes) may take
 STOP_GRACE = 1.5  #: seconds workers get to see the stop flag before SIGKILL
+PHASED_WORKLOADS = ("mixed", "netperf-nfs")  #: workloads whose wl_ctl[CTL_PHASE] the manager sets
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -352,8 +353,9 @@ class Manager:
             self._restore_signals(old)
 
     def _phase(self, elapsed: float, cur_round: int) -> int:
-        """mixed: netperf for the first half (of the rounds, or of the time), then nfs."""
-        if self.cfg.workload != "mixed":
+        """Two-phase workloads (mixed, netperf-nfs): phase 0 for the first half of the
+        rounds (or of the time without rounds), then phase 1."""
+        if self.cfg.workload not in PHASED_WORKLOADS:
             return 0
         if self.cfg.rounds > 0:
             return 1 if cur_round >= (self.cfg.rounds + 1) // 2 else 0

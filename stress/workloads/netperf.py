@@ -130,7 +130,6 @@ class Netperf(Workload):
                 if not self.snd_una[p] - 1 <= seq < self.snd_nxt[p]:
                     self.count(STAT_PAYLOAD_ERRORS)  # an ACK for data never sent
                 else:
-                    self.count(STAT_PACKETS)
                     while self.snd_una[p] <= seq:
                         n = snd.peek()
                         if n < 0:
@@ -186,6 +185,7 @@ class Netperf(Workload):
             did += 1
             seq, ok = self.read_payload(m)
             if ok:
+                self.count(STAT_PACKETS)  # a segment on the wire, verified
                 self.check_seq(seq, self.tx_expect[p])
                 self.ack_pending[p] = seq
             self.tx_expect[p] += 1
