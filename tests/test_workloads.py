@@ -67,7 +67,6 @@ def test_a_corrupted_payload_is_counted_not_raised(tmp_path: Path) -> None:
     import random
 
     from allocator import M_PKTHDR, M_WAITOK, MT_DATA, Uma, UmaConfig
-
     from stress.ring import reset_all
     from stress.workloads.common import STAT_PAYLOAD_ERRORS, WorkerContext
     from stress.workloads.netperf import Netperf
