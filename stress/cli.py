@@ -677,7 +677,7 @@ def build_parser(command: str | None = None) -> ZonelimitParser:
     """The whole parser; plug-in subcommands are loaded only when ``command`` is theirs."""
     top = ZonelimitParser(
         prog=PROG,
-        description="zonelimit: a multi-process stress tester for per-CPU caching slab allocators "
+        description="zonelimit: a multi-process stress tester for per-CPU caching slab allocators\n"
                     "(FreeBSD UMA and mbufs, Dec 2005).  Without a command, `run` is meant.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,

@@ -318,6 +318,7 @@ class Progress:
             enabled = bool(isatty and isatty())
         self.enabled = enabled
         self._drawn = 0
+        self._text = ""
 
     def render(self, elapsed: float, note: str = "", width: int = 80) -> str:
         """The text of the indicator for ``elapsed`` seconds (what :meth:`update` draws)."""
@@ -336,6 +337,9 @@ class Progress:
             return
         width = shutil.get_terminal_size((80, 24)).columns
         text = self.render(elapsed, note, width)
+        if text == self._text and self._drawn:
+            return  # nothing changed: spare the terminal a write
+        self._text = text
         pad = " " * max(0, self._drawn - len(text))
         self.stream.write("\r" + text + pad)
         self.stream.flush()
