@@ -60,8 +60,12 @@ from stress.workloads.common import (
     CTL_PHASE,
     CTL_ROUND,
     CTL_RUN,
+    STAT_ALLOC_FAILS,
+    STAT_BYTES,
+    STAT_DROPS,
     STAT_PACKETS,
     STAT_PAYLOAD_ERRORS,
+    STAT_SENT,
     STAT_WORDS,
 )
 
@@ -192,6 +196,8 @@ class Manager:
         self.mapping: dict[int, int] = {}
         self.progress: Any = None
         self.trim: TrimCallout | None = None
+        self.profile_handle: Any = None
+        self.profile_lines: list[str] = []
         self._last_ops: tuple[float, int] = (0.0, 0)
         self._log_handler: logging.Handler | None = None
 
@@ -224,6 +230,10 @@ class Manager:
                 raise ArenaError(f"the arena could not be created: {exc}") from exc
             reset_all(self.uma, self.specs)
             controller.prepare(self.uma)
+            if cfg.profile:  # py-spy must attach before the fork to follow the workers
+                from stress import profile
+
+                self.profile_handle = profile.start(self.out, os.getpid())
             self._fork_workers()
             self._supervise()
         except ArenaError as exc:
@@ -232,6 +242,7 @@ class Manager:
             error = "the manager failed:\n" + traceback.format_exc()
         finally:
             self._stop_workers()
+            self._stop_profile()
         try:
             doc = self._finish(error, controller)
         finally:
@@ -240,6 +251,19 @@ class Manager:
                 self.uma = None
             self._stop_logging()
         return doc
+
+    def _stop_profile(self) -> None:
+        """Stop py-spy (after the workers are joined) and keep its lines for the summary."""
+        if self.profile_handle is None:
+            return
+        from stress import profile
+
+        try:
+            self.profile_lines = profile.stop(
+                self.profile_handle, roles={h.proc.pid: f"cpu{h.cpu}" for h in self.workers})
+        except Exception:  # noqa: BLE001 - a profile must never cost the run its result
+            self.profile_lines = ["profile: failed:", *traceback.format_exc().splitlines()]
+        self.say(self.profile_lines)
 
     def _replay_schedule(self) -> Any:
         """The schedule to follow in ``--sched replay`` (from RunConfig.replay_from)."""
@@ -510,6 +534,27 @@ class Manager:
         results.append_netstat(self.out, [f"# {what} (t={now - self.state.t0:.1f}s)", *lines])
         self.say([f"{what}:", *["  " + ln for ln in lines]])
 
+    def _workload_block(self, duration: float) -> dict[str, Any]:
+        """run.json ``workload``: what the consumers counted (wl_stat), summed over CPUs.
+
+        ``packets`` is what the workload's consumers verified: netperf segments
+        transmitted by the driver, RPCs completed (nfs), objects freed by a consumer
+        (xmalloc) or adopted (larson).
+        """
+        d = max(duration, 1e-9)
+        packets = self._stat_sum(STAT_PACKETS)
+        return {
+            "name": self.cfg.workload,
+            "packets": packets,
+            "packets_per_s": round(packets / d, 1),
+            "packets_per_s_per_cpu": round(packets / d / max(self.cfg.cpus, 1), 1),
+            "sent": self._stat_sum(STAT_SENT),
+            "bytes_verified": self._stat_sum(STAT_BYTES),
+            "payload_errors": self._stat_sum(STAT_PAYLOAD_ERRORS),
+            "alloc_fails": self._stat_sum(STAT_ALLOC_FAILS),
+            "rx_drops": self._stat_sum(STAT_DROPS),
+        }
+
     def _stat_sum(self, word: int) -> int:
         a = self.uma.np("wl_stat")
         return int(a[word::STAT_WORDS].sum())
@@ -583,6 +628,10 @@ class Manager:
             "workers": [{"cpu": h.cpu, "pid": h.proc.pid, "core": h.core, "exitcode": h.proc.exitcode}
                         for h in self.workers],
         }
+        if uma is not None:
+            doc["workload"] = self._workload_block(duration)
+        if self.profile_lines:
+            doc["profile"] = self.profile_lines
         if self.trim is not None:
             doc["trim"] = {"intervals": self.trim.interval, "drained": self.trim.drained,
                            "prefilled": self.trim.prefilled}
