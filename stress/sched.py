@@ -274,7 +274,9 @@ class TokenScheduler:
     the worker leaves (both done by :func:`install` / :func:`uninstall`).
     """
 
-    def __init__(self, view: ViewFn, k: int, ncpus: int) -> None:
+    def __init__(self, view: ViewFn, k: int, ncpus: int,
+                 on_exhausted: Callable[[], None] | None = None) -> None:
+        self.on_exhausted = on_exhausted  #: replay: called once the recording is used up (stop the run)
         self.ctl = view("sc_ctl")
         mode = SCHED_MODES[self.ctl[CTL_MODE]]
         if mode not in ("pct", "replay"):
@@ -398,7 +400,11 @@ class TokenScheduler:
         ctl = self.ctl
         i = ctl[CTL_NLOG]
         if i >= ctl[CTL_NREPLAY]:
-            return pct  # past the recording: continue exactly as the pct run would
+            # past the recording: the recorded run ended here; stop this one too, and
+            # continue exactly as the pct run would until every CPU has left
+            if self.on_exhausted is not None:
+                self.on_exhausted()
+            return pct
         runnable = self._runnable()
         if self.log[3 * i] == step:
             ctl[CTL_NLOG] = i + 1
@@ -674,7 +680,7 @@ def install(cpu: Any, uma: Any, cfg: Any, k: int) -> None:
             cpu.sched_block = witness.check_sleep
         _instrument(cpu)
         return
-    ts = TokenScheduler(uma.view, k, cfg.cpus)
+    ts = TokenScheduler(uma.view, k, cfg.cpus, on_exhausted=uma.request_stop if mode == "replay" else None)
     cpu.sched_point = ts.sched_point
     cpu.sched_block = ts.sched_block
     if witness is not None:

@@ -1,0 +1,97 @@
+"""``python -m stress race``: the hunt loop, its lines, and one real hunt + replay."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stress import race
+from stress.config import RunConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_parse_seeds() -> None:
+    assert race.parse_seeds("3..5") == range(3, 6)
+    assert race.parse_seeds("7") == range(7, 8)
+    for bad in ("5..3", "a..b", "-1..2", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            race.parse_seeds(bad)
+
+
+def test_every_catalogue_row_has_a_hunt() -> None:
+    from stress.config import INJECTIONS
+
+    assert set(race.HUNTS) == set(INJECTIONS)
+    assert all(h.verdicts and h.oracle for h in race.HUNTS.values())
+
+
+def test_leak_that_wedged_counts_as_the_leak_oracle() -> None:
+    leak = frozenset({"leak"})
+    assert race.caught_by_oracle({"verdict": "leak"}, leak)
+    assert race.caught_by_oracle({"verdict": "wedged", "audit": {"lost": {"cluster": 3}}}, leak)
+    assert not race.caught_by_oracle({"verdict": "wedged", "audit": {"lost": {"cluster": 0}}}, leak)
+    assert not race.caught_by_oracle({"verdict": "ok"}, leak)
+
+
+def test_run_hunt_lines_and_summary(tmp_path: Path) -> None:
+    calls: list[RunConfig] = []
+
+    def fake(cfg: RunConfig, out: Path) -> dict[str, Any]:
+        calls.append(cfg)
+        found = cfg.seed % 2 == 1
+        return {"verdict": "leak" if found else "ok", "exit_code": 1 if found else 0, "duration_s": 2.0}
+
+    cfgs = [race.hunt_config(("refcount-eq0",), s, "pct") for s in range(4)]
+    lines: list[str] = []
+    res = race.run_hunt(cfgs, tmp_path, execute=fake, echo=lines.append)
+    assert [c.out for c in calls] == [str(tmp_path / f"seed-{s}") for s in range(4)]
+    assert all(c.inject == ("refcount-eq0",) and c.sched == "pct" and c.era == "modern" for c in calls)
+    assert lines[1] == (f"seed 1: leak after 2.00 s  replay: python -m stress replay {tmp_path / 'seed-1'}")
+    assert lines[0] == "seed 0: ok"
+    assert race.summary_line(res, ("refcount-eq0",), "pct") == \
+        "found in 2 of 4 seeds (inject refcount-eq0, sched pct)"
+    first = race.run_hunt(cfgs, tmp_path / "x", execute=fake, stop_first=True)
+    assert [r.seed for r in first] == [0, 1]
+
+
+def _stress(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "stress", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_race_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
+    p = _stress("race", "--inject", "no-such-race")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("zonelimit: error: --inject")
+    p = _stress("race", "--inject", "wake-one", "--seeds", "9..2")
+    assert p.returncode == 2 and "--seeds" in p.stderr.strip().splitlines()[-1]
+    p = _stress("race", "--inject", "wake-one", "--jitter", "0.1")
+    assert p.returncode == 2 and "--jitter" in p.stderr.strip().splitlines()[-1]
+
+
+def test_hunt_then_replay_reproduces_the_verdict(tmp_path: Path) -> None:
+    """The issue's "done when": one command hunts, prints a replay command, and the
+    replay shows the same failure."""
+    out = tmp_path / "hunt"
+    p = _stress("race", "--inject", "refcount-eq0", "--seeds", "1", "--sched", "pct", "--no-invariants",
+                "--duration", "1.5", "--out", str(out))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "found in 1 of 1 seeds" in p.stdout
+    line = next(ln for ln in p.stdout.splitlines() if ln.startswith("seed 1:"))
+    cmd = line.split("replay: ", 1)[1]
+    assert cmd == f"python -m stress replay {out / 'seed-1'}"
+    first = json.loads((out / "seed-1" / "run.json").read_text())
+    assert (out / "seed-1" / "schedule.json").is_file()
+    r = _stress("replay", str(out / "seed-1"), "--quiet")
+    assert r.returncode == 1, r.stdout + r.stderr
+    again = json.loads((out / "seed-1" / "replay-1" / "run.json").read_text())
+    assert again["verdict"] == first["verdict"]
+    assert again["audit"]["lost"]["cluster"] > 0  # the same defect, found again
+    assert again["schedule"]["mode"] == "replay" and again["schedule"]["replayed"] > 0
