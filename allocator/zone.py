@@ -150,9 +150,9 @@ class ZoneOps(LimitOps, BucketOps):
                     self.sched_point("bucket swap")
                     self.uc_allocbucket[ci] = fb
                     self.uc_freebucket[ci] = ab
-                    return self.zalloc(z, flags, udata)
+                    return ZoneOps.zalloc(self, z, flags, udata)  # the unchecked pop
             elif ab >= 0:
-                return self.zalloc(z, flags, udata)
+                return ZoneOps.zalloc(self, z, flags, udata)  # the unchecked pop
             self.lock(k, P_ZALLOC)
             # Our old alloc bucket (empty) goes on the zone's empty list.
             ab = self.uc_allocbucket[ci]
@@ -164,7 +164,7 @@ class ZoneOps(LimitOps, BucketOps):
                 self.sched_point("bucket exchange")
                 self.uc_allocbucket[ci] = b
                 self.unlock(k)
-                return self.zalloc(z, flags, udata)
+                return ZoneOps.zalloc(self, z, flags, udata)  # the unchecked pop
             # Bump up our uz_count so we get here less.
             if self.uz_count[z] < BUCKET_MAX:
                 self.uz_count[z] += 1
