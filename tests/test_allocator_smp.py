@@ -41,7 +41,7 @@ def _producer(uma: Uma, n: int) -> None:
     _pin(0)
     c = uma.cpu(0)
     ring, ctl = uma.view("ring"), uma.view("ringctl")
-    for i in range(n):
+    for _ in range(n):
         while ctl[1] - ctl[0] >= RING:  # full: wait for the consumer
             pass
         ring[ctl[1] % RING] = c.zalloc(ZONE_MBUF, M_WAITOK)
