@@ -93,6 +93,8 @@ CTL_ORPHANS = 10  #: times an orphan token was taken
 CTL_SEED = 11  #: PCT seed (written by prepare_arena; workers read the plan from here)
 CTL_DEPTH = 12  #: PCT depth d
 CTL_STEPS = 13  #: PCT period k
+CTL_STOP = 14  #: the stop flag as the workers see it: raised only at a sched point (deterministic)
+CTL_STOPSTEP = 15  #: pct: step at which the stop was raised; replay: step at which to raise it
 CTL_WORDS = 16
 
 # sc_state values
@@ -168,6 +170,7 @@ class Schedule:
     steps: int
     switches: list[tuple[int, int, int]] = field(default_factory=list)
     total_steps: int = 0
+    stop_step: int = 0  #: the step at which the workers saw the stop flag (0: never)
     overflow: bool = False
     labels: dict[int, str] = field(default_factory=dict)  #: label ids seen by the manager
     format: str = SCHEDULE_FORMAT
@@ -188,7 +191,8 @@ class Schedule:
         return Schedule(
             seed=int(d["seed"]), ncpus=int(d["ncpus"]), depth=int(d["depth"]), steps=int(d["steps"]),
             switches=[(int(a), int(b), int(c)) for a, b, c in d.get("switches", [])],
-            total_steps=int(d.get("total_steps", 0)), overflow=bool(d.get("overflow", False)),
+            total_steps=int(d.get("total_steps", 0)), stop_step=int(d.get("stop_step", 0)),
+            overflow=bool(d.get("overflow", False)),
             labels={int(k): str(v) for k, v in d.get("labels", {}).items()},
         )
 
@@ -275,8 +279,10 @@ class TokenScheduler:
     """
 
     def __init__(self, view: ViewFn, k: int, ncpus: int,
-                 on_exhausted: Callable[[], None] | None = None) -> None:
+                 on_exhausted: Callable[[], None] | None = None,
+                 real_stop: Callable[[], bool] | None = None) -> None:
         self.on_exhausted = on_exhausted  #: replay: called once the recording is used up (stop the run)
+        self.real_stop = real_stop  #: the manager's stop flag, read only at sched points
         self.ctl = view("sc_ctl")
         mode = SCHED_MODES[self.ctl[CTL_MODE]]
         if mode not in ("pct", "replay"):
@@ -319,6 +325,8 @@ class TokenScheduler:
         yielding = self._same >= SPIN_LIMIT or is_yield(label)
         step = ctl[CTL_STEP] + 1
         ctl[CTL_STEP] = step
+        if not ctl[CTL_STOP]:
+            self._gate_stop(step)
         nxt = self._pct_next(step, yielding)
         if self.replay:
             nxt = self._replay_next(step, lid, nxt)
@@ -329,6 +337,21 @@ class TokenScheduler:
             self._record(step, nxt, lid)
         self._hand(nxt)
         self._wait()
+
+    def stop_requested(self) -> bool:
+        """The stop flag as a worker under the token must see it: raised at a sched point
+        (pct: the first one after the manager asked; replay: the recorded step), so the
+        step at which each CPU leaves its loop is part of the schedule."""
+        return bool(self.ctl[CTL_STOP])
+
+    def _gate_stop(self, step: int) -> None:
+        ctl = self.ctl
+        if self.replay:
+            if 0 < ctl[CTL_STOPSTEP] <= step:
+                ctl[CTL_STOP] = 1
+        elif self.real_stop is not None and self.real_stop():
+            ctl[CTL_STOPSTEP] = step
+            ctl[CTL_STOP] = 1
 
     def sched_block(self) -> None:
         """Right before CPU k sleeps in zonelimit: it is not runnable; pass the token."""
@@ -402,6 +425,7 @@ class TokenScheduler:
         if i >= ctl[CTL_NREPLAY]:
             # past the recording: the recorded run ended here; stop this one too, and
             # continue exactly as the pct run would until every CPU has left
+            ctl[CTL_STOP] = 1
             if self.on_exhausted is not None:
                 self.on_exhausted()
             return pct
@@ -619,6 +643,7 @@ def prepare_arena(view: ViewFn, ncpus: int, mode: str, seed: int, depth: int, st
         for i, (step, cpu, lid) in enumerate(sw):
             log[3 * i], log[3 * i + 1], log[3 * i + 2] = step, cpu, lid
         ctl[CTL_NREPLAY] = len(sw)
+        ctl[CTL_STOPSTEP] = replay.stop_step
         if sw and sw[0][0] == 0:  # step 0: the first CPU to run
             first = sw[0][1]
             ctl[CTL_NLOG] = 1
@@ -634,7 +659,8 @@ def read_schedule(view: ViewFn, ncpus: int, seed: int, depth: int, steps: int) -
     n = min(int(ctl[CTL_NLOG]), len(log) // 3)
     sw = [(int(log[3 * i]), int(log[3 * i + 1]), int(log[3 * i + 2])) for i in range(n)]
     return Schedule(seed=seed, ncpus=ncpus, depth=depth, steps=steps, switches=sw,
-                    total_steps=int(ctl[CTL_STEP]), overflow=bool(ctl[CTL_OVERFLOW]))
+                    total_steps=int(ctl[CTL_STEP]), stop_step=int(ctl[CTL_STOPSTEP]),
+                    overflow=bool(ctl[CTL_OVERFLOW]))
 
 
 def prepare_replay(run_dir: Path, cfg: Any) -> Any:
@@ -655,7 +681,10 @@ def prepare_replay(run_dir: Path, cfg: Any) -> Any:
         raise ValueError(f"{SCHEDULE_FILE} unreadable: {exc}") from None
     if s.ncpus != cfg.cpus:
         raise ValueError(f"{SCHEDULE_FILE} was recorded for {s.ncpus} CPUs, run.json says {cfg.cpus}")
-    return cfg.replace(sched="replay", replay_from=str(run_dir))
+    # The replay stops its workers when the recording is used up; give it room to get
+    # there even if following a schedule is slower than recording it was.  (The manager
+    # still runs out its duration: it does not end when every worker has left.)
+    return cfg.replace(sched="replay", replay_from=str(run_dir), duration=cfg.duration * 2 + 2.0)
 
 
 _INSTALLED: dict[int, TokenScheduler] = {}
@@ -680,7 +709,13 @@ def install(cpu: Any, uma: Any, cfg: Any, k: int) -> None:
             cpu.sched_block = witness.check_sleep
         _instrument(cpu)
         return
-    ts = TokenScheduler(uma.view, k, cfg.cpus, on_exhausted=uma.request_stop if mode == "replay" else None)
+    ts = TokenScheduler(uma.view, k, cfg.cpus, on_exhausted=uma.request_stop if mode == "replay" else None,
+                        real_stop=uma.stop_requested)
+    # The worker loop checks uma.stop_requested() between sched points; under the token
+    # it must see the gated flag instead, or the step at which it stops would depend on
+    # when the manager's timer fired.  Shadowing the method on this process's Uma object
+    # changes nothing for the manager or for other processes.
+    uma.stop_requested = ts.stop_requested
     cpu.sched_point = ts.sched_point
     cpu.sched_block = ts.sched_block
     if witness is not None:

@@ -281,3 +281,43 @@ def test_state_names_cover_states() -> None:
     assert sched.STATE_NAMES[BLOCKED] == "blocked" and sched.STATE_NAMES[EXITED] == "exited"
     assert CTL_STEP != CTL_TOKEN
     assert random.Random(1).random() == random.Random(1).random()
+
+
+def _until_stopped(arr: SharedArrays, k: int) -> None:
+    """Child k: loop until the (gated) stop flag, counting its turns."""
+    flag = arr.view("flag")
+    ts = TokenScheduler(arr.view, k, 2, real_stop=lambda: bool(flag[0]))
+    turns = arr.view("turns")
+    try:
+        ts.start()
+        while not ts.stop_requested():
+            turns[k] += 1
+            ts.sched_point("turn")
+        ts.finish()
+    finally:
+        os._exit(0)
+
+
+def _stop_arrays() -> SharedArrays:
+    return SharedArrays(sched.sched_specs(2, log_entries=1 << 16)
+                        + (ArraySpec("flag", "q", 1, "manager stop"), ArraySpec("turns", "q", 2, "per CPU")))
+
+
+def test_stop_is_raised_at_a_sched_point_and_replayed_at_the_same_step() -> None:
+    arr = _stop_arrays()
+    prepare_arena(arr.view, 2, "pct", 4, 2, 100)
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(0.05)  # the manager's timer, at a time no schedule can predict
+        arr.view("flag")[0] = 1
+        os._exit(0)
+    _run_children(arr, _until_stopped)
+    os.waitpid(pid, 0)
+    rec = read_schedule(arr.view, 2, 4, 2, 100)
+    turns = list(arr.view("turns"))
+    assert rec.stop_step > 0 and sum(turns) > 0
+    again = _stop_arrays()  # no manager flag at all: the recording says when to stop
+    prepare_arena(again.view, 2, "replay", 4, 2, 100, rec)
+    _run_children(again, _until_stopped)
+    assert list(again.view("turns")) == turns
+    assert again.view("sc_ctl")[CTL_NDIVERGED] == 0
