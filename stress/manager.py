@@ -639,7 +639,7 @@ class Manager:
             doc["error"] = error
         if report is not None and uma is not None:
             doc["audit_lines"] = report.summary_lines()
-        if controller is not None and uma is not None:
+        if controller is not None and uma is not None and cfg.sched != "free":
             try:
                 controller.save(uma, self.out)
                 doc["schedule"] = controller.summary(uma)
