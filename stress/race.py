@@ -165,10 +165,18 @@ def detection_time(doc: dict[str, Any]) -> float:
 
 
 def caught_by_oracle(doc: dict[str, Any], verdicts: frozenset[str]) -> bool:
-    """Whether a run's verdict is the class the row's oracle reports.  A leak that ran
-    the cluster zone dry ends *wedged* (verdict precedence, stress/audit.py) with lost
-    clusters in the audit: that is the leak oracle firing too (the 2005 story)."""
+    """Whether a run's verdict is the class the row's oracle reports.
+
+    - A wedge counts for a wakeup row only if free items existed while CPUs slept (the
+      watchdog's ``free_items_meanwhile``): a wedge with nothing free is a resource
+      deadlock of the workload at that limit, not a lost wakeup.
+    - A leak that ran the cluster zone dry ends *wedged* (verdict precedence,
+      stress/audit.py) with lost clusters in the audit: that is the leak oracle firing
+      too (the 2005 story)."""
     verdict = doc.get("verdict")
+    wedge = doc.get("wedge") or {}
+    if verdict == "wedged" and "wedged" in verdicts:
+        return bool(wedge.get("free_items_meanwhile", True))
     if verdict in verdicts:
         return True
     lost = ((doc.get("audit") or {}).get("lost") or {}).get("cluster") or 0
@@ -187,16 +195,22 @@ class SeedResult:
     expected: bool  #: the verdict is one the injection's oracle reports
 
     @property
-    def found(self) -> bool:
+    def failed(self) -> bool:
+        """The system under test failed (any verdict class)."""
         return self.exit_code == EX_FAIL
+
+    @property
+    def found(self) -> bool:
+        """The hunted race was found: a failure of the row's class."""
+        return self.failed and self.expected
 
     def replay_command(self) -> str:
         return f"python -m stress replay {shlex.quote(str(self.folder))}"
 
     def line(self) -> str:
         """``seed 3: leak after 1.42 s  replay: python -m stress replay ...``."""
-        what = self.verdict if self.expected or not self.found else f"{self.verdict} (not this row's class)"
-        if not self.found:
+        what = self.verdict if self.expected or not self.failed else f"{self.verdict} (not this row's oracle)"
+        if not self.failed:
             return f"seed {self.seed}: {what}"
         return f"seed {self.seed}: {what} after {self.detected_s:.2f} s  replay: {self.replay_command()}"
 
@@ -237,9 +251,12 @@ def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
 
 
 def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str) -> str:
-    """``found in k of n seeds (inject refcount-eq0, sched pct)``."""
+    """``found in k of n seeds (inject refcount-eq0, sched pct)``, plus the seeds that
+    failed some other way, if any."""
     k = sum(r.found for r in results)
-    return f"found in {k} of {len(results)} seeds (inject {','.join(inject)}, sched {sched})"
+    other = sum(r.failed and not r.found for r in results)
+    extra = f"; {other} other failures" if other else ""
+    return f"found in {k} of {len(results)} seeds (inject {','.join(inject)}, sched {sched}){extra}"
 
 
 def default_root(inject: tuple[str, ...]) -> Path:
@@ -301,7 +318,7 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=1))
     else:
         print(line)
-    if any(r.found for r in results):
+    if any(r.failed for r in results):
         return EX_FAIL
     if any(r.exit_code not in (EX_OK, EX_FAIL) for r in results):
         return EX_TESTER

@@ -40,6 +40,12 @@ def test_leak_that_wedged_counts_as_the_leak_oracle() -> None:
     assert not race.caught_by_oracle({"verdict": "ok"}, leak)
 
 
+def test_wedge_counts_for_a_wakeup_row_only_with_free_items_meanwhile() -> None:
+    wedged = frozenset({"wedged"})
+    assert race.caught_by_oracle({"verdict": "wedged", "wedge": {"free_items_meanwhile": True}}, wedged)
+    assert not race.caught_by_oracle({"verdict": "wedged", "wedge": {"free_items_meanwhile": False}}, wedged)
+
+
 def test_run_hunt_lines_and_summary(tmp_path: Path) -> None:
     calls: list[RunConfig] = []
 
@@ -59,6 +65,14 @@ def test_run_hunt_lines_and_summary(tmp_path: Path) -> None:
         "found in 2 of 4 seeds (inject refcount-eq0, sched pct)"
     first = race.run_hunt(cfgs, tmp_path / "x", execute=fake, stop_first=True)
     assert [r.seed for r in first] == [0, 1]
+
+    def other(cfg: RunConfig, out: Path) -> dict[str, Any]:
+        return {"verdict": "wedged", "exit_code": 1, "wedge": {"free_items_meanwhile": False}}
+
+    res = race.run_hunt(cfgs[:2], tmp_path / "y", execute=other, echo=lines.append)
+    assert not any(r.found for r in res) and all(r.failed for r in res)
+    assert "(not this row's oracle)" in lines[-1]
+    assert race.summary_line(res, ("refcount-eq0",), "pct").endswith("; 2 other failures")
 
 
 def _stress(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
