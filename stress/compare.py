@@ -265,6 +265,11 @@ def run_figures(doc: dict[str, Any], folder: Path) -> dict[str, float | None]:
     s = run_series(doc, folder)
     t = s.get("t", [])
     cache = s.get("packets_cache", [])
+    limit = s.get("clusters_max", [])
+    if cache and limit:
+        # a cached packet holds a cluster, so no more than the limit can be stranded: a
+        # larger sample is a torn read of the per-CPU counts taken while workers run
+        cache = [c if math.isnan(lim) else min(c, lim) for c, lim in zip(cache, limit, strict=False)]
     current = s.get("clusters_current", [])
     fig: dict[str, float | None] = dict.fromkeys(FIGURE_KEYS)
     if t and cache:
@@ -339,6 +344,11 @@ def rank_warnings(rows: list[dict[str, Any]], max_spread: float) -> list[str]:
                 wide.append(f"{r['label']} (spread {100 * s['spread']:.0f}%, overlaps {', '.join(overlaps)})")
         if wide:
             warnings.append(f"WARNING: {f.label}: spread too wide to rank: " + "; ".join(wide))
+    for r in rows:
+        for run in r["runs"]:
+            if run["verdict"] not in ("ok", "wedged"):
+                warnings.append(f"WARNING: {r['label']} seed {run['seed']} ({run['dir']}): verdict "
+                                f"{run['verdict']}: the run failed an audit; its figures are suspect")
     if rows and rows[0]["summary"]["ops_per_s"]["n"] == 1:
         warnings.append("WARNING: one run per configuration (--repeat 1): no spread known, do not rank on it")
     return warnings
@@ -483,7 +493,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=None, help="on/off rounds (default: run's)")
     parser.add_argument("--round-length", type=float, default=None, help="seconds per round")
     parser.add_argument("--idle", type=float, default=None, help="idle seconds between rounds")
-    parser.add_argument("--interval", type=float, default=None, help="sampling period (default: run's)")
+    parser.add_argument("--interval", type=float, default=0.25,
+                        help="sampling period: the figures are computed from these samples (default 0.25)")
     parser.add_argument("--trim-interval", type=float, default=None, help="policy period (default: run's)")
     parser.add_argument("--wedge-timeout", type=float, default=None, help="wedge timeout (default: run's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of repeat 1; repeat r uses seed + r - 1")

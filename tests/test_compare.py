@@ -68,7 +68,7 @@ class FakeRunner:
 def test_compare_tiny_writes_all_three_files_with_the_documented_structure(tmp_path: Path) -> None:
     out = tmp_path / "cmp"
     fake = FakeRunner()
-    args = parse(["--cpus", "2", "--duration", "1", "--nmbclusters", "256", "--repeat", "2",
+    args = parse(["--cpus", "2", "--duration", "1", "--nmbclusters", "1024", "--repeat", "2",
                   "--configs", "2005,modern:none,modern:median", "--seed", "7", "--out", str(out), "-q"])
     assert compare.main(args, execute=fake) == 0
 
@@ -77,7 +77,7 @@ def test_compare_tiny_writes_all_three_files_with_the_documented_structure(tmp_p
         ("2005", "none", 7), ("modern", "none", 7), ("modern", "median", 7),
         ("2005", "none", 8), ("modern", "none", 8), ("modern", "median", 8)]
     assert fake.calls[0].refcount == "buggy-eq0" and fake.calls[2].refcount == "atomic"
-    assert all(c.nmbclusters == 256 and c.cpus == 2 for c in fake.calls)
+    assert all(c.nmbclusters == 1024 and c.cpus == 2 for c in fake.calls)
 
     for name in ("compare.json", "compare.txt", "compare.png"):
         assert (out / name).stat().st_size > 0, name
@@ -116,7 +116,7 @@ def test_compare_tiny_writes_all_three_files_with_the_documented_structure(tmp_p
     assert doc["target"]["met"] is True
 
     text = (out / "compare.txt").read_text()
-    assert text.splitlines()[0].startswith("compare: workload netperf, 2 CPUs, nmbclusters 256")
+    assert text.splitlines()[0].startswith("compare: workload netperf, 2 CPUs, nmbclusters 1024")
     for f in compare.FIGURES:
         assert f.label in text
     assert "modern:median" in text and "target (policies.md): MET" in text
@@ -129,6 +129,22 @@ def test_compare_warns_loudly_when_spread_is_too_wide_to_rank(tmp_path: Path) ->
     doc = json.loads((tmp_path / "c" / "compare.json").read_text())
     assert any(w.startswith("WARNING: stranded clusters (peak): spread too wide to rank") for w in doc["warnings"])
     assert "WARNING" in (tmp_path / "c" / "compare.txt").read_text()
+
+
+def test_compare_warns_about_runs_that_failed_an_audit_and_clamps_torn_samples(tmp_path: Path) -> None:
+    class Failing(FakeRunner):
+        def __call__(self, cfg: RunConfig, out_dir: Path, echo: Any = None) -> dict[str, Any]:
+            doc = super().__call__(cfg, out_dir, echo)
+            doc["verdict"] = "double-free"
+            return doc
+
+    args = parse(["--cpus", "1", "--repeat", "1", "--nmbclusters", "512", "--configs", "modern:none",
+                  "--out", str(tmp_path / "c"), "-q"])
+    assert compare.main(args, execute=Failing()) == 0
+    doc = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert any("verdict double-free" in w for w in doc["warnings"])
+    # 900 cached packets sampled with a limit of 512 clusters: a torn read, counted as 512
+    assert doc["rows"][0]["summary"]["stranded_peak"]["median"] == 512
 
 
 def test_compare_one_repeat_says_no_spread_is_known(tmp_path: Path) -> None:
