@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from allocator import ArraySpec
 from stress.config import RunConfig
+from stress.workloads.burst import Burst
 from stress.workloads.common import WorkerContext, Workload, common_arrays, control_specs
 from stress.workloads.larson import Larson
 from stress.workloads.mixed import Mixed
@@ -19,7 +20,7 @@ from stress.workloads.nfs import Nfs
 from stress.workloads.xmalloc import Xmalloc
 
 WORKLOADS: dict[str, type[Workload]] = {
-    cls.name: cls for cls in (Netperf, NetperfRR, Nfs, Xmalloc, Larson, Mixed, NetperfNfs)
+    cls.name: cls for cls in (Netperf, NetperfRR, Nfs, Xmalloc, Larson, Mixed, NetperfNfs, Burst)
 }
 
 __all__ = ["WORKLOADS", "Workload", "WorkerContext", "arena_arrays", "workload_class"]
