@@ -187,6 +187,8 @@ def test_median_demand_is_list_swing_plus_keg_batches() -> None:
     assert demand(obs(imax=900, bimin=100, fills=2)) == 800 + 2 * BS
     assert demand(obs(imax=900, bimin=100, fills=0, allocs=0)) == 0  # frees alone are no demand
     assert demand(obs(imax=100, bimin=300)) == 0
+    assert demand(obs(imax=900, bimin=100, fills=2), miss_weight=0) == 800
+    assert demand(obs(imax=900, bimin=100, fills=2), miss_weight=0.5) == 800 + BS
 
 
 def test_median_band_is_median_plus_minus_k_mad() -> None:
@@ -196,11 +198,11 @@ def test_median_band_is_median_plus_minus_k_mad() -> None:
     assert band([5], 3.0) == (5.0, 0.0, 5.0, 5.0)
 
 
-def feed(p: Policy, demands: list[int], cached: int, zone: int = ZONE_PACKET) -> Decision:
+def feed(p: Policy, demands: list[int], cached: int, zone: int = ZONE_PACKET, fills: int = 0) -> Decision:
     """Feed intervals of the given demands (as list swings) with the list at ``cached``."""
     d = Decision()
     for i, dem in enumerate(demands):
-        d = p.decide(obs(zone=zone, interval=i, cached=cached, imax=dem, bimin=0, imin=0))
+        d = p.decide(obs(zone=zone, interval=i, cached=cached, imax=dem, bimin=0, imin=0, fills=fills))
     return d
 
 
@@ -218,16 +220,16 @@ def test_median_drains_the_surplus_above_its_band_in_whole_buckets() -> None:
 
 def test_median_prefills_below_its_band_in_whole_buckets_capped() -> None:
     demands = [6 * BS] * 5
-    p = make_policy("median", {"window": 5, "k": 2, "max_prefill": 2})
-    d = feed(p, demands, cached=5 * BS)
+    params = {"window": 5, "k": 2, "max_prefill": 2, "miss_weight": 0}
+    d = feed(make_policy("median", params), demands, cached=5 * BS, fills=1)
     assert d == Decision(prefill_buckets=1)
-    p = make_policy("median", {"window": 5, "k": 2, "max_prefill": 2})
-    d = feed(p, demands, cached=BS // 2)
+    d = feed(make_policy("median", params), demands, cached=BS // 2, fills=1)
     assert d == Decision(prefill_buckets=2)  # would need 6, capped at max_prefill
-    p = make_policy("median", {"window": 5, "max_prefill": 0})
-    assert feed(p, demands, cached=0) == Decision()
+    # no miss this interval: the cache covered the demand, nothing to pre-fill
+    assert feed(make_policy("median", params), demands, cached=BS // 2, fills=0) == Decision()
+    assert feed(make_policy("median", {**params, "max_prefill": 0}), demands, cached=0, fills=1) == Decision()
     for zone in (ZONE_MBUF, ZONE_CLUSTER):  # only the packet zone is pre-filled
-        assert feed(make_policy("median", {"window": 5}), demands, cached=0, zone=zone) == Decision()
+        assert feed(make_policy("median", params), demands, cached=0, zone=zone, fills=1) == Decision()
 
 
 def test_median_never_prefills_under_cluster_pressure_and_drains_instead() -> None:
@@ -244,14 +246,25 @@ def test_median_never_prefills_under_cluster_pressure_and_drains_instead() -> No
     assert d.prefill_buckets == 0 and d.drain_buckets == 0
 
 
-def test_median_idle_interval_empties_list_and_per_cpu_buckets() -> None:
+def test_median_quiet_interval_empties_list_and_per_cpu_buckets() -> None:
     p = make_policy("median")
-    feed(p, [10 * BS] * 8, cached=10 * BS)
+    feed(p, [10 * BS] * 8, cached=10 * BS)  # 1000 allocations per interval
     d = p.decide(steady(10 * BS, allocs=0, percpu=200))
     assert d.drain_buckets >= 10 and d.drain_percpu
     assert p.decide(steady(0, allocs=0, percpu=0)) == Decision()
     q = make_policy("median", {"percpu": 0})
     assert not q.decide(steady(BS, allocs=0, percpu=200)).drain_percpu
+
+
+def test_median_quiet_means_a_tenth_of_the_recent_median_allocations() -> None:
+    p = make_policy("median", {"window": 4})
+    feed(p, [10 * BS] * 4, cached=10 * BS)  # allocs 1000 each (the obs default)
+    d = p.decide(steady(10 * BS, allocs=100, imax=10 * BS, bimin=0, percpu=64))  # 10%: quiet
+    assert d.drain_buckets >= 10 and d.drain_percpu
+    p = make_policy("median", {"window": 4})
+    feed(p, [10 * BS] * 4, cached=10 * BS)
+    d = p.decide(steady(10 * BS, allocs=101, imax=10 * BS, bimin=0, percpu=64))  # just above
+    assert not d.drain_percpu and d.drain_buckets == 0  # cached == the band's top: keep
 
 
 def test_median_recovers_to_the_working_set_after_load_drops() -> None:
