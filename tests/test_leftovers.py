@@ -8,6 +8,7 @@ so that any survivor can be found (and is killed after the check, never left beh
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -90,10 +91,15 @@ def running(proc: subprocess.Popen[bytes], token: str) -> list[int]:
     return [p for p in tagged(token) if p != proc.pid]
 
 
+def stderr_of(proc: subprocess.Popen[bytes]) -> str:
+    return proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+
+
 def test_normal_end_leaves_nothing(tmp_path: Path) -> None:
     before = shm()
     proc, token = start(tmp_path, 1)
-    assert finish(proc, token, before) == 0
+    rc = finish(proc, token, before)
+    assert rc == 0, stderr_of(proc)
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -102,7 +108,8 @@ def test_signal_to_manager_stops_cleanly_with_a_partial_result(tmp_path: Path, s
     proc, token = start(tmp_path, 60)
     running(proc, token)
     proc.send_signal(sig)
-    assert finish(proc, token, before) == code
+    rc = finish(proc, token, before)
+    assert rc == code, stderr_of(proc)
     assert (tmp_path / "run" / "run.json").exists(), "no partial result"
 
 
@@ -111,10 +118,9 @@ def test_sigkill_of_a_worker_is_reported_and_leaves_nothing(tmp_path: Path) -> N
     proc, token = start(tmp_path, 60)
     workers = running(proc, token)
     os.kill(workers[0], signal.SIGKILL)
-    assert finish(proc, token, before) == 3
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    import json
-
+    rc = finish(proc, token, before)
+    stderr = stderr_of(proc)
+    assert rc == 3, stderr
     doc = json.loads((tmp_path / "run" / "run.json").read_text())
     assert "killed by SIGKILL" in doc["error"], (doc.get("error"), stderr)
 
