@@ -27,7 +27,36 @@ class Cpu(DebugOps):
         self._install_mbuf_hooks()
         if self.invariants:
             self.enable_invariants()
+        if "stats-unlocked" in inject:
+            self._inject_stats_unlocked()
         self.instrument()
+
+    def _inject_stats_unlocked(self) -> None:
+        """INJECTED DEFECT (races.md ``stats-unlocked``): every CPU bumps one shared
+        counter row (Context._sci) with a plain read-modify-write whose read happens
+        before the operation and whose write after it, so an increment another CPU
+        makes in between is lost and USED drifts from the truth."""
+        inner_alloc, inner_free = self.zalloc, self.zfree
+        allocs, frees = self.uc_allocs, self.uc_frees
+
+        def zalloc(z: int, flags: int = 2, udata: int = -1) -> int:
+            i = self._sci[z]
+            v = allocs[i]
+            self.sched_point("stats read-modify-write")
+            item = inner_alloc(z, flags, udata)
+            if item >= 0:
+                allocs[i] = v + 1
+            return item
+
+        def zfree(z: int, item: int, udata: int = -1) -> None:
+            i = self._sci[z]
+            v = frees[i]
+            self.sched_point("stats read-modify-write")
+            inner_free(z, item, udata)
+            frees[i] = v + 1
+
+        self.zalloc = zalloc  # type: ignore[method-assign]
+        self.zfree = zfree  # type: ignore[method-assign]
 
     def instrument(self) -> None:
         """(Re)choose the lock implementation after hooks were installed: plain unless
