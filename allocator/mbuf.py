@@ -62,53 +62,123 @@ class MbufOps(ZoneOps):
     """m_get, m_gethdr, m_getcl, m_clget, m_copym, m_free, m_freem for one CPU."""
 
     def _install_mbuf_hooks(self) -> None:
-        self._ctor = [self._mb_ctor_mbuf, self._mb_ctor_clust, self._mb_ctor_pack]
-        self._dtor = [None, None, self._mb_dtor_pack]
-        self._zinit = [None, None, self._mb_zinit_pack]
-        self._zfini = [None, None, self._mb_zfini_pack]
+        """Install the zone hooks and bind this CPU's fast paths (once, at creation).
+
+        perf (P2, performance.md): the ctors, the packet dtor, m_getcl, m_freem and
+        mb_free_ext are closures over the arena's memoryviews (closure cells, not
+        ``self.attr`` look-ups), stored on the instance.  What an instrument may
+        replace later -- ``zalloc``/``zfree`` (INVARIANTS, injections), ``lock``,
+        ``sched_point`` -- is still looked up on ``self`` at every call."""
         knobs = self.hdr[HDR_KNOBS]
         self._ref_atomic = bool(knobs & KNOB_REFCOUNT_ATOMIC) and "refcount-eq0" not in self.inject
         self._ref_unlocked = "refcount-unlocked" in self.inject
         self._exhaustion_drain = bool(knobs & KNOB_EXHAUSTION_DRAIN)
+        m_type, m_flags, m_next, m_len = self.m_type, self.m_flags, self.m_next, self.m_len
+        m_ext, m_exttype, cl_ref, uk_flags = self.m_ext, self.m_exttype, self.cl_ref, self.uk_flags
+        ops, row = self.cpu_ops, self.row
+        this = self
 
-    # --- zone hooks -------------------------------------------------------------------
-    def _mb_ctor_mbuf(self, m: int, udata: int, flags: int) -> int:
-        """mb_ctor_mbuf: a fresh header; udata carries type | flags << 16."""
-        self.m_type[m] = udata & 0xFFFF if udata >= 0 else MT_DATA
-        self.m_flags[m] = (udata >> 16) & 0xFFFF if udata >= 0 else 0
-        self.m_next[m] = -1
-        self.m_len[m] = 0
-        self.m_ext[m] = -1
-        self.m_exttype[m] = EXT_NONE
-        return 0
+        def mb_ctor_mbuf(m: int, udata: int, flags: int) -> int:
+            """mb_ctor_mbuf: a fresh header; udata carries type | flags << 16."""
+            if udata >= 0:
+                m_type[m] = udata & 0xFFFF
+                m_flags[m] = (udata >> 16) & 0xFFFF
+            else:
+                m_type[m] = MT_DATA
+                m_flags[m] = 0
+            m_next[m] = -1
+            m_len[m] = 0
+            m_ext[m] = -1
+            m_exttype[m] = EXT_NONE
+            return 0
 
-    def _mb_ctor_clust(self, c: int, m: int, flags: int) -> int:
-        """mb_ctor_clust: attach cluster ``c`` to mbuf ``m`` (udata), refcount 1."""
-        self.cl_ref[c] = 1
-        if m >= 0:
-            self.m_ext[m] = c
-            self.m_exttype[m] = EXT_CLUSTER
-            self.m_flags[m] |= M_EXT
-        return 0
+        def mb_ctor_clust(c: int, m: int, flags: int) -> int:
+            """mb_ctor_clust: attach cluster ``c`` to mbuf ``m`` (udata), refcount 1."""
+            cl_ref[c] = 1
+            if m >= 0:
+                m_ext[m] = c
+                m_exttype[m] = EXT_CLUSTER
+                m_flags[m] |= M_EXT
+            return 0
 
-    def _mb_ctor_pack(self, m: int, udata: int, flags: int) -> int:
-        """mb_ctor_pack: reset the header but keep the cluster zinit attached."""
-        self.m_type[m] = udata & 0xFFFF if udata >= 0 else MT_DATA
-        self.m_flags[m] = ((udata >> 16) & 0xFFFF if udata >= 0 else 0) | M_EXT
-        self.m_next[m] = -1
-        self.m_len[m] = 0
-        return 0
+        def mb_ctor_pack(m: int, udata: int, flags: int) -> int:
+            """mb_ctor_pack: reset the header but keep the cluster zinit attached."""
+            if udata >= 0:
+                m_type[m] = udata & 0xFFFF
+                m_flags[m] = ((udata >> 16) & 0xFFFF) | M_EXT
+            else:
+                m_type[m] = MT_DATA
+                m_flags[m] = M_EXT
+            m_next[m] = -1
+            m_len[m] = 0
+            return 0
 
-    def _mb_dtor_pack(self, m: int, udata: int) -> None:
-        """mb_dtor_pack: the item must be a clean EXT_PACKET cluster with refcount 1;
-        c. 2007, if the cluster zone is exhausted, drain the packet zone so sleepers
-        on the cluster keg get clusters back (uma_zone_exhausted_nolock, racy on
-        purpose: no lock for every free)."""
-        c = self.m_ext[m]
-        if c < 0 or self.m_exttype[m] != EXT_PACKET or self.cl_ref[c] != 1:
-            self.panic(PANIC_BAD_DTOR, ZONE_PACKET, m, c)
-        if self._exhaustion_drain and self.uk_flags[KEG_CLUSTER] & UMA_ZFLAG_FULL and self.is_cpu:
-            self.zone_trim(ZONE_PACKET, 1 << 30)
+        exhaustion_drain = self._exhaustion_drain and self.is_cpu
+
+        def mb_dtor_pack(m: int, udata: int) -> None:
+            """mb_dtor_pack: the item must be a clean EXT_PACKET cluster with refcount 1;
+            c. 2007, if the cluster zone is exhausted, drain the packet zone so sleepers
+            on the cluster keg get clusters back (uma_zone_exhausted_nolock, racy on
+            purpose: no lock for every free)."""
+            c = m_ext[m]
+            if c < 0 or m_exttype[m] != EXT_PACKET or cl_ref[c] != 1:
+                this.panic(PANIC_BAD_DTOR, ZONE_PACKET, m, c)
+            if exhaustion_drain and uk_flags[KEG_CLUSTER] & UMA_ZFLAG_FULL:
+                this.zone_trim(ZONE_PACKET, 1 << 30)
+
+        ref_atomic = self._ref_atomic
+
+        def mb_free_ext(m: int) -> None:
+            """mb_free_ext: drop ``m``'s cluster reference; the last reference frees it."""
+            c = m_ext[m]
+            if cl_ref[c] == 1:
+                last = True
+            else:
+                this.sched_point("refcount test")
+                old = this._ref_add(c, -1, P_REF_FREE)
+                last = old == 1 if ref_atomic else old == 0
+            if last:
+                if m_exttype[m] == EXT_PACKET:
+                    # The packet zone is special: the mbuf that dropped the last reference
+                    # goes to the packet zone still holding the cluster.
+                    if cl_ref[c] == 0:
+                        cl_ref[c] = 1
+                    this.zfree(ZONE_PACKET, m)
+                    return
+                m_ext[m] = -1
+                m_exttype[m] = EXT_NONE
+                this.zfree(ZONE_CLUSTER, c)
+            else:
+                m_ext[m] = -1
+                m_exttype[m] = EXT_NONE
+            this.zfree(ZONE_MBUF, m)
+
+        def m_getcl(how: int = M_WAITOK, type_: int = MT_DATA, flags: int = M_PKTHDR) -> int:
+            """m_getcl: an mbuf with a cluster attached, from the packet zone, or -1."""
+            m = this.zalloc(ZONE_PACKET, how, type_ | (flags << 16))
+            if m >= 0:
+                ops[row] += 1
+            return m
+
+        def m_freem(m: int) -> None:
+            """m_freem: free a whole chain (m_free of each mbuf, inlined)."""
+            while m >= 0:
+                nxt = m_next[m]
+                ops[row] += 1
+                if m_ext[m] >= 0:
+                    mb_free_ext(m)
+                else:
+                    this.zfree(ZONE_MBUF, m)
+                m = nxt
+
+        self._ctor = [mb_ctor_mbuf, mb_ctor_clust, mb_ctor_pack]
+        self._dtor = [None, None, mb_dtor_pack]
+        self._zinit = [None, None, self._mb_zinit_pack]
+        self._zfini = [None, None, self._mb_zfini_pack]
+        self._mb_free_ext = mb_free_ext  # type: ignore[method-assign]
+        self.m_getcl = m_getcl  # type: ignore[method-assign]
+        self.m_freem = m_freem  # type: ignore[method-assign]
+        self.bind_fast_paths()
 
     def _mb_zinit_pack(self, m: int, flags: int) -> int:
         """mb_zinit_pack: take a cluster from the cluster zone (may sleep in zonelimit
@@ -220,30 +290,9 @@ class MbufOps(ZoneOps):
         return old
 
     def _mb_free_ext(self, m: int) -> None:
-        """mb_free_ext: drop ``m``'s cluster reference; the last reference frees it."""
-        c = self.m_ext[m]
-        if self.cl_ref[c] == 1:
-            last = True
-        else:
-            self.sched_point("refcount test")
-            old = self._ref_add(c, -1, P_REF_FREE)
-            last = old == 1 if self._ref_atomic else old == 0
-        exttype = self.m_exttype[m]
-        if last:
-            if exttype == EXT_PACKET:
-                # The packet zone is special: the mbuf that dropped the last reference
-                # goes to the packet zone still holding the cluster.
-                if self.cl_ref[c] == 0:
-                    self.cl_ref[c] = 1
-                self.zfree(ZONE_PACKET, m)
-                return
-            self.m_ext[m] = -1
-            self.m_exttype[m] = EXT_NONE
-            self.zfree(ZONE_CLUSTER, c)
-        else:
-            self.m_ext[m] = -1
-            self.m_exttype[m] = EXT_NONE
-        self.zfree(ZONE_MBUF, m)
+        """mb_free_ext: drop ``m``'s cluster reference; the last reference frees it.
+        (The implementation is the closure bound by _install_mbuf_hooks.)"""
+        raise NotImplementedError  # replaced on the instance at creation
 
     def panic(self, kind: int, zone: int, item: int, other: int = -1) -> None:  # debug.py
         raise NotImplementedError
