@@ -12,9 +12,8 @@ The scenarios live in tests/race/harness.py.  Pinned seeds were found by sweepin
 moves a window, the pinned seed may stop failing: re-sweep and re-pin, the sweep test
 (``test_pct_sweep_finds_every_race``) says which seeds fail now.
 
-INVARIANTS is off in these scenarios for now: the allocator's INVARIANTS mode panics
-"Duplicate alloc" on the first m_getcl (reported to the allocator's owner); the
-audit and the wedge check are the oracles used here.
+Every oracle is armed: INVARIANTS (poisoning, duplicate free / alloc), WITNESS, the
+conservation audit, the wedge check.
 """
 
 from __future__ import annotations
@@ -42,6 +41,7 @@ PINNED = {
     "refcount-unlocked": 3,
     "lost-wakeup": 0,
     "cache-drain-unsafe": 7,
+    "stats-unlocked": 0,
 }
 #: (injection, mode, rounds, seeds budget) for real parallel cores
 PARALLEL = {
@@ -53,8 +53,6 @@ PARALLEL = {
 }
 TWO_CORES = len(os.sched_getaffinity(0)) >= 2
 NOT_IN_PCT = {
-    "stats-unlocked": "the shared counter bump has no sched point between its read and its write, so a "
-                      "one-at-a-time schedule can never split it (asked the allocator owner for one)",
     "wake-one": "in the allocator, FULL clears only in keg_drain (which wakes nobody), never on a free, "
                 "so wakeup_one leaves no sleeper behind while items are free; needs the 2005 path where a "
                 "free clears FULL",
@@ -62,7 +60,7 @@ NOT_IN_PCT = {
 
 
 def _run(inject: str, mode: str, seed: int, **kw: object) -> h.Outcome:
-    return h.run(h.SCENARIOS[inject], (inject,), mode, seed, invariants=False, **kw)  # type: ignore[arg-type]
+    return h.run(h.SCENARIOS[inject], (inject,), mode, seed, invariants=True, **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("inject", sorted(PINNED))
@@ -73,7 +71,7 @@ def test_pct_pinned_seed_fires_every_time(inject: str) -> None:
 
 
 @pytest.mark.parametrize("inject", sorted(NOT_IN_PCT))
-def test_pct_cannot_split_rows_without_a_sched_point(inject: str) -> None:
+def test_pct_rows_not_reproducible_yet(inject: str) -> None:
     pytest.xfail(NOT_IN_PCT[inject])
 
 
@@ -103,7 +101,7 @@ def test_parallel_cores_find_it_within_budget(inject: str) -> None:
 @pytest.mark.parametrize("scenario", sorted(set(h.SCENARIOS.values()) - {"wakeone"}))
 def test_no_injection_no_finding_pct_sweep(scenario: str) -> None:
     for seed in range(6):
-        o = h.run(scenario, (), "pct", seed, invariants=False)
+        o = h.run(scenario, (), "pct", seed, invariants=True)
         assert o.verdict == "ok", (seed, o.reason)
 
 
@@ -111,7 +109,7 @@ def test_no_injection_no_finding_pct_sweep(scenario: str) -> None:
 @pytest.mark.parametrize("scenario", sorted(set(h.SCENARIOS.values()) - {"wakeone"}))
 def test_no_injection_no_finding_on_parallel_cores(scenario: str) -> None:
     for seed in range(2):
-        o = h.run(scenario, (), "jitter", seed, invariants=False, rounds=100, jitter=0.2)
+        o = h.run(scenario, (), "jitter", seed, invariants=True, rounds=100, jitter=0.2)
         assert o.verdict == "ok", (seed, o.reason)
 
 
