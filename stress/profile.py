@@ -68,16 +68,18 @@ LOCK_COLUMNS = ("max", "wait_max", "total", "wait_total", "count", "avg", "wait_
                 "cnt_hold", "cnt_lock", "name")
 
 
-def lock_profile_lines(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+def lock_profile_lines(rows: Iterable[Mapping[str, Any]], top: int | None = None) -> list[str]:
     """The LOCK_PROFILING table (debug.lock.prof.stats layout, microseconds) of
-    ``Uma.lock_profile()`` rows, most waited-for first.  Used by the run summary, the
-    monitor and compare, so that every place prints the same table."""
+    ``Uma.lock_profile()`` rows (or run.json "locks"), most waited-for first, at most
+    ``top`` rows.  For the run summary, the monitor and compare, so that every place
+    prints the same table."""
     rows = sorted(rows, key=lambda r: (-float(r.get("wait_total_us", 0.0)), -int(r.get("count", 0)),
                                        str(r.get("name", ""))))
     if not rows:
         return ["lock profile: no lock acquisitions recorded"]
+    more = len(rows) - top if top is not None and len(rows) > top else 0
     cells = []
-    for r in rows:
+    for r in rows[:top]:
         count = int(r.get("count", 0))
         hold_total = float(r.get("hold_total_us", 0.0))
         wait_total = float(r.get("wait_total_us", 0.0))
@@ -94,6 +96,8 @@ def lock_profile_lines(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     out = []
     for row in [LOCK_COLUMNS, *cells]:
         out.append(" ".join(row[i].rjust(widths[i]) for i in range(len(widths))) + " " + row[-1])
+    if more:
+        out.append(f"... {more} more (lock, point) rows in run.json")
     return out
 
 

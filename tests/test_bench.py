@@ -1,0 +1,98 @@
+"""``python -m stress bench``: the quick bench writes a JSON holding every figure of
+performance.md, the table marks missed targets, results are never overwritten, and bad
+options are one line and exit 2.  No timing is asserted: only that figures exist."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stress import bench
+
+ROOT = Path(__file__).resolve().parent.parent
+MEASURED_ALWAYS = ("P1", "P2", "P5.lock", "P5.sched", "P5.invariants", "P8")
+
+
+def _bench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "stress", "bench", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_quick_bench_writes_every_figure(tmp_path):
+    proc = _bench("--quick", "--repeat", "1", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1 and str(files[0]) in proc.stdout
+    doc = json.loads(files[0].read_text())
+    assert doc["format"] == bench.BENCH_FORMAT and doc["quick"] is True
+    figs = doc["figures"]
+    assert {f.split(".")[0] for f in figs} == set(bench.FIGURE_IDS)
+    for fid, fig in figs.items():
+        assert {"median", "min", "max", "target", "met", "note", "values"} <= set(fig)
+        if fig["median"] is None:  # only where the host cannot measure it, and it says why
+            assert fid not in MEASURED_ALWAYS and fig["note"].startswith("n/a"), (fid, fig["note"])
+        else:
+            assert fig["min"] <= fig["median"] <= fig["max"] and fig["median"] > 0
+    for fid in MEASURED_ALWAYS:
+        assert figs[fid]["median"] is not None
+    assert doc["missed"] == [f for f, v in figs.items() if v["met"] is False]
+    for fid in bench.FIGURE_IDS:  # one table row per figure
+        assert any(line.startswith(fid) for line in proc.stdout.splitlines())
+
+
+def test_table_marks_missed_and_met_targets():
+    figs = bench.new_figures()
+    figs["P1"].values = [5.0, 4.5, 6.0]
+    figs["P2"].values = [3.0]
+    figs["P4"].values = [0.5]
+    figs["P6"].note = "n/a: the runner is not available"
+    rows = {line.split()[0]: line for line in bench.table_lines(figs.values()) if line[:1] == "P"}
+    assert rows["P1"].rstrip().endswith("MISSED") and "5.00x" in rows["P1"] and "4.50x" in rows["P1"]
+    assert rows["P2"].rstrip().endswith("ok")
+    assert rows["P4"].rstrip().endswith("-")  # only reported
+    assert rows["P6"].rstrip().endswith("n/a")
+    assert figs["P1"].met is False and figs["P2"].met is True and figs["P4"].met is None
+
+
+def test_results_are_never_overwritten(tmp_path):
+    doc = {"format": bench.BENCH_FORMAT}
+    paths = {bench.write_doc(tmp_path, doc) for _ in range(3)}
+    assert len(paths) == 3 and all(json.loads(p.read_text()) == doc for p in paths)
+
+
+def test_p8_is_arena_over_payload():
+    fig = bench.new_figures()["P8"]
+    bench.measure_memory(fig)
+    d = fig.detail
+    assert fig.values == [d["arena_bytes"] / d["payload_bytes"]] and d["arena_bytes"] > d["payload_bytes"]
+
+
+def test_packet_rate_read_from_run_json():
+    assert bench._packets({"ops": {"packets_per_cpu_per_s": 10.0, "per_cpu_per_s": [1, 2]}}) == (10.0, "packets")
+    value, kind = bench._packets({"ops": {"per_cpu_per_s": [4.0, 6.0]}})
+    assert value == 5.0 and kind.startswith("consumer ops")
+    assert bench._packets({})[0] is None
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--repeat", "0"], "--repeat"),
+    (["--repeat", "lots"], "--repeat"),
+    (["--only", "P9"], "--only"),
+])
+def test_bad_options_are_one_line_and_exit_2(args, option):
+    proc = _bench(*args, timeout=60)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert option in last and "Traceback" not in proc.stderr
+
+
+def test_out_that_is_a_file_is_refused(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    proc = _bench("--only", "P8", "--out", str(f), timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"zonelimit: error: --out: {f} exists and is not a folder"
