@@ -94,7 +94,7 @@ def test_hunt_then_replay_reproduces_the_verdict(tmp_path: Path) -> None:
     """The issue's "done when": one command hunts, prints a replay command, and the
     replay shows the same failure."""
     out = tmp_path / "hunt"
-    p = _stress("race", "--inject", "refcount-eq0", "--seeds", "1", "--sched", "pct", "--no-invariants",
+    p = _stress("race", "--inject", "refcount-eq0", "--seeds", "1", "--sched", "pct",
                 "--duration", "1.5", "--out", str(out))
     assert p.returncode == 1, p.stdout + p.stderr
     assert "found in 1 of 1 seeds" in p.stdout
