@@ -220,6 +220,7 @@ class Manager:
         doc: dict[str, Any]
         error: str | None = None
         controller = None
+        old_handlers = self._install_signals()  # until the result is written: no traceback on Ctrl-C
         try:
             self.mapping = cpu_map(cfg.cpus, cfg.oversubscribe)
             self.specs = arena_arrays(cfg) + list(sched.sched_arrays(cfg))
@@ -236,7 +237,7 @@ class Manager:
                 self.profile_handle = profile.start(self.out, os.getpid())
             self._fork_workers()
             self._supervise()
-        except ArenaError as exc:
+        except (ArenaError, PinningError) as exc:
             error = str(exc)
         except Exception:  # noqa: BLE001 - the tester failed: report it, clean up, exit 3
             error = "the manager failed:\n" + traceback.format_exc()
@@ -250,6 +251,7 @@ class Manager:
                 self.uma.close()
                 self.uma = None
             self._stop_logging()
+            self._restore_signals(old_handlers)
         return doc
 
     def _stop_profile(self) -> None:
@@ -321,7 +323,6 @@ class Manager:
         next_trim = st.t0 + cfg.trim_interval
         period = cfg.round_length + cfg.idle
         cur_round = 0
-        old = self._install_signals()
         try:
             self._sample(sampler, st.t0, cur_round, True, echo_netstat=False)
             while True:
@@ -374,7 +375,6 @@ class Manager:
         finally:
             sampler.close()
             self.progress.close()
-            self._restore_signals(old)
 
     def _phase(self, elapsed: float, cur_round: int) -> int:
         """Two-phase workloads (mixed, netperf-nfs): phase 0 for the first half of the

@@ -224,3 +224,12 @@ def test_a_worker_exception_ends_the_run_with_exit_3_and_its_traceback(
     assert "CPU 1" in doc["error"]
     assert doc["stop"]["reason"] == "worker died"
     assert (tmp_path / "run" / "run.json").exists()
+
+
+def test_more_cpus_than_cores_without_oversubscribe_is_refused_cleanly(tmp_path: Path) -> None:
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) + 1
+    doc = execute(RunConfig(cpus=cpus, duration=1), tmp_path / "run")
+    assert (doc["verdict"], doc["exit_code"]) == ("error", 3)
+    assert "--oversubscribe" in doc["error"] and "Traceback" not in doc["error"]
