@@ -513,14 +513,14 @@ class Manager:
         pk["packet_cache"] = max(pk["packet_cache"], n.packets_cache)
         pk["mbufs_current"] = max(pk["mbufs_current"], n.mbufs_current)
         if echo_netstat:
-            lines = netstat_m_lines(stats, full=False)
+            lines = netstat_m_lines(stats, full=self.cfg.verbosity > 0)
             results.append_netstat(self.out, [f"# t={now - st.t0:.1f}s", *lines])
-            self.say([f"t={now - st.t0:5.1f}s  " + lines[0], "            " + lines[1]])
+            self.say([f"t={now - st.t0:5.1f}s  " + lines[0], *["            " + ln for ln in lines[1:]]])
 
     def _round_report(self, rnd: int, now: float) -> None:
         """netstat -m after a round (and its idle), as between two netperf runs in 2005."""
         stats = self.uma.stats()
-        lines = netstat_m_lines(stats, full=False)
+        lines = netstat_m_lines(stats, full=self.cfg.verbosity > 0)
         n = stats.netstat
         self.state.rounds.append({"round": rnd + 1, "t": round(now - self.state.t0, 3),
                                   "mbufs": [n.mbufs_current, n.mbufs_cache, n.mbufs_total],

@@ -233,3 +233,32 @@ def test_more_cpus_than_cores_without_oversubscribe_is_refused_cleanly(tmp_path:
     doc = execute(RunConfig(cpus=cpus, duration=1), tmp_path / "run")
     assert (doc["verdict"], doc["exit_code"]) == ("error", 3)
     assert "--oversubscribe" in doc["error"] and "Traceback" not in doc["error"]
+
+
+def test_a_worker_killed_holding_a_lock_is_named_and_nobody_hangs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU 1 dies by SIGKILL holding the mbuf keg lock: CPU 0 blocks on that lock for good,
+    so the manager must report the holder, SIGKILL the stuck CPU and still finish."""
+    import os
+    import signal
+
+    from allocator.layout import LOCK_KEG_MBUF
+
+    from stress.workloads.netperf import Netperf
+
+    original = Netperf.turn
+    turns = {"n": 0}
+
+    def dying_turn(self: Netperf, running: bool, phase: int) -> int:
+        turns["n"] += 1
+        if self.k == 1 and turns["n"] > 500:
+            self.cpu.lock(LOCK_KEG_MBUF, 0)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(self, running, phase)
+
+    monkeypatch.setattr(Netperf, "turn", dying_turn)
+    doc = execute(RunConfig(cpus=2, duration=30, interval=0.5), tmp_path / "run")
+    assert (doc["verdict"], doc["exit_code"]) == ("error", 3)
+    assert "CPU 1" in doc["error"] and "killed by SIGKILL" in doc["error"]
+    assert "holding the mbuf keg lock" in doc["error"]
+    assert doc["stop"]["reason"] == "worker died"
