@@ -243,7 +243,6 @@ def test_a_worker_killed_holding_a_lock_is_named_and_nobody_hangs(
     import signal
 
     from allocator.layout import LOCK_KEG_MBUF
-
     from stress.workloads.netperf import Netperf
 
     original = Netperf.turn
