@@ -183,8 +183,9 @@ def test_wss_keeps_a_cache_within_its_estimate_and_drains_on_exhaustion() -> Non
 # --- median -------------------------------------------------------------------------
 
 
-def test_median_demand_is_list_swing_plus_keg_batches() -> None:
-    assert demand(obs(imax=900, bimin=100, fills=2)) == 800 + 2 * BS
+def test_median_demand_is_list_swing_plus_weighted_keg_batches() -> None:
+    assert demand(obs(imax=900, bimin=100, fills=2), miss_weight=1) == 800 + 2 * BS
+    assert demand(obs(imax=900, bimin=100, fills=2)) == 800  # the default weight is 0
     assert demand(obs(imax=900, bimin=100, fills=0, allocs=0)) == 0  # frees alone are no demand
     assert demand(obs(imax=100, bimin=300)) == 0
     assert demand(obs(imax=900, bimin=100, fills=2), miss_weight=0) == 800

@@ -15,7 +15,9 @@ demand ``d_i`` of interval i
     ``allocs_i > 0``, else 0.  ``imax - bimin`` is the cache's working swing (as in
     FreeBSD 2021); ``fills`` are allocation batches that found the list empty and went
     to the keg, i.e. demand the cache did not cover, weighted by ``m`` (parameter
-    ``miss_weight``, default 1).  Frees alone are not demand.
+    ``miss_weight``, default 0: measured on the reference shapes, counting misses made
+    the band, and the pre-fills it drives, larger than any other policy's cache without
+    a throughput gain; results/reference/policies/README.md).  Frees alone are not demand.
 window ``W``
     the last ``W`` demands, ``d_{i-W+1} .. d_i`` (fewer until W intervals have been
     seen), and likewise the last W allocation counts.  Parameter ``window``, default 8.
@@ -83,12 +85,12 @@ PARAMS: dict[str, tuple[float, str]] = {
     "k": (1.0, "band half-width in MADs: drain above median + k*MAD, pre-fill below median - k*MAD"),
     "quiet": (0.1, "an interval with at most this fraction of the median allocations drains everything"),
     "max_prefill": (1.0, "at most this many buckets pre-filled per interval (0: never pre-fill)"),
-    "miss_weight": (1.0, "weight of keg fills (misses, in buckets) in the demand"),
+    "miss_weight": (0.0, "weight of keg fills (misses, in buckets) in the demand (0: the list swing alone)"),
     "percpu": (1.0, "1: also flush per-CPU buckets on quiet intervals and on cluster exhaustion"),
 }
 
 
-def demand(obs: Observation, miss_weight: float = 1.0) -> int:
+def demand(obs: Observation, miss_weight: float = 0.0) -> int:
     """Items the zone's allocations drew through its list this interval: the swing
     ``imax - bimin`` plus ``miss_weight * bucket_size`` per keg fill; 0 without allocations."""
     if obs.allocs <= 0:
