@@ -75,6 +75,7 @@ START_METHOD = "fork"  #: see the module docstring
 WATCH_PERIOD = 0.05  #: seconds between two watchdog looks
 DRAIN_MAX = 0.5  #: seconds the final drain (load off, in-flight completes) may take
 STOP_GRACE = 1.5  #: seconds workers get to see the stop flag before SIGKILL
+SLEEPER_SETTLE = 0.02  #: seconds between "only sleepers are left" and killing them
 PHASED_WORKLOADS = ("mixed", "netperf-nfs")  #: workloads whose wl_ctl[CTL_PHASE] the manager sets
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
@@ -450,26 +451,41 @@ class Manager:
             pass
 
     def _stop_workers(self) -> None:
-        """Stop flag, grace, then SIGKILL sleepers (they cannot be woken) and the stuck; reap all."""
+        """Stop flag; let every CPU that is not asleep stop by itself; then SIGKILL the
+        CPUs still asleep in zonelimit (nobody is left to wake them, and they sleep at a
+        safe point, holding no lock) and any CPU stuck past the grace period; reap all.
+
+        Sleepers are killed only once the others are gone: a CPU being woken by another
+        CPU's free re-takes the keg lock, and killing it there would leave the lock held."""
         if not self.workers:
             return
         uma = self.uma
         if uma is not None:
             uma.request_stop()
+        wchan = uma.view("cpu_wchan") if uma is not None else None
+
+        def asleep(h: WorkerHandle) -> bool:
+            return bool(wchan is not None and wchan[h.cpu])
+
         alive = [h for h in self.workers if h.proc.is_alive()]
         end = time.monotonic() + STOP_GRACE
         while alive and time.monotonic() < end:
-            if uma is not None:  # sleepers: kill at once, the others get the grace period
-                wchan = uma.view("cpu_wchan")
+            awake = [h for h in alive if not asleep(h)]
+            if not awake:
+                time.sleep(SLEEPER_SETTLE)  # a CPU woken just now clears its wchan and runs on
                 for h in alive:
-                    if wchan[h.cpu] and h.proc.is_alive():
+                    if asleep(h) and h.proc.is_alive():
                         h.killed_asleep = True
+                        log.info("CPU %d (pid %d) asleep in zonelimit at stop: SIGKILL", h.cpu, h.proc.pid)
                         _kill(h.proc.pid)
             multiprocessing.connection.wait([h.proc.sentinel for h in alive], timeout=0.05)
             alive = [h for h in alive if h.proc.is_alive()]
         for h in alive:
-            h.killed_stuck = True
-            log.warning("CPU %d (pid %d) did not stop within %.1f s: SIGKILL", h.cpu, h.proc.pid, STOP_GRACE)
+            if asleep(h):
+                h.killed_asleep = True
+            else:
+                h.killed_stuck = True
+                log.warning("CPU %d (pid %d) did not stop within %.1f s: SIGKILL", h.cpu, h.proc.pid, STOP_GRACE)
             _kill(h.proc.pid)
         for h in self.workers:
             h.proc.join(timeout=5)
