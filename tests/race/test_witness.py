@@ -130,3 +130,37 @@ def test_hooks_chain_with_an_existing_pair() -> None:
     cpu.lock_hooks[1](LOCK_BUCKET)
     assert seen == [f"a{LOCK_BUCKET}", f"r{LOCK_BUCKET}"]
     assert a.view("wt_nheld")[0] == 0
+
+
+def test_real_allocator_hooks_are_balanced_and_clean() -> None:
+    """Every acquire the allocator reports is released (the held stack returns to
+    empty) and the allocator's own lock order has no reversal."""
+    from allocator import M_PKTHDR, M_WAITOK, MT_DATA, Uma, UmaConfig
+
+    uma = Uma.create(UmaConfig(ncpus=1, nmbclusters=2048, extra=witness_arrays(1)))
+    try:
+        cpu = uma.cpu(0)
+        w = Witness(uma.view, 0)
+        w.install(cpu)
+        seen = [0]
+        acquire, release = cpu.lock_hooks
+
+        def counting(i: int, p: str) -> None:
+            seen[0] += 1
+            acquire(i, p)
+
+        cpu.lock_hooks = (counting, release)
+        cpu.instrument()
+        for _ in range(200):
+            m = cpu.m_getcl(M_WAITOK, MT_DATA, M_PKTHDR)
+            n = cpu.m_copym(m)
+            cpu.m_freem(n)
+            cpu.m_freem(m)
+            m = cpu.m_gethdr(M_WAITOK, MT_DATA)
+            assert cpu.m_clget(m, M_WAITOK)
+            cpu.m_freem(m)
+        assert seen[0] > 100
+        assert uma.view("wt_nheld")[0] == 0
+        assert findings(uma.view) == []
+    finally:
+        uma.close()
