@@ -347,8 +347,9 @@ def rank_warnings(rows: list[dict[str, Any]], max_spread: float) -> list[str]:
     for r in rows:
         for run in r["runs"]:
             if run["verdict"] not in ("ok", "wedged"):
+                why = " (expected: the 2005 refcount race)" if r["refcount"] == "buggy-eq0" else ""
                 warnings.append(f"WARNING: {r['label']} seed {run['seed']} ({run['dir']}): verdict "
-                                f"{run['verdict']}: the run failed an audit; its figures are suspect")
+                                f"{run['verdict']}: the run failed an audit{why}; its figures are suspect")
     if rows and rows[0]["summary"]["ops_per_s"]["n"] == 1:
         warnings.append("WARNING: one run per configuration (--repeat 1): no spread known, do not rank on it")
     return warnings
