@@ -165,10 +165,15 @@ class MbufOps(ZoneOps):
             while m >= 0:
                 nxt = m_next[m]
                 ops[row] += 1
-                if m_ext[m] >= 0:
-                    mb_free_ext(m)
-                else:
+                c = m_ext[m]
+                if c < 0:
                     this.zfree(ZONE_MBUF, m)
+                elif cl_ref[c] == 1 and m_exttype[m] == EXT_PACKET:
+                    # mb_free_ext's common case, inlined: the only reference to a
+                    # packet's cluster; the mbuf goes to the packet zone holding it.
+                    this.zfree(ZONE_PACKET, m)
+                else:
+                    mb_free_ext(m)
                 m = nxt
 
         self._ctor = [mb_ctor_mbuf, mb_ctor_clust, mb_ctor_pack]
