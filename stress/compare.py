@@ -438,15 +438,16 @@ def report_lines(doc: dict[str, Any]) -> list[str]:
 
 def plot_compare(out: Path, rows: list[dict[str, Any]], folder: Path, limit: float | None) -> Path:
     """compare.png: clusters in use (in flight + stranded in the packet cache) over time,
-    one line per configuration (its first repeat), and the cluster limit dashed."""
+    one line per configuration (its first repeat), and the cluster limit dashed; below
+    it, the stranded part alone (the packet cache), where the policies differ."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure as MplFigure
 
-    fig = MplFigure(figsize=(10, 5.5), dpi=100)
+    fig = MplFigure(figsize=(10, 7.5), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.subplots(1, 1)
+    ax, ax_s = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     drawn = False
-    for r in rows:
+    for i, r in enumerate(rows):
         if not r["runs"]:
             continue
         run_dir = folder / r["runs"][0]["dir"]
@@ -456,20 +457,26 @@ def plot_compare(out: Path, rows: list[dict[str, Any]], folder: Path, limit: flo
             doc = {}
         s = run_series(doc, run_dir)
         t, cur, cache = s.get("t", []), s.get("clusters_current", []), s.get("packets_cache", [])
+        style = {"label": r["label"], "linewidth": 1.3, "zorder": 3 + i,
+                 "linestyle": "-" if i < 10 else "--"}
         if t and cur:
             y = [a + b for a, b in zip(cur, cache, strict=False)] if cache else cur
-            ax.plot(t[:len(y)], y, label=r["label"], linewidth=1.2)
+            ax.plot(t[:len(y)], y, **style)
             drawn = True
             if limit is None and s.get("clusters_max"):
                 limit = max(_finite(s["clusters_max"]), default=None)
+        if t and cache:
+            ax_s.plot(t[:len(cache)], cache, **style)
     if limit:
-        ax.axhline(limit, linestyle="--", color="black", label="limit (nmbclusters)")
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("clusters in use (in flight + in packet cache)")
-    ax.set_title("cluster usage per configuration", fontsize="medium")
-    ax.grid(True, alpha=0.3)
+        ax.axhline(limit, linestyle=":", color="gray", linewidth=2.5, zorder=1, label="limit (nmbclusters)")
+    ax.set_ylabel("clusters in use\n(in flight + in packet cache)")
+    ax.set_title("cluster usage per configuration (first repeat of each)", fontsize="medium")
+    ax_s.set_ylabel("stranded clusters\n(in packet cache)")
+    ax_s.set_xlabel("time (s)")
+    for a in (ax, ax_s):
+        a.grid(True, alpha=0.3)
     if drawn or limit:
-        ax.legend(loc="upper left", fontsize="small")
+        ax.legend(loc="upper left", fontsize="small", ncols=2)
     if not drawn:
         ax.text(0.5, 0.5, "no samples", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
