@@ -19,7 +19,7 @@ exhaust. FreeBSD c. 2007     drain the packet zone when the cluster zone is exha
 waterm.  rejected in 2005    cached > high: drain down to low
 depot    Bonwick & Adams '01 free min(previous minimum, current minimum) buckets
 wss      FreeBSD 2018/2021   wss = max(3/4 wss, imax - bimin); trim to wss
-median   Dec 2005 proposal   drain above median + k*MAD of demand, pre-fill below median - k*MAD
+median   Dec 2005 proposal   drain above median + k*MAD of demand, pre-fill below; quiet: drain all
 ======== =================== ==================================================
 
 The registry is plain data so that the CLI can offer every parameter as an option
