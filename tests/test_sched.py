@@ -321,3 +321,20 @@ def test_stop_is_raised_at_a_sched_point_and_replayed_at_the_same_step() -> None
     _run_children(again, _until_stopped)
     assert list(again.view("turns")) == turns
     assert again.view("sc_ctl")[CTL_NDIVERGED] == 0
+
+
+def test_prepare_replay_follows_a_recorded_schedule_or_reruns_the_seed(tmp_path: Path) -> None:
+    from stress.config import RunConfig
+
+    cfg = RunConfig(cpus=2, sched="pct", seed=9, duration=3.0)
+    assert sched.prepare_replay(tmp_path, cfg) == cfg  # no schedule: re-run the seed
+    with pytest.raises(ValueError, match="no schedule.json"):
+        sched.prepare_replay(tmp_path, cfg.replace(sched="replay"))
+    Schedule(seed=9, ncpus=2, depth=3, steps=2000, switches=[(0, 1, 5)]).save(tmp_path)
+    r = sched.prepare_replay(tmp_path, cfg)
+    assert r.sched == "replay" and r.replay_from == str(tmp_path) and r.duration >= cfg.duration
+    with pytest.raises(ValueError, match="recorded for 2 CPUs"):
+        sched.prepare_replay(tmp_path, cfg.replace(cpus=3))
+    (tmp_path / "schedule.json").write_text("{not json")
+    with pytest.raises(ValueError, match="unreadable"):
+        sched.prepare_replay(tmp_path, cfg)
