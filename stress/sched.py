@@ -31,6 +31,7 @@ Who sends what to whom (``pct`` and ``replay``)::
         sched_block():      sc_state[k] = BLOCKED; pass the token (-1 if nobody)     │
         sched_unblock():    sc_state[k] = WAKING; wait for the token                │
         finish():           sc_state[k] = EXITED; pass the token                    │
+        uma.stop_requested(): sc_ctl[STOP], raised at a sched point (recorded step) │
     manager after the run: Controller.save(uma, folder) ── schedule.json ──> run folder
 
 Only the token holder writes the schedule arrays (``sc_ctl`` words, ``sc_prio``,
@@ -51,8 +52,16 @@ label that differs from the label the replaying CPU reached is a *divergence*
 (counted, first step kept), which means the system under test (or the tester) is
 not deterministic under the token, and is reported instead of silently ignored.
 
+The stop flag is part of the schedule: a worker under the token sees the manager's
+stop only at a sched point (the first after the manager asked), and that step is
+recorded; a replay raises it at the same step, and stops the run when the recording
+is used up.  Otherwise the step at which each CPU leaves its loop would depend on the
+manager's timer and every replay would diverge at its end.
+
 Open questions: the manager's own arena writes (trim callout) are not under the
-token; in ``pct``/``replay`` the manager should not trim, or replays may diverge.
+token; in ``pct``/``replay`` the manager does not trim, or replays would diverge.  A
+CPU blocked in zonelimit is woken by a free made under the token, so its return is
+ordered too; a wakeup by the manager (a drain request) is not.
 """
 
 from __future__ import annotations
