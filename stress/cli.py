@@ -48,6 +48,7 @@ import argparse
 import dataclasses
 import importlib
 import math
+import os
 import re
 import shutil
 import sys
@@ -469,6 +470,8 @@ def call_guarded(what: str, fn: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: {what}: interrupted", file=sys.stderr)
         return EX_INTERRUPTED
+    except BrokenPipeError:
+        return _stdout_closed()
     except Exception:
         traceback.print_exc()
         print(f"{PROG}: {what}: the tester itself failed (traceback above)", file=sys.stderr)
@@ -477,6 +480,19 @@ def call_guarded(what: str, fn: Callable[[], int]) -> int:
         print(f"{PROG}: {what}: returned {code!r} instead of an exit code", file=sys.stderr)
         return EX_TESTER
     return code
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``| head``): no traceback, exit 1 (Python's advice).
+
+    stdout is pointed at /dev/null so that the interpreter's final flush cannot fail again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EX_FAIL
 
 
 def _main_run() -> Callable[[RunConfig], int] | None:
@@ -767,6 +783,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_USAGE
     except KeyboardInterrupt:
         return EX_INTERRUPTED
+    except BrokenPipeError:
+        return _stdout_closed()
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:

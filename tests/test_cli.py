@@ -276,6 +276,17 @@ def test_tester_crash_exits_3_with_traceback(capsys: pytest.CaptureFixture[str],
     assert "Traceback" in err and "arena could not be created" in err
 
 
+def test_closed_stdout_is_not_a_crash() -> None:
+    """`zonelimit report RUN | head -1`: no traceback when the reader goes away."""
+    script = ("import sys; from stress import cli, report; "
+              "report.main = lambda a, p=None: [print('x' * 1000) for _ in range(1000)] and 0; "
+              "sys.exit(cli.main(['report', '.']))")
+    r = subprocess.run(f"{sys.executable} -c \"{script}\" | head -c 10 >/dev/null; exit ${{PIPESTATUS[0]}}",
+                       shell=True, executable="/bin/bash", capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 1
+
+
 def test_ctrl_c_exits_130(capsys: pytest.CaptureFixture[str], runner: Recorder) -> None:
     runner.exc = KeyboardInterrupt()
     assert run_main(capsys, "--cpus", "1")[0] == 130
