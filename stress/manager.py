@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from allocator import ZONE_NAMES, Uma, UmaConfig, netstat_m_lines
+from allocator.policy.callout import TrimCallout, policy_wants_exhaustion_drain
 from stress import audit as audit_mod
 from stress import results, sched
 from stress.config import RunConfig
@@ -98,7 +99,7 @@ def uma_config(cfg: RunConfig, extra: tuple[Any, ...]) -> UmaConfig:
         refcount=cfg.refcount,
         wakeup=cfg.wakeup,
         invariants=cfg.invariants,
-        exhaustion_drain=cfg.policy != "none",
+        exhaustion_drain=policy_wants_exhaustion_drain(cfg.policy),
         inject=frozenset(cfg.inject),
         extra=extra,
         sched_locks=cfg.sched in ("pct", "replay"),
@@ -111,47 +112,6 @@ def planned_duration(cfg: RunConfig) -> float:
     if cfg.rounds > 0:
         return cfg.rounds * (cfg.round_length + cfg.idle)
     return cfg.duration
-
-
-class TrimCallout:
-    """The trim "callout" (uma_timeout in FreeBSD), run by the manager every
-    ``--trim-interval``: for each zone, observe the interval, let the policy decide,
-    apply the decision in whole buckets (allocator.policy's interface)."""
-
-    def __init__(self, uma: Any, cfg: RunConfig) -> None:
-        from allocator.policy import Observation, make_policy
-
-        self.uma = uma
-        self.Observation = Observation
-        self.policies = {z: make_policy(cfg.policy, cfg.policy_params) for z in range(len(ZONE_NAMES))}
-        self.prev: dict[int, dict[str, int]] = {}
-        self.interval = 0
-        self.drained = 0
-        self.prefilled = 0
-
-    def tick(self) -> None:
-        """One interval for every zone."""
-        for z, policy in self.policies.items():
-            raw = self.uma.observe(z)
-            prev = self.prev.get(z, {})
-            self.prev[z] = raw
-
-            def diff(key: str, raw: dict[str, int] = raw, prev: dict[str, int] = prev) -> int:
-                return int(raw[key]) - int(prev.get(key, 0))
-
-            obs = self.Observation(
-                zone=z, interval=self.interval, bucket_size=int(raw["bucket_size"]),
-                cached=int(raw["cached"]), percpu=int(raw["percpu"]), imax=int(raw["imax"]),
-                imin=int(raw["imin"]), bimin=int(raw["bimin"]), fills=diff("fills"),
-                allocs=diff("allocs"), frees=diff("frees"), overflows=diff("overflows"),
-                sleepers=int(raw["sleepers"]), cluster_fails=diff("cluster_fails"),
-                cluster_sleeps=diff("cluster_sleeps"))
-            d = policy.decide(obs)
-            if d.drain_buckets or d.prefill_buckets or d.drain_percpu:
-                done = self.uma.apply(z, d.drain_buckets, d.prefill_buckets, d.drain_percpu)
-                self.drained += int(done.get("drained", 0))
-                self.prefilled += int(done.get("prefilled", 0))
-        self.interval += 1
 
 
 @dataclass
@@ -316,7 +276,8 @@ class Manager:
         self.progress = Progress(planned, enabled=None if self.echo is not None else False)
         ctl = uma.view("wl_ctl")
         dog = Watchdog(uma, cfg.wedge_timeout, st.t0)
-        trim = TrimCallout(uma, cfg) if cfg.policy != "none" and cfg.sched not in ("pct", "replay") else None
+        use_trim = cfg.policy != "none" and cfg.sched not in ("pct", "replay")
+        trim = TrimCallout(uma, cfg.policy, cfg.policy_params) if use_trim else None
         self.trim = trim
         sampler = results.SampleWriter(self.out / results.SAMPLES_CSV, SAMPLE_COLUMNS)
         self._last_ops = (st.t0, 0)
@@ -649,8 +610,7 @@ class Manager:
         if self.profile_lines:
             doc["profile"] = self.profile_lines
         if self.trim is not None:
-            doc["trim"] = {"intervals": self.trim.interval, "drained": self.trim.drained,
-                           "prefilled": self.trim.prefilled}
+            doc["trim"] = self.trim.summary()
         if error:
             doc["error"] = error
         if report is not None and uma is not None:
