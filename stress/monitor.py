@@ -151,25 +151,22 @@ def audit_lines(audit: dict[str, Any] | None) -> list[str]:
 
 
 def _words(value: Any, limit: int = 5) -> str:
-    """A value of run.json for a person: ``{"mbufs": 256}`` -> ``256 mbufs``; ``{"0": 1.5}`` -> ``0=1.5``.
+    """A value of run.json for a person: ``{"rx_drops": 0, "bytes": 1500}`` -> ``rx drops 0, bytes 1,500``.
 
     Lists show their first ``limit`` elements and say how many more there are.
     """
     if isinstance(value, dict):
-        parts = []
-        for k, v in value.items():
-            key = str(k).replace("_", " ")
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and key.endswith("s") and key.isalpha():
-                parts.append(f"{_words(v)} {key}")
-            else:
-                parts.append(f"{key}={_words(v)}")
-        return ", ".join(parts) or "none"
+        return ", ".join(f"{str(k).replace('_', ' ')} {_words(v)}" for k, v in value.items()) or "none"
     if isinstance(value, list):
         shown = [f"({_words(v)})" if isinstance(v, dict) else _words(v) for v in value[:limit]]
         more = f" ... ({len(value) - limit} more)" if len(value) > limit else ""
         return (", ".join(shown) or "none") + more
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, bool) or value is None:
+        return str(value).lower()
+    if isinstance(value, int):
         return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if value.is_integer() else f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
     return str(value)
 
 
@@ -186,6 +183,17 @@ def throughput_lines(doc: dict[str, Any]) -> list[str]:
     if per_cpu:
         line += " (per CPU: " + " ".join(f"{float(x):,.0f}" for x in per_cpu) + ")"
     return [line]
+
+
+def workload_lines(workload: dict[str, Any] | None, trim: dict[str, Any] | None = None) -> list[str]:
+    """The workload's own counts (packets, bytes verified, drops) and what the trim callout did."""
+    lines = []
+    if isinstance(workload, dict) and workload:
+        rest = {k: v for k, v in workload.items() if k != "name"}
+        lines.append(f"workload {workload.get('name', '?')}: {_words(rest)}")
+    if isinstance(trim, dict) and trim.get("intervals"):
+        lines.append(f"trim callout: {_words(trim)}")
+    return lines
 
 
 def lock_lines(locks: list[dict[str, Any]] | None, top: int = 10) -> list[str]:
@@ -295,6 +303,7 @@ def summary_lines(doc: dict[str, Any], folder: Path) -> list[str]:
     lines += schedule_lines(doc.get("schedule"))
     lines += stop_lines(doc.get("stop"))
     lines += throughput_lines(doc)
+    lines += workload_lines(doc.get("workload"), doc.get("trim"))
     lines += lock_lines(doc.get("locks"))
     lines += wedge_lines(doc.get("wedge"))
     lines += verdict_lines(doc)

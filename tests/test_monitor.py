@@ -89,6 +89,14 @@ def test_summary_of_a_wedge(tmp_path: Path) -> None:
     assert lock_rows[0].endswith("cluster keg"), "most waited-on lock first"
 
 
+def test_workload_and_trim_lines() -> None:
+    assert monitor.workload_lines(None, None) == []
+    assert monitor.workload_lines({"name": "netperf", "packets": 47776, "rx_drops": 0}, {"intervals": 0}) == [
+        "workload netperf: packets 47,776, rx drops 0"]
+    assert monitor.workload_lines({}, {"intervals": 3, "drained": 2}) == [
+        "trim callout: intervals 3, drained 2"]
+
+
 def test_summary_of_a_clean_run(tmp_path: Path) -> None:
     doc = wedged_doc()
     doc.update(verdict="ok", exit_code=0, wedge=None, locks=[])
@@ -126,9 +134,9 @@ def test_extra_audit_fields_read_as_words(tmp_path: Path) -> None:
     doc["audit"]["held_by_consumers"] = {"mbufs": 1256, "clusters": 183}
     doc["audit"]["lost_cluster_examples"] = [{"cluster": i, "refcount": 0} for i in range(7)]
     lines = monitor.audit_lines(doc["audit"])
-    assert "  held by consumers: 1,256 mbufs, 183 clusters" in lines
-    assert "  lost cluster examples: (cluster=0, refcount=0), (cluster=1, refcount=0), (cluster=2, refcount=0), " \
-           "(cluster=3, refcount=0), (cluster=4, refcount=0) ... (2 more)" in lines
+    assert "  held by consumers: mbufs 1,256, clusters 183" in lines
+    assert "  lost cluster examples: (cluster 0, refcount 0), (cluster 1, refcount 0), (cluster 2, refcount 0), " \
+           "(cluster 3, refcount 0), (cluster 4, refcount 0) ... (2 more)" in lines
 
 
 @pytest.mark.parametrize("verdict", sorted(monitor.VERDICT_WORDS))
