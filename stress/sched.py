@@ -298,7 +298,7 @@ class TokenScheduler:
     def __init__(self, view: ViewFn, k: int, ncpus: int,
                  on_exhausted: Callable[[], None] | None = None,
                  real_stop: Callable[[], bool] | None = None) -> None:
-        self.on_exhausted = on_exhausted  #: replay: called once the recording is used up (stop the run)
+        self.on_exhausted = on_exhausted  #: replay: called when the recorded run stopped (stop ours)
         self.real_stop = real_stop  #: the manager's stop flag, read only at sched points
         self.ctl = view("sc_ctl")
         mode = SCHED_MODES[self.ctl[CTL_MODE]]
@@ -366,6 +366,8 @@ class TokenScheduler:
         if self.replay:
             if 0 < ctl[CTL_STOPSTEP] <= step:
                 ctl[CTL_STOP] = 1
+                if self.on_exhausted is not None:  # the recorded run stopped here: stop ours
+                    self.on_exhausted()
         elif self.real_stop is not None and self.real_stop():
             ctl[CTL_STOPSTEP] = step
             ctl[CTL_STOP] = 1
