@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from allocator import ZONE_NAMES, Uma, UmaConfig, netstat_m_lines
-from allocator.policy.callout import TrimCallout, policy_wants_exhaustion_drain
+from allocator.policy.callout import TrimCallout
 from stress import audit as audit_mod
 from stress import results, sched
 from stress.config import RunConfig
@@ -99,7 +99,8 @@ def uma_config(cfg: RunConfig, extra: tuple[Any, ...]) -> UmaConfig:
         refcount=cfg.refcount,
         wakeup=cfg.wakeup,
         invariants=cfg.invariants,
-        exhaustion_drain=policy_wants_exhaustion_drain(cfg.policy),
+        # The c. 2007 inline drain comes with every fix; only `none` (2005) lacks it.
+        exhaustion_drain=cfg.policy != "none",
         inject=frozenset(cfg.inject),
         extra=extra,
         sched_locks=cfg.sched in ("pct", "replay"),
