@@ -595,13 +595,10 @@ class Controller:
     def prepare(self, uma: Any) -> None:
         """Write the initial token, priorities and (replay) the recorded switches into the
         arena; make the orphan lock the forked workers inherit."""
-        global _ORPHAN_LOCK
         if not self.controlled:
             return
         prepare_arena(uma.view, self.cfg.cpus, self.mode, self.seed, self.depth, self.steps, self.replay)
-        import multiprocessing
-
-        _ORPHAN_LOCK = multiprocessing.get_context("fork").Lock()
+        make_orphan_lock()
 
     def schedule(self, uma: Any) -> Schedule | None:
         """The schedule as recorded in the arena (pct), or None."""
@@ -638,6 +635,15 @@ class Controller:
             d["diverged_at_step"] = int(ctl[CTL_DIVERGED]) - 1 if ctl[CTL_DIVERGED] else None
             d["divergences"] = int(ctl[CTL_NDIVERGED])
         return d
+
+
+def make_orphan_lock() -> None:
+    """Make the lock under which an orphan token is taken; call before forking the CPUs
+    (a fork-context lock: its semaphore is unlinked at once and cannot leak)."""
+    global _ORPHAN_LOCK
+    import multiprocessing
+
+    _ORPHAN_LOCK = multiprocessing.get_context("fork").Lock()
 
 
 def prepare_arena(view: ViewFn, ncpus: int, mode: str, seed: int, depth: int, steps: int,

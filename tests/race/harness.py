@@ -289,9 +289,7 @@ def run(scenario: str, inject: tuple[str, ...], mode: str, seed: int, *, depth: 
         box[0] = -1
         if controlled:
             sched.prepare_arena(uma.view, parts, mode, seed, depth, steps, replay)
-            import multiprocessing
-
-            sched._ORPHAN_LOCK = multiprocessing.get_context("fork").Lock()
+            sched.make_orphan_lock()
         pids = [_fork(uma, scenario, k, parts, ncpus, mode, seed, rounds, jitter, invariants)
                 for k in range(parts)]
         wedged = _wait(uma, pids, ncpus, timeout, wedge_wait)
