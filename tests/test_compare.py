@@ -114,6 +114,16 @@ def test_compare_tiny_writes_all_three_files_with_the_documented_structure(tmp_p
     assert med["modern:median"]["recovery_s"]["median"] == 1  # gone by the first idle sample
     assert med["modern:none"]["recovery_s"]["median"] == 3  # never recovered: the rest of the run
     assert doc["target"]["met"] is True
+    checks = doc["target"]["checks"]
+    assert any(c.startswith("n/a  stranded avg vs 2005") for c in checks)  # leaks, not stranding
+    assert any(c.startswith("ok   stranded avg 27 vs modern:none 900") for c in checks)
+
+    # rebuild recomputes the same figures from the run folders and rewrites the files
+    (out / "compare.png").unlink()
+    compare.rebuild(out)
+    again = json.loads((out / "compare.json").read_text())
+    assert [r["summary"] for r in again["rows"]] == [r["summary"] for r in doc["rows"]]
+    assert (out / "compare.png").exists()
 
     text = (out / "compare.txt").read_text()
     assert text.splitlines()[0].startswith("compare: workload netperf, 2 CPUs, nmbclusters 1024")
