@@ -124,6 +124,7 @@ class Context(LockOps):
         shared = row if "stats-unlocked" not in inject else g.ncpus + 1
         self._sci = [z * self.rows + shared for z in range(NZONES)]
         self._zkeg = ZONE_KEG
+        self._wake_one_clears_full = "wake-one" in inject
         self._bmax = BUCKET_MAX
         # Hooks (races.md): no-ops unless a scheduler installs its own.
         self.sched_point: Callable[[str], None] = _noop_label

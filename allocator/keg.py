@@ -149,8 +149,10 @@ class KegOps(Context):
                 return -1
 
     def keg_drain(self, k: int) -> int:
-        """keg_drain: return wholly free slabs to the VM; clears FULL when the page
-        count drops below the limit.  Returns the number of pages released."""
+        """keg_drain (zone_drain's second half, 2005): return wholly free slabs to the
+        VM.  It does NOT clear FULL: only the next free through uma_zfree_internal
+        does, and that free wakes one sleeper (2005) -- the others then sleep on while
+        the keg has room.  Returns the number of pages released."""
         n = 0
         while True:
             s = self.uk_free_head[k]
@@ -163,8 +165,6 @@ class KegOps(Context):
             self.uk_pages[k] -= 1
             self.uk_free[k] -= IPERS[k]
             n += 1
-        if n and self.uk_flags[k] & UMA_ZFLAG_FULL and self.uk_pages[k] < self.uk_maxpages[k]:
-            self.uk_flags[k] &= ~UMA_ZFLAG_FULL
         return n
 
     def keg_sleep(self, k: int, z: int) -> None:  # implemented in limit.py

@@ -207,7 +207,7 @@ class Uma:
             row = self.arena.layout.geometry.ncpus
             self.arena.view("cpu_pid")[row] = os.getpid()
             self._manager = Cpu(self.arena, row, self.locks, self.sems, self.config.inject,
-                                lock_profile=self.config.lock_profile)
+                                sched_locks=self.config.sched_locks, lock_profile=self.config.lock_profile)
         return self._manager
 
     # --- reading ------------------------------------------------------------------------

@@ -362,7 +362,10 @@ class ZoneOps(LimitOps, BucketOps):
         self.lock(k, P_ZFREE_INTERNAL)
         self.slab_free_item(k, item)
         if self.uk_flags[k] & UMA_ZFLAG_FULL:
-            if self.uk_pages[k] < self.uk_maxpages[k]:
+            if self.uk_pages[k] < self.uk_maxpages[k] or self._wake_one_clears_full:
+                # INJECTED DEFECT wake-one (races.md): the free clears FULL even though
+                # the keg is still at its limit, and wakes one sleeper; later frees go
+                # to the caches and wake nobody.
                 self.uk_flags[k] &= ~UMA_ZFLAG_FULL
             # We can handle one more allocation.
             self.keg_wakeup(k)

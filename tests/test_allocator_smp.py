@@ -193,3 +193,46 @@ def test_wakeup_all_wakes_every_sleeper():
             p.kill()
             p.join()
         uma.close()
+
+
+def test_wake_one_injection_wakes_one_even_when_configured_to_wake_all():
+    """races.md wake-one: a free at the limit wakes one sleeper (and clears FULL), even
+    with --wakeup all; the second sleeper sleeps on."""
+    extra = (ArraySpec("got", "q", 4, "cluster each sleeper got + 1"),)
+    uma = Uma.create(UmaConfig(ncpus=3, nmbclusters=16, wakeup="all", inject=frozenset({"wake-one"}),
+                               extra=extra))
+    procs = []
+    try:
+        c2 = uma.cpu(2)
+        held = [c2.zalloc(ZONE_CLUSTER, M_WAITOK) for _ in range(16)]
+        procs = [FORK.Process(target=_sleeper, args=(uma, k)) for k in (0, 1)]
+        for p in procs:
+            p.start()
+        assert _wait_for(lambda: len(uma.sleepers()) == 2)
+        wakeups = uma.view("uk_wakeups")[KEG_CLUSTER]
+        c2.zfree(ZONE_CLUSTER, held.pop())
+        assert _wait_for(lambda: sum(1 for k in (0, 1) if uma.view("got")[k]) == 1)
+        time.sleep(0.3)
+        assert uma.view("uk_wakeups")[KEG_CLUSTER] == wakeups + 1
+        assert len(uma.sleepers()) == 1
+    finally:
+        for p in procs:
+            p.kill()
+            p.join()
+        uma.close()
+
+
+def test_keg_drain_leaves_full_set_until_the_next_free():
+    uma = Uma.create(UmaConfig(ncpus=1, nmbclusters=16))
+    try:
+        m = uma.manager()
+        held = [m.zalloc(ZONE_CLUSTER, 1) for _ in range(16)]
+        assert m.zalloc(ZONE_CLUSTER, 1) == -1 and uma.keg_full(KEG_CLUSTER)
+        for x in held[:4]:
+            m.zfree(ZONE_CLUSTER, x)
+        uma.zone_drain(ZONE_CLUSTER)  # two wholly free slabs go back to the VM
+        assert uma.view("uk_pages")[KEG_CLUSTER] == 6 and uma.keg_full(KEG_CLUSTER)
+        m.zfree(ZONE_CLUSTER, held[4])  # the next free clears it (pages < limit)
+        assert not uma.keg_full(KEG_CLUSTER)
+    finally:
+        uma.close()
