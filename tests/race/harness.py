@@ -61,7 +61,10 @@ SCENARIOS = {
     "cache-drain-unsafe": "drain",
     "stats-unlocked": "stats",
 }
-NCPUS = {"shared": 2, "limit": 2, "wakeone": 3, "drain": 1, "stats": 2}
+NCPUS = {"shared": 2, "limit": 2, "wakeone": 2, "drain": 1, "stats": 2}
+#: the manager-context participant (k == ncpus) of these scenarios
+MANAGER_PART = {"drain", "wakeone"}
+WAKEONE_HOLDER = NCPUS["wakeone"]
 
 
 class Ctx:
@@ -174,45 +177,48 @@ def role_limit(c: Ctx, rounds: int) -> None:
 
 
 def role_wakeone(c: Ctx, rounds: int) -> None:
-    """Two sleepers, then two frees: wakeup_one plus FULL cleared by the first free
-    leaves the second sleeper asleep while a cluster is free."""
+    """2005's free path at the limit: the holder (the manager's context, whose frees go
+    straight to the slabs and whose allocations are single items) takes every cluster;
+    CPUs 0 and 1 ask for one and sleep; the holder frees its clusters one by one.
+
+    Fixed: FULL stays set while the keg is at its limit, so every free wakes a sleeper.
+    wake-one: the first free clears FULL and wakes one; the frees that land before the
+    woken CPU re-sets FULL (its M_NOWAIT refill hits the limit) wake nobody, and the
+    other CPU sleeps on with those clusters free in the keg.  One round: a round leaves
+    clusters in the woken CPUs' buckets, so a second round would not sleep."""
     box, cpu = c.box, c.cpu
     uk_nsleep = c.uma.view("uk_nsleep")
-    for r in range(rounds):
-        if c.k == 0:
-            held = []
-            while True:
-                m = cpu.m_gethdr(M_WAITOK, MT_DATA)
-                c.hold(m)
-                if not cpu.m_clget(m, M_NOWAIT):
-                    cpu.m_freem(m)
-                    c.unhold(m)
-                    break
-                held.append(m)
-            box[1] = r + 1
-            if not c.wait_until(lambda: uk_nsleep[KEG_CLUSTER] >= 2, "two sleepers", 100000):
-                return
-            for _ in range(2):
+    if c.k == WAKEONE_HOLDER:
+        held = []
+        while True:
+            m = cpu.m_gethdr(M_WAITOK, MT_DATA)
+            c.hold(m)
+            if not cpu.m_clget(m, M_NOWAIT):  # the limit: FULL is set
+                c.unhold(m)
+                cpu.m_freem(m)
+                break
+            held.append(m)
+        box[1] = 1  # armed: every cluster is held
+        if c.wait_until(lambda: uk_nsleep[KEG_CLUSTER] >= 2, "two sleepers", 100000):
+            while held:
                 m = held.pop()
                 c.unhold(m)
                 cpu.m_freem(m)
                 c.sp("freed one")
-            if not c.wait_until(lambda r=r: box[6] == box[7] == r + 1, "both got one", 2000):
-                return
-            for m in held:
-                c.unhold(m)
-                cpu.m_freem(m)
-            box[4] = r + 1
-        else:
-            if not c.wait_until(lambda r=r: box[1] == r + 1, "armed", 100000):
-                return
-            m = cpu.m_gethdr(M_WAITOK, MT_DATA)
-            c.hold(m)
-            cpu.m_clget(m, M_WAITOK)
-            box[5 + c.k] = r + 1
+            c.wait_until(lambda: box[6] == box[7] == 1, "both got one", 500)
+        for m in held:
             c.unhold(m)
             cpu.m_freem(m)
-            c.wait_until(lambda r=r: box[4] == r + 1, "next round", 100000)
+        box[4] = 1
+    else:
+        if not c.wait_until(lambda: box[1] == 1, "armed", 100000):
+            return
+        m = cpu.m_gethdr(M_WAITOK, MT_DATA)
+        c.hold(m)
+        cpu.m_clget(m, M_WAITOK)  # sleeps in zonelimit until a free wakes it
+        box[6 + c.k] = 1
+        c.unhold(m)
+        cpu.m_freem(m)
 
 
 def role_drain(c: Ctx, rounds: int) -> None:
@@ -252,7 +258,7 @@ def role_stats(c: Ctx, rounds: int) -> None:
 
 ROLES = {"shared": role_shared, "limit": role_limit, "wakeone": role_wakeone, "drain": role_drain,
          "stats": role_stats}
-ROUNDS = {"shared": 12, "limit": 3, "wakeone": 2, "drain": 12, "stats": 20}
+ROUNDS = {"shared": 12, "limit": 3, "wakeone": 1, "drain": 12, "stats": 20}
 #: PCT period k per scenario: about the number of sched points between two chances
 STEPS = {"shared": 300, "limit": 20, "wakeone": 40, "drain": 40, "stats": 40}
 
@@ -265,7 +271,7 @@ def run(scenario: str, inject: tuple[str, ...], mode: str, seed: int, *, depth: 
         invariants: bool = True, timeout: float = 60.0, wedge_wait: float = 0.5) -> Outcome:
     """Run ``scenario`` once; return its verdict (and its schedule in pct mode)."""
     ncpus = NCPUS[scenario]
-    drainer = scenario == "drain"
+    drainer = scenario in MANAGER_PART
     parts = ncpus + (1 if drainer else 0)
     rounds = rounds or ROUNDS[scenario]
     steps = steps or STEPS[scenario]

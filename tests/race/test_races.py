@@ -42,6 +42,7 @@ PINNED = {
     "lost-wakeup": 0,
     "cache-drain-unsafe": 7,
     "stats-unlocked": 0,
+    "wake-one": 4,
 }
 #: (injection, mode, rounds, seeds budget) for real parallel cores
 PARALLEL = {
@@ -50,13 +51,9 @@ PARALLEL = {
     "lost-wakeup": ("jitter", 300, 6),
     "cache-drain-unsafe": ("jitter", 400, 6),
     "stats-unlocked": ("free", 20, 10),
+    "wake-one": ("free", 1, 6),
 }
 TWO_CORES = len(os.sched_getaffinity(0)) >= 2
-NOT_IN_PCT = {
-    "wake-one": "in the allocator, FULL clears only in keg_drain (which wakes nobody), never on a free, "
-                "so wakeup_one leaves no sleeper behind while items are free; needs the 2005 path where a "
-                "free clears FULL",
-}
 
 
 def _run(inject: str, mode: str, seed: int, **kw: object) -> h.Outcome:
@@ -68,11 +65,6 @@ def test_pct_pinned_seed_fires_every_time(inject: str) -> None:
     verdicts = [_run(inject, "pct", PINNED[inject]).verdict for _ in range(3)]
     assert set(verdicts) <= CLASSES[inject], verdicts
     assert len(set(verdicts)) == 1, f"not deterministic: {verdicts}"
-
-
-@pytest.mark.parametrize("inject", sorted(NOT_IN_PCT))
-def test_pct_rows_not_reproducible_yet(inject: str) -> None:
-    pytest.xfail(NOT_IN_PCT[inject])
 
 
 @pytest.mark.parametrize("inject", sorted(PINNED))
@@ -98,7 +90,7 @@ def test_parallel_cores_find_it_within_budget(inject: str) -> None:
     pytest.fail(f"{inject} not found in {budget} {mode} seeds: {seen}")
 
 
-@pytest.mark.parametrize("scenario", sorted(set(h.SCENARIOS.values()) - {"wakeone"}))
+@pytest.mark.parametrize("scenario", sorted(set(h.SCENARIOS.values())))
 def test_no_injection_no_finding_pct_sweep(scenario: str) -> None:
     for seed in range(6):
         o = h.run(scenario, (), "pct", seed, invariants=True)
@@ -106,7 +98,7 @@ def test_no_injection_no_finding_pct_sweep(scenario: str) -> None:
 
 
 @pytest.mark.skipif(not TWO_CORES, reason="needs two real cores")
-@pytest.mark.parametrize("scenario", sorted(set(h.SCENARIOS.values()) - {"wakeone"}))
+@pytest.mark.parametrize("scenario", sorted(set(h.SCENARIOS.values())))
 def test_no_injection_no_finding_on_parallel_cores(scenario: str) -> None:
     for seed in range(2):
         o = h.run(scenario, (), "jitter", seed, invariants=True, rounds=100, jitter=0.2)
