@@ -30,6 +30,9 @@ Python has no cheap atomics, so fetchadd is a read-modify-write under one of
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from .keg import M_NOWAIT, M_WAITOK
 from .layout import (
     EXT_CLUSTER,
@@ -61,11 +64,13 @@ _REF_LOCK0 = LOCK_BUCKET + 1  # first refcount stripe lock id
 class MbufOps(ZoneOps):
     """m_get, m_gethdr, m_getcl, m_clget, m_copym, m_free, m_freem for one CPU."""
 
+    _fast: dict[str, Callable[..., Any]]  #: the per-CPU closures, by method name
+
     def _install_mbuf_hooks(self) -> None:
         """Install the zone hooks and bind this CPU's fast paths (once, at creation).
 
-        perf (P2, performance.md): the ctors, the packet dtor, m_getcl, m_freem and
-        mb_free_ext are closures over the arena's memoryviews (closure cells, not
+        perf (P2, performance.md): the ctors, the packet dtor, m_getcl, m_freem,
+        mb_free_ext, m_copym and mtod are closures over the arena's memoryviews (closure cells, not
         ``self.attr`` look-ups), stored on the instance.  What an instrument may
         replace later -- ``zalloc``/``zfree`` (INVARIANTS, injections), ``lock``,
         ``sched_point`` -- is still looked up on ``self`` at every call."""
@@ -176,13 +181,42 @@ class MbufOps(ZoneOps):
                     mb_free_ext(m)
                 m = nxt
 
+        payload_m, payload_c = self.payload[0], self.payload[1]
+
+        def m_copym(m: int, how: int = M_NOWAIT) -> int:
+            """m_copym of one mbuf (see the method)."""
+            n = this.zalloc(ZONE_MBUF, how, m_type[m] | ((m_flags[m] & M_PKTHDR) << 16))
+            if n < 0:
+                return -1
+            c = m_ext[m]
+            if c >= 0:
+                this._ref_add(c, 1, P_REF_COPY)
+                m_ext[n] = c
+                m_exttype[n] = m_exttype[m]
+                m_flags[n] |= M_EXT
+            else:
+                payload_m[n * MSIZE:(n + 1) * MSIZE] = payload_m[m * MSIZE:(m + 1) * MSIZE]
+            m_len[n] = m_len[m]
+            ops[row] += 1
+            return n
+
+        def mtod(m: int) -> memoryview:
+            """The data of ``m`` (see the method)."""
+            c = m_ext[m]
+            if c >= 0:
+                return payload_c[c * MCLBYTES:(c + 1) * MCLBYTES]
+            return payload_m[m * MSIZE:(m + 1) * MSIZE]
+
         self._ctor = [mb_ctor_mbuf, mb_ctor_clust, mb_ctor_pack]
         self._dtor = [None, None, mb_dtor_pack]
         self._zinit = [None, None, self._mb_zinit_pack]
         self._zfini = [None, None, self._mb_zfini_pack]
-        self._mb_free_ext = mb_free_ext  # type: ignore[method-assign]
-        self.m_getcl = m_getcl  # type: ignore[method-assign]
-        self.m_freem = m_freem  # type: ignore[method-assign]
+        # The one implementation of each; the methods below delegate to these, and the
+        # instance attributes make a consumer's call skip the method.
+        self._fast = {"m_getcl": m_getcl, "m_freem": m_freem, "m_copym": m_copym, "mtod": mtod,
+                      "_mb_free_ext": mb_free_ext}
+        for name, fn in self._fast.items():
+            setattr(self, name, fn)
         self.bind_fast_paths()
 
     def _mb_zinit_pack(self, m: int, flags: int) -> int:
@@ -219,10 +253,7 @@ class MbufOps(ZoneOps):
 
     def m_getcl(self, how: int = M_WAITOK, type_: int = MT_DATA, flags: int = M_PKTHDR) -> int:
         """m_getcl: an mbuf with a cluster attached, from the packet zone, or -1."""
-        m = self.zalloc(ZONE_PACKET, how, type_ | (flags << 16))
-        if m >= 0:
-            self.cpu_ops[self.row] += 1
-        return m
+        return int(self._fast["m_getcl"](how, type_, flags))
 
     def m_clget(self, m: int, how: int = M_WAITOK) -> bool:
         """m_clget: attach a cluster from the cluster zone to ``m`` (EXT_CLUSTER).
@@ -239,21 +270,7 @@ class MbufOps(ZoneOps):
         """m_copym of a cluster mbuf: a new mbuf sharing ``m``'s cluster (mb_dupcl:
         refcount + 1, same ext type).  A plain mbuf is copied byte for byte.  -1 if no
         mbuf could be had."""
-        n = self.zalloc(ZONE_MBUF, how, self.m_type[m] | ((self.m_flags[m] & M_PKTHDR) << 16))
-        if n < 0:
-            return -1
-        c = self.m_ext[m]
-        if c >= 0:
-            self._ref_add(c, 1, P_REF_COPY)
-            self.m_ext[n] = c
-            self.m_exttype[n] = self.m_exttype[m]
-            self.m_flags[n] |= M_EXT
-        else:
-            pl = self.payload[0]
-            pl[n * MSIZE:(n + 1) * MSIZE] = pl[m * MSIZE:(m + 1) * MSIZE]
-        self.m_len[n] = self.m_len[m]
-        self.cpu_ops[self.row] += 1
-        return n
+        return int(self._fast["m_copym"](m, how))
 
     def m_free(self, m: int) -> int:
         """m_free: free one mbuf (and its cluster reference); returns m_next."""
@@ -267,15 +284,12 @@ class MbufOps(ZoneOps):
 
     def m_freem(self, m: int) -> None:
         """m_freem: free a whole chain."""
-        while m >= 0:
-            m = self.m_free(m)
+        self._fast["m_freem"](m)
 
     def mtod(self, m: int) -> memoryview:
         """The data of ``m``: its cluster's 2 KB if it has one, else its 256 bytes."""
-        c = self.m_ext[m]
-        if c >= 0:
-            return self.payload[1][c * MCLBYTES:(c + 1) * MCLBYTES]
-        return self.payload[0][m * MSIZE:(m + 1) * MSIZE]
+        view: memoryview = self._fast["mtod"](m)
+        return view
 
     # --- free-external ----------------------------------------------------------------
     def _ref_add(self, c: int, delta: int, point: int) -> int:
@@ -295,9 +309,8 @@ class MbufOps(ZoneOps):
         return old
 
     def _mb_free_ext(self, m: int) -> None:
-        """mb_free_ext: drop ``m``'s cluster reference; the last reference frees it.
-        (The implementation is the closure bound by _install_mbuf_hooks.)"""
-        raise NotImplementedError  # replaced on the instance at creation
+        """mb_free_ext: drop ``m``'s cluster reference; the last reference frees it."""
+        self._fast["_mb_free_ext"](m)
 
     def panic(self, kind: int, zone: int, item: int, other: int = -1) -> None:  # debug.py
         raise NotImplementedError
