@@ -637,9 +637,10 @@ def _figure_list(text: str) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``bench`` (called by stress/cli.py)."""
     parser.description = (parser.description or "") + (
-        "\n\nMeasures P1..P8 of performance.md, each as a ratio to a floor or baseline measured in the "
-        "same run; prints median, min and max of the repetitions, marks missed targets, and writes "
-        "<out>/<timestamp>.json.  Exit 0 when measured (missed targets included), 2 on bad options.")
+        "\n\nMeasures P1..P8 of performance.md, each as a ratio to a floor or baseline\n"
+        "measured in the same run; prints median, min and max of the repetitions, marks\n"
+        "missed targets, and writes <out>/<timestamp>.json (docs/performance.md).\n"
+        "Exit 0 when measured (missed targets included), 2 on bad options.")
     parser.add_argument("--quick", action="store_true",
                         help="small op counts and fewer repetitions: seconds, for CI and smoke tests "
                              "(default: full size)")
