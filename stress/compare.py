@@ -36,7 +36,8 @@ Where the figures come from (run.json and the run folder's samples.csv): the sam
 columns ``t``, ``clusters_current`` (clusters in flight: netstat -m current),
 ``packets_cache`` (packets cached in the packet zone, each holding a cluster: the
 stranded clusters), ``clusters_max`` (the limit), and ``ops`` (cumulative operations);
-run.json's ``ops``, ``zones`` (``req``, ``fail``, ``sleep``, and ``misses`` when the
+run.json's ``ops`` (``per_s``; ``packets_per_s``: what the workload delivered, segments
+or RPCs), ``zones`` (``req``, ``fail``, ``sleep``, and ``misses`` when the
 runner records it), ``locks`` (``wait_total_us``), ``wedge`` and ``verdict``.  A figure
 whose source is missing is null in compare.json and ``-`` in the table, never a guess.
 """
@@ -90,6 +91,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("inflight_peak", "peak clusters in flight", "clusters", "lower"),
     Figure("miss_rate", "miss rate", "%", "lower", "{:.2f}"),
     Figure("ops_per_s", "throughput", "ops/s", "higher"),
+    Figure("packets_per_s", "delivered (packets, RPCs)", "/s", "higher"),
     Figure("lock_wait_us_per_op", "lock wait per op", "us", "lower", "{:.3f}"),
     Figure("sleeps", "zonelimit sleeps", "sleeps", "lower"),
     Figure("fails", "failed allocs", "allocs", "lower"),
@@ -288,6 +290,8 @@ def run_figures(doc: dict[str, Any], folder: Path) -> dict[str, float | None]:
     ops = doc.get("ops") or {}
     if ops.get("per_s") is not None:
         fig["ops_per_s"] = float(ops["per_s"])
+    if ops.get("packets_per_s") is not None:
+        fig["packets_per_s"] = float(ops["packets_per_s"])
     total_ops = float(ops.get("total") or 0)
     locks = doc.get("locks")
     if locks and total_ops > 0:
@@ -668,6 +672,7 @@ def rebuild(out: Path) -> list[str]:
             run_doc = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
             run["figures"] = run_figures(run_doc, run_dir)
         row["summary"] = {k: summarise([run["figures"][k] for run in row["runs"]]) for k in FIGURE_KEYS}
+    doc["figures"] = [{"key": f.key, "label": f.label, "unit": f.unit, "better": f.better} for f in FIGURES]
     spread = float(doc.get("max_spread", 0.10))
     doc["warnings"] = rank_warnings(doc["rows"], spread)
     doc["target"] = target_check(doc["rows"])

@@ -54,7 +54,8 @@ class FakeRunner:
         wedged = cfg.era == "2005"
         doc = {
             "config": cfg.to_dict(), "duration_s": t_end, "verdict": "wedged" if wedged else "ok",
-            "exit_code": 1 if wedged else 0, "ops": {"total": 3000, "per_s": 500.0 + cfg.seed},
+            "exit_code": 1 if wedged else 0,
+            "ops": {"total": 3000, "per_s": 500.0 + cfg.seed, "packets_per_s": 0.0 if wedged else 40.0},
             "zones": [{"name": n, "req": 1000, "fail": 1 if wedged else 0, "sleep": 2 if wedged else 0,
                        "misses": 10} for n in ("mbuf", "mbuf_cluster", "mbuf_packet")],
             "locks": [{"name": "mbuf keg", "wait_total_us": 300.0}],
@@ -111,6 +112,7 @@ def test_compare_tiny_writes_all_three_files_with_the_documented_structure(tmp_p
     assert med["modern:median"]["lock_wait_us_per_op"]["median"] == pytest.approx(0.1)
     assert med["2005"]["wedged"]["median"] == 1 and med["modern:median"]["wedged"]["median"] == 0
     assert med["2005"]["sleeps"]["median"] == 6
+    assert med["2005"]["packets_per_s"]["median"] == 0 and med["modern:none"]["packets_per_s"]["median"] == 40
     assert med["modern:median"]["recovery_s"]["median"] == 1  # gone by the first idle sample
     assert med["modern:none"]["recovery_s"]["median"] == 3  # never recovered: the rest of the run
     assert doc["target"]["met"] is True
