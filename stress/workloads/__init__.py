@@ -17,10 +17,12 @@ from stress.workloads.netperf import Netperf
 from stress.workloads.netperf_nfs import NetperfNfs
 from stress.workloads.netperf_rr import NetperfRR
 from stress.workloads.nfs import Nfs
+from stress.workloads.races import RaceDrain, RaceLimit, RaceWakeOne
 from stress.workloads.xmalloc import Xmalloc
 
 WORKLOADS: dict[str, type[Workload]] = {
-    cls.name: cls for cls in (Netperf, NetperfRR, Nfs, Xmalloc, Larson, Mixed, NetperfNfs, Burst)
+    cls.name: cls for cls in (Netperf, NetperfRR, Nfs, Xmalloc, Larson, Mixed, NetperfNfs, Burst,
+                              RaceLimit, RaceWakeOne, RaceDrain)
 }
 
 __all__ = ["WORKLOADS", "Workload", "WorkerContext", "arena_arrays", "workload_class"]
