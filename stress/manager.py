@@ -298,6 +298,8 @@ class Manager:
                     break
                 if el >= planned:
                     break
+                if uma.stop_requested() and not any(h.proc.exitcode is None for h in self.workers):
+                    break  # a replay reached the recorded stop and every CPU has left
                 # the round schedule
                 running = True
                 if cfg.rounds > 0:
@@ -327,7 +329,7 @@ class Manager:
                 waitables = [h.proc.sentinel for h in self.workers] + [h.conn for h in self.workers]
                 timeout = max(0.0, min(WATCH_PERIOD, next_sample - time.monotonic(), planned - el))
                 multiprocessing.connection.wait(waitables, timeout=timeout)
-            if st.stop_reason == "completed":
+            if st.stop_reason == "completed" and any(h.proc.exitcode is None for h in self.workers):
                 self._drain()
             now = time.monotonic()
             self._sample(sampler, now, cur_round, False, echo_netstat=False)

@@ -104,6 +104,9 @@ def run_loop(uma: Any, cpu: Any, workload: Any) -> int:
     stop = uma.stop_requested
     serve = cpu.serve
     turn = workload.turn
+    # Under the token (pct, replay) the wait-work sched point already lets another CPU
+    # run; a nap would only hold the token while sleeping.
+    controlled = workload.ctx.cfg.sched in ("pct", "replay")
     empty = 0
     turns = 0
     while not stop():
@@ -115,6 +118,8 @@ def run_loop(uma: Any, cpu: Any, workload: Any) -> int:
             continue
         empty += 1
         cpu.sched_point("wait-work")  # controlled scheduling: let another CPU run
+        if controlled:
+            continue
         if empty < SPIN_TURNS and running:
             os.sched_yield()
         else:
