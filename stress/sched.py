@@ -556,8 +556,18 @@ def pct_depth(cfg: Any) -> int:
 
 
 def pct_steps(cfg: Any) -> int:
-    """The PCT period k of a RunConfig (default when the field is missing)."""
-    return int(getattr(cfg, "pct_steps", DEFAULT_PCT_STEPS) or DEFAULT_PCT_STEPS)
+    """The PCT period k of a RunConfig: its ``pct_steps`` field if it has one, else the
+    workload's ``PCT_STEPS`` (the race workloads' rounds are a few hundred sched points,
+    and a period about that long gives every round a fresh chance), else the default."""
+    v = getattr(cfg, "pct_steps", 0)
+    if v:
+        return int(v)
+    try:
+        from stress.workloads import workload_class
+
+        return int(getattr(workload_class(cfg.workload), "PCT_STEPS", 0) or DEFAULT_PCT_STEPS)
+    except (KeyError, AttributeError, ImportError):
+        return DEFAULT_PCT_STEPS
 
 
 class Controller:
