@@ -46,6 +46,7 @@ class Hunt:
     workload: str = "netperf"
     era: str = "modern"
     nmbclusters: int = 512
+    cpus: int = 2  #: simulated CPUs the workload's roles need (more than the cores: oversubscribed)
     duration: float = 4.0
     wedge_timeout: float = 1.0
     oracle: str = ""  #: the oracle, in words (docs/races.md)
@@ -57,11 +58,11 @@ HUNTS: dict[str, Hunt] = {
                          oracle="audit: cluster with refcount 0, neither free nor cached: lost"),
     "refcount-unlocked": Hunt(frozenset({"double-free", "corrupt", "leak"}), nmbclusters=2048,
                               oracle="INVARIANTS duplicate free / poison, payload check, audit lost"),
-    "lost-wakeup": Hunt(frozenset({"wedged"}), nmbclusters=64,
+    "lost-wakeup": Hunt(frozenset({"wedged"}), workload="race-limit", nmbclusters=8, duration=3.0,
                         oracle="watchdog: sleepers while the keg has free items"),
-    "wake-one": Hunt(frozenset({"wedged"}), nmbclusters=64,
+    "wake-one": Hunt(frozenset({"wedged"}), workload="race-wakeone", cpus=3, duration=3.0,
                      oracle="watchdog: wedge with free items available"),
-    "cache-drain-unsafe": Hunt(frozenset({"double-free", "corrupt"}),
+    "cache-drain-unsafe": Hunt(frozenset({"double-free", "corrupt"}), workload="race-drain", duration=3.0,
                                oracle="duplicate-alloc check, payload corruption, audit double-owned"),
     "stats-unlocked": Hunt(frozenset({"corrupt", "leak"}),
                            oracle="audit: counters vs a full walk of the arena"),
@@ -104,8 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jitter", type=cli.probability, default=None, metavar="P",
                         help="probability of a delay at each sched point, with --sched jitter "
                              "(default: 0.05)")
-    parser.add_argument("--cpus", type=cli.whole_number(1, cli.MAX_CPUS), default=2, metavar="N",
-                        help="simulated CPUs (default: 2)")
+    parser.add_argument("--cpus", type=cli.whole_number(1, cli.MAX_CPUS), default=None, metavar="N",
+                        help="simulated CPUs (default: the injection's hunt profile: 2, wake-one 3; "
+                             "a profile that needs more CPUs than usable cores oversubscribes them)")
     parser.add_argument("--oversubscribe", action="store_true",
                         help="allow more CPUs than usable cores (default: off)")
     parser.add_argument("--duration", type=cli.seconds(), default=None, metavar="S",
@@ -131,13 +133,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="only the summary line (default: off)")
 
 
-def hunt_config(inject: tuple[str, ...], seed: int, sched: str, *, cpus: int = 2, pct_depth: int = 3,
+def hunt_config(inject: tuple[str, ...], seed: int, sched: str, *, cpus: int | None = None, pct_depth: int = 3,
                 jitter: float | None = None, duration: float | None = None, workload: str | None = None,
                 era: str | None = None, nmbclusters: int | None = None, wedge_timeout: float | None = None,
                 invariants: bool = True, oversubscribe: bool = False, out: str | None = None) -> RunConfig:
     """The RunConfig of one hunt run: the first injection's profile, overridden by
     explicit values; the era preset's knobs (modern by default: fixed allocator)."""
     h = HUNTS[inject[0]]
+    if cpus is None:  # the profile's: its roles need that many, oversubscribed if need be
+        from stress import cli
+
+        cpus = h.cpus
+        oversubscribe = oversubscribe or cpus > len(cli.usable_cores())
     era = era or h.era
     knobs = resolve_era(era, {})
     return RunConfig(
@@ -286,18 +293,23 @@ def main(args: argparse.Namespace) -> int:
     if args.jitter is not None and args.sched != "jitter":
         return _usage(f"--jitter: only with --sched jitter (got --sched {args.sched})")
     cores = cli.usable_cores()
-    if args.cpus > len(cores) and not args.oversubscribe:
+    oversubscribe = args.oversubscribe
+    cpus = args.cpus
+    if cpus is None:  # the profile's: its roles need that many, so oversubscribe if must
+        cpus = HUNTS[inject[0]].cpus
+        oversubscribe = oversubscribe or cpus > len(cores)
+    if cpus > len(cores) and not oversubscribe:
         print(f"zonelimit: error: --cpus: at most {len(cores)} usable cores here without --oversubscribe, "
-              f"got {args.cpus}", file=sys.stderr)
+              f"got {cpus}", file=sys.stderr)
         return EX_USAGE
     root = Path(args.out) if args.out else default_root(inject)
     if root.exists() and any(root.iterdir()):
         return _usage(f"--out: {root} exists and is not empty; choose a new folder")
-    cfgs = [hunt_config(inject, seed, args.sched, cpus=args.cpus, pct_depth=args.pct_depth,
+    cfgs = [hunt_config(inject, seed, args.sched, cpus=cpus, pct_depth=args.pct_depth,
                         jitter=args.jitter,
                         duration=args.duration, workload=args.workload, era=args.era,
                         nmbclusters=args.nmbclusters, wedge_timeout=args.wedge_timeout,
-                        invariants=not args.no_invariants, oversubscribe=args.oversubscribe)
+                        invariants=not args.no_invariants, oversubscribe=oversubscribe)
             for seed in args.seeds]
     quiet = args.quiet or args.json
 
@@ -306,7 +318,7 @@ def main(args: argparse.Namespace) -> int:
 
     if not quiet:
         print(f"hunting {','.join(inject)} over seeds {args.seeds.start}..{args.seeds.stop - 1} "
-              f"({args.sched}, {args.cpus} CPUs) into {root}", flush=True)
+              f"({args.sched}, {cpus} CPUs) into {root}", flush=True)
     results = run_hunt(cfgs, root, echo=None if quiet else echo, stop_first=args.stop_first)
     line = summary_line(results, inject, args.sched)
     doc = {"format": "zonelimit.race/1", "inject": list(inject), "sched": args.sched, "folder": str(root),
