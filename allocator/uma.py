@@ -52,7 +52,7 @@ from .layout import (
     ArraySpec,
     Geometry,
 )
-from .lock import NPOINTS, POINTS, make_locks
+from .lock import NPOINTS, POINTS, hold_samples, make_locks
 from .stats import Stats, compute_stats
 
 INJECTIONS = ("refcount-eq0", "refcount-unlocked", "lost-wakeup", "wake-one", "cache-drain-unsafe",
@@ -269,13 +269,16 @@ class Uma:
         return [(LOCK_NAMES[i], own[i] - 1) for i in range(NLOCKS) if own[i]]
 
     def lock_profile(self) -> list[dict[str, Any]]:
-        """LOCK_PROFILING rows, one per (lock, acquisition point) that was used."""
+        """LOCK_PROFILING rows, one per (lock, acquisition point) that was used.  Hold
+        times are sampled (allocator.lock.HOLD_SAMPLE): the total is the sampled sum
+        scaled by count / samples, the max the longest sampled hold."""
         lp = self.arena.np("lockprof").reshape(NLOCKS, LOCK_POINTS_MAX, LP_NFIELDS)
         rows = []
         for i in range(NLOCKS):
             for p in range(NPOINTS):
                 cnt, cont, wt, wm, ht, hm = (int(x) for x in lp[i, p])
                 if cnt:
+                    ht = ht * cnt // hold_samples(cnt)
                     rows.append({"name": f"{LOCK_NAMES[i]} @ {POINTS[p]}", "lock": LOCK_NAMES[i],
                                  "point": POINTS[p], "count": cnt, "contended": cont,
                                  "wait_total_us": wt / 1e3, "wait_max_us": wm / 1e3,

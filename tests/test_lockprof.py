@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from allocator import M_WAITOK, ZONE_MBUF, Uma, UmaConfig
+from allocator.layout import LOCK_NAMES, LOCK_POINTS_MAX, LP_NFIELDS, NLOCKS
+from allocator.lock import HOLD_SAMPLE, POINTS, hold_samples
 from stress.bench import run_scaling
 from stress.profile import LOCK_COLUMNS, lock_profile_lines
 
@@ -47,6 +49,28 @@ def test_per_cpu_cache_hits_take_no_lock():
         for _ in range(N):
             cpu.zfree(ZONE_MBUF, cpu.zalloc(ZONE_MBUF, M_WAITOK))
         assert sum(r["count"] for r in uma.lock_profile()) == before
+    finally:
+        uma.close()
+
+
+def test_hold_times_are_sampled_and_scaled_to_every_acquisition():
+    # count is exact; the hold of the 1st, (1+S)th, ... acquisition is timed, and the
+    # reported total is the sampled sum scaled by count / samples
+    assert [hold_samples(n) for n in (0, 1, HOLD_SAMPLE, HOLD_SAMPLE + 1)] == [0, 1, 1, 2]
+    uma = Uma.create(UmaConfig(ncpus=1, nmbclusters=64, bucket_cache=False, lock_profile=True))
+    try:
+        cpu = uma.cpu(0)
+        cpu.zfree(ZONE_MBUF, cpu.zalloc(ZONE_MBUF, M_WAITOK))
+        one = _rows_by_point(uma, "mbuf keg")["uma_zalloc_internal"]
+        assert one["count"] == 1 and one["hold_total_us"] == one["hold_max_us"] > 0  # the first is timed
+        for _ in range(N):
+            cpu.zfree(ZONE_MBUF, cpu.zalloc(ZONE_MBUF, M_WAITOK))
+        row = _rows_by_point(uma, "mbuf keg")["uma_zalloc_internal"]
+        raw = uma.arena.np("lockprof").reshape(NLOCKS, LOCK_POINTS_MAX, LP_NFIELDS)
+        i, p = LOCK_NAMES.index("mbuf keg"), POINTS.index("uma_zalloc_internal")
+        assert int(raw[i, p, 0]) == N + 1
+        scaled = int(raw[i, p, 4]) * (N + 1) // hold_samples(N + 1)
+        assert row["hold_total_us"] == scaled / 1e3 and scaled > int(raw[i, p, 4])
     finally:
         uma.close()
 
