@@ -113,3 +113,48 @@ def test_hunt_then_replay_reproduces_the_verdict(tmp_path: Path) -> None:
     assert again["verdict"] == first["verdict"]
     assert again["audit"]["lost"] == first["audit"]["lost"]  # the same clusters lost
     assert again["schedule"]["mode"] == "replay" and again["schedule"]["replayed"] > 0
+
+
+def test_profiles_run_the_race_workloads() -> None:
+    """The zonelimit and drain rows hunt with the workload that opens their window."""
+    assert race.HUNTS["lost-wakeup"].workload == "race-limit"
+    assert race.HUNTS["wake-one"].workload == "race-wakeone"
+    assert race.HUNTS["cache-drain-unsafe"].workload == "race-drain"
+    cfg = race.hunt_config(("wake-one",), 5, "pct")
+    assert cfg.cpus == 3 and cfg.workload == "race-wakeone" and cfg.seed == 5
+    cfg = race.hunt_config(("wake-one",), 5, "pct", cpus=2)
+    assert cfg.cpus == 2
+
+
+@pytest.mark.parametrize("inject", ["lost-wakeup", "wake-one"])
+def test_hunt_then_replay_a_wakeup_row(tmp_path: Path, inject: str) -> None:
+    """A wakeup row through full runs: the race workload wedges with free items in the
+    keg, and the printed replay command follows the schedule to the same wedge."""
+    out = tmp_path / "hunt"
+    p = _stress("race", "--inject", inject, "--seeds", "1..3", "--sched", "pct", "--stop-first",
+                "--out", str(out))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "found in 1 of " in p.stdout
+    line = next(ln for ln in p.stdout.splitlines() if ln.startswith("seed ") and "replay: " in ln)
+    folder = Path(line.split("replay: python -m stress replay ", 1)[1])
+    first = json.loads((folder / "run.json").read_text())
+    assert first["verdict"] == "wedged" and first["wedge"]["free_items_meanwhile"]
+    r = _stress("replay", str(folder), "--quiet")
+    assert r.returncode == 1, r.stdout + r.stderr
+    again = json.loads((folder / "replay-1" / "run.json").read_text())
+    assert again["verdict"] == "wedged" and again["wedge"]["free_items_meanwhile"]
+    assert again["schedule"]["divergences"] == 0
+
+
+@pytest.mark.parametrize("workload,nmb,cpus", [("race-limit", 8, 2), ("race-wakeone", 512, 3),
+                                               ("race-drain", 512, 2)])
+@pytest.mark.parametrize("sched", ["pct", "free"])
+def test_race_workloads_run_clean_without_injection(tmp_path: Path, workload: str, nmb: int, cpus: int,
+                                                     sched: str) -> None:
+    """The fixed allocator under the race workloads: no wedge, no finding."""
+    p = _stress("run", "--workload", workload, "--nmbclusters", str(nmb), "--cpus", str(cpus),
+                "--oversubscribe", "--duration", "1.5", "--wedge-timeout", "1", "--invariants",
+                "--sched", sched, "--seed", "3", "--out", str(tmp_path / "run"), "--quiet")
+    doc = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert p.returncode == 0 and doc["verdict"] == "ok", (doc.get("verdict"), p.stdout + p.stderr)
+    assert doc["ops"]["packets"] > 0
