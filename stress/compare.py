@@ -511,27 +511,28 @@ def plot_compare(out: Path, rows: list[dict[str, Any]], folder: Path, limit: flo
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``python -m stress compare`` (developer A's CLI calls this)."""
-    parser.add_argument("--cpus", type=int, default=None, help="simulated CPUs (default: usable cores)")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
-    parser.add_argument("--workload", default="netperf",
-                        help="workload shape of every run (default netperf)")
-    parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
+    parser.add_argument("--cpus", type=int, default=None, metavar="N", help="simulated CPUs (default: usable cores)")
+    parser.add_argument("--duration", type=float, default=10.0, metavar="S", help="seconds per run (default 10)")
+    parser.add_argument("--workload", default="netperf", metavar="NAME",
+                        help="workload shape of every run, e.g. netperf, burst, netperf-nfs (default netperf)")
+    parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), metavar="LIST",
                         help="comma-separated ERA or ERA:POLICY (default: %(default)s)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per configuration (default 3)")
-    parser.add_argument("--nmbclusters", type=int, default=None, help="cluster zone limit (default: run's)")
-    parser.add_argument("--rounds", type=int, default=None, help="on/off rounds (default: run's)")
-    parser.add_argument("--round-length", type=float, default=None, help="seconds per round")
-    parser.add_argument("--idle", type=float, default=None, help="idle seconds between rounds")
-    parser.add_argument("--interval", type=float, default=0.25,
+    parser.add_argument("--repeat", type=int, default=3, metavar="R", help="runs per configuration (default 3)")
+    parser.add_argument("--nmbclusters", type=int, default=None, metavar="N",
+                        help="cluster zone limit (default: run's)")
+    parser.add_argument("--rounds", type=int, default=None, metavar="R", help="on/off rounds (default: run's)")
+    parser.add_argument("--round-length", type=float, default=None, metavar="S", help="seconds per round")
+    parser.add_argument("--idle", type=float, default=None, metavar="S", help="idle seconds between rounds")
+    parser.add_argument("--interval", type=float, default=0.25, metavar="S",
                         help="sampling period: the figures are computed from these samples (default 0.25)")
-    parser.add_argument("--trim-interval", type=float, default=None, help="policy period (default: run's)")
-    parser.add_argument("--wedge-timeout", type=float, default=None, help="wedge timeout (default: run's)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of repeat 1; repeat r uses seed + r - 1")
+    parser.add_argument("--trim-interval", type=float, default=None, metavar="S", help="policy period (default: run's)")
+    parser.add_argument("--wedge-timeout", type=float, default=None, metavar="S", help="wedge timeout (default: run's)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of repeat 1; repeat r uses seed + r - 1")
     parser.add_argument("--policy-param", action="append", default=[], metavar="POLICY.PARAM=VALUE",
                         help="a policy parameter, e.g. median.k=3 (repeatable); see docs/policies.md")
-    parser.add_argument("--max-spread", type=float, default=0.10,
+    parser.add_argument("--max-spread", type=float, default=0.10, metavar="F",
                         help="relative spread above which a figure is too noisy to rank (default 0.10)")
-    parser.add_argument("--out", default=None,
+    parser.add_argument("--out", default=None, metavar="DIR",
                         help="folder for the comparison (default results/<stamp>-compare-<workload>-cpus<N>)")
     parser.add_argument("--json", action="store_true", help="print compare.json instead of the table")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-run lines")
@@ -542,8 +543,10 @@ def _base_options(args: argparse.Namespace) -> dict[str, Any]:
     import os
 
     cpus = args.cpus if args.cpus is not None else len(os.sched_getaffinity(0))
-    if cpus < 1:
-        raise UsageError(f"--cpus: must be at least 1 (got {cpus})")
+    cores = len(os.sched_getaffinity(0))
+    if not 1 <= cpus <= cores:
+        raise UsageError(f"--cpus: must be 1 to {cores}, the usable cores (got {cpus}); "
+                         "compare does not oversubscribe")
     if args.workload not in WORKLOADS + EXTRA_WORKLOADS:
         allowed = ", ".join(WORKLOADS + EXTRA_WORKLOADS)
         raise UsageError(f"--workload: unknown workload {args.workload!r} (allowed: {allowed})")

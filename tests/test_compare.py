@@ -174,10 +174,11 @@ def test_compare_one_repeat_says_no_spread_is_known(tmp_path: Path) -> None:
     (["--policy-param", "median.q=1"], "has no parameter 'q'"),
     (["--policy-param", "median.k=x"], "is not a number"),
     (["--workload", "nope"], "--workload: unknown workload 'nope'"),
+    (["--cpus", "999"], "--cpus: must be 1 to"),
 ])
 def test_bad_compare_options_give_one_line_and_exit_2(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
-    args = parse(["--cpus", "1", "--out", str(tmp_path / "c"), "-q", *argv])
+    args = parse(["--cpus", "1", "--out", str(tmp_path / "c"), "-q", *argv])  # a later --cpus wins
     assert compare.main(args, execute=FakeRunner()) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
