@@ -547,8 +547,9 @@ def _base_options(args: argparse.Namespace) -> dict[str, Any]:
     if not 1 <= cpus <= cores:
         raise UsageError(f"--cpus: must be 1 to {cores}, the usable cores (got {cpus}); "
                          "compare does not oversubscribe")
-    if args.workload not in WORKLOADS + EXTRA_WORKLOADS:
-        allowed = ", ".join(WORKLOADS + EXTRA_WORKLOADS)
+    known = workload_names()
+    if args.workload not in known:
+        allowed = ", ".join(known)
         raise UsageError(f"--workload: unknown workload {args.workload!r} (allowed: {allowed})")
     if args.repeat < 1:
         raise UsageError(f"--repeat: must be at least 1 (got {args.repeat})")
@@ -569,8 +570,13 @@ def _base_options(args: argparse.Namespace) -> dict[str, Any]:
     return base
 
 
-EXTRA_WORKLOADS: tuple[str, ...] = ("burst", "netperf-nfs")
-"""Shapes added for policies (stress/workloads/burst.py, netperf_nfs.py) until config.WORKLOADS lists them."""
+def workload_names() -> tuple[str, ...]:
+    """The workloads the runner knows: the stress.workloads registry (config's list if it fails to load)."""
+    try:
+        from stress.workloads import WORKLOADS as registry
+    except Exception:  # a broken workload module is reported by the run itself
+        return WORKLOADS
+    return tuple(registry)
 
 
 def _compare_dir(args: argparse.Namespace, base: dict[str, Any]) -> Path:
