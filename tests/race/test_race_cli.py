@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,13 @@ def test_race_workloads_run_clean_without_injection(tmp_path: Path, workload: st
     doc = json.loads((tmp_path / "run" / "run.json").read_text())
     assert p.returncode == 0 and doc["verdict"] == "ok", (doc.get("verdict"), p.stdout + p.stderr)
     assert doc["ops"]["packets"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two real cores: with one, CPUs never overlap")
+@pytest.mark.parametrize("inject", ["lost-wakeup", "wake-one"])
+def test_full_run_hunt_on_parallel_cores(tmp_path: Path, inject: str) -> None:
+    """The wakeup rows through full runs with the CPUs really in parallel (free mode)."""
+    p = _stress("race", "--inject", inject, "--seeds", "1..4", "--sched", "free", "--stop-first",
+                "--out", str(tmp_path / "hunt"))
+    assert p.returncode == 1 and "found in 1 of " in p.stdout, p.stdout + p.stderr
