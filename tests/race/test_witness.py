@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Callable
 
 from allocator.layout import ITEMSIZE, LOCK_BUCKET, LOCK_KEG_CLUSTER, LOCK_KEG_MBUF, NLOCKS, ArraySpec
 from allocator.witness import (
@@ -36,14 +37,14 @@ class Arrays:
         for s in specs:
             n = s.length * ITEMSIZE[s.typecode]
             raw = buf[off:off + n]
-            self.views[s.name] = raw if s.typecode == "B" else raw.cast(s.typecode)
+            self.views[s.name] = raw if s.typecode == "B" else raw.cast(s.typecode)  # type: ignore[call-overload]
             off += -(-n // 64) * 64
 
     def view(self, name: str) -> memoryview:
         return self.views[name]
 
 
-def _in_child(fn) -> None:  # type: ignore[no-untyped-def]
+def _in_child(fn: Callable[[], object]) -> None:
     pid = os.fork()
     if pid == 0:
         try:
@@ -80,8 +81,11 @@ def test_reversal_across_processes_names_both_points() -> None:
 def test_same_order_everywhere_is_clean() -> None:
     a = Arrays(witness_arrays(2))
     for row in (0, 1):
-        _in_child(lambda row=row: [_take(Witness(a.view, row), (LOCK_KEG_MBUF, "x"), (LOCK_BUCKET, "y"))
-                                   for _ in range(3)])
+        def same_order(row: int = row) -> None:
+            for _ in range(3):
+                _take(Witness(a.view, row), (LOCK_KEG_MBUF, "x"), (LOCK_BUCKET, "y"))
+
+        _in_child(same_order)
     assert findings(a.view) == []
 
 
@@ -143,7 +147,9 @@ def test_real_allocator_hooks_are_balanced_and_clean() -> None:
         w = Witness(uma.view, 0)
         w.install(cpu)
         seen = [0]
-        acquire, release = cpu.lock_hooks
+        hooks = cpu.lock_hooks
+        assert hooks is not None  # installed by Witness.install
+        acquire, release = hooks
 
         def counting(i: int, p: str) -> None:
             seen[0] += 1
