@@ -48,7 +48,7 @@ class SharedArrays:
         off = 0
         for s in specs:
             n = s.length * ITEMSIZE[s.typecode]
-            self.views[s.name] = buf[off:off + n].cast(s.typecode)
+            self.views[s.name] = buf[off:off + n].cast(s.typecode)  # type: ignore[call-overload]
             off += -(-n // 64) * 64
 
     def view(self, name: str) -> memoryview:
