@@ -100,6 +100,7 @@ class Arena:
                 raise ValueError(f"extra array name too long: {spec.name}")
             mm[off:off + 32] = name.ljust(32, b"\0")
             mm[off + 32:off + 33] = spec.typecode.encode()
+            mm[off + 36:off + 40] = spec.stride.to_bytes(4, "little")
             mm[off + 40:off + 48] = spec.length.to_bytes(8, "little")
         return arena
 
@@ -132,8 +133,9 @@ class Arena:
             off = table + i * _EXTRA_REC
             name = bytes(mm[off:off + 32]).rstrip(b"\0").decode()
             tc = bytes(mm[off + 32:off + 33]).decode()
+            stride = int.from_bytes(mm[off + 36:off + 40], "little") or 1
             length = int.from_bytes(mm[off + 40:off + 48], "little")
-            extra.append(ArraySpec(name, tc, length))
+            extra.append(ArraySpec(name, tc, length, stride=stride))
         layout = Layout(g, tuple(extra))
         assert layout.size >= base and layout.size + meta == size, "arena size does not match its header"
         return Arena(mm, layout, fd, owner=False)
@@ -149,9 +151,10 @@ class Arena:
         v = self._views.get(name)
         if v is None:
             off, spec = self.layout.offsets[name]
-            size = spec.length * {"i": 4, "q": 8, "B": 1}[spec.typecode]
-            raw = self._buf[off:off + size]
+            raw = self._buf[off:off + spec.nbytes]
             v = raw if spec.typecode == "B" else raw.cast(spec.typecode)  # type: ignore[call-overload]
+            if spec.stride > 1:
+                v = v[::spec.stride]  # a padded array: element i at storage i * stride
             self._views[name] = v
         return v
 
@@ -160,7 +163,9 @@ class Arena:
         a = self._nps.get(name)
         if a is None:
             off, spec = self.layout.offsets[name]
-            a = np.frombuffer(self.mm, dtype=_NP[spec.typecode], count=spec.length, offset=off)
+            a = np.frombuffer(self.mm, dtype=_NP[spec.typecode], count=spec.length * spec.stride, offset=off)
+            if spec.stride > 1:
+                a = a[::spec.stride]
             self._nps[name] = a
         return a
 
