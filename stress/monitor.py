@@ -197,23 +197,14 @@ def workload_lines(workload: dict[str, Any] | None, trim: dict[str, Any] | None 
 
 
 def lock_lines(locks: list[dict[str, Any]] | None, top: int = 10) -> list[str]:
-    """LOCK_PROFILING-style table, the most waited-on locks first."""
+    """The run's LOCK_PROFILING table (most waited-on first), or nothing when the run
+    was not lock-profiled.  One formatter for every place that prints it:
+    :func:`stress.profile.lock_profile_lines`."""
     if not locks:
         return []
-    rows = sorted(locks, key=lambda r: float(r.get("wait_total_us", 0) or 0), reverse=True)
-    head = f"{'count':>10} {'contended':>10} {'wait_total_us':>14} {'wait_max_us':>12} " \
-           f"{'hold_total_us':>14} {'hold_max_us':>12}  name"
-    lines = ["lock contention (LOCK_PROFILING):", head]
-    for r in rows[:top]:
-        lines.append(
-            f"{int(r.get('count', 0) or 0):>10} {int(r.get('contended', 0) or 0):>10} "
-            f"{float(r.get('wait_total_us', 0) or 0):>14.0f} {float(r.get('wait_max_us', 0) or 0):>12.1f} "
-            f"{float(r.get('hold_total_us', 0) or 0):>14.0f} {float(r.get('hold_max_us', 0) or 0):>12.1f}  "
-            f"{r.get('name', '?')}"
-        )
-    if len(rows) > top:
-        lines.append(f"  ... {len(rows) - top} more in run.json")
-    return lines
+    from stress.profile import lock_profile_lines
+
+    return ["lock contention (LOCK_PROFILING, microseconds):", *lock_profile_lines(locks, top)]
 
 
 def wedge_lines(wedge: dict[str, Any] | None) -> list[str]:
