@@ -112,7 +112,11 @@ CTL_DEPTH = 12  #: PCT depth d
 CTL_STEPS = 13  #: PCT period k
 CTL_STOP = 14  #: the stop flag as the workers see it: raised only at a sched point (deterministic)
 CTL_STOPSTEP = 15  #: pct: step at which the stop was raised; replay: step at which to raise it
-CTL_WORDS = 16
+CTL_LOAD = 16  #: the manager's load flag (wl_ctl RUN) as the workers see it: changes only at a sched point
+CTL_NLOAD = 17  #: load flag changes recorded (pct) / applied (replay)
+CTL_NLOADREC = 18  #: load flag changes preloaded for replay
+CTL_WORDS = 20
+LOAD_ENTRIES = 4096  #: load flag changes recorded (a round switches it twice)
 
 # sc_state values
 RUNNABLE = 0
@@ -188,6 +192,9 @@ class Schedule:
     switches: list[tuple[int, int, int]] = field(default_factory=list)
     total_steps: int = 0
     stop_step: int = 0  #: the step at which the workers saw the stop flag (0: never)
+    #: (step, value) at which the workers saw the manager's load flag change (rounds, the
+    #: final drain); the flag starts at 1
+    load_changes: list[tuple[int, int]] = field(default_factory=list)
     overflow: bool = False
     labels: dict[int, str] = field(default_factory=dict)  #: label ids seen by the manager
     format: str = SCHEDULE_FORMAT
@@ -196,6 +203,7 @@ class Schedule:
         """The JSON document of schedule.json."""
         d = asdict(self)
         d["switches"] = [list(s) for s in self.switches]
+        d["load_changes"] = [list(c) for c in self.load_changes]
         d["labels"] = {str(k): v for k, v in self.labels.items()}
         return d
 
@@ -209,6 +217,7 @@ class Schedule:
             seed=int(d["seed"]), ncpus=int(d["ncpus"]), depth=int(d["depth"]), steps=int(d["steps"]),
             switches=[(int(a), int(b), int(c)) for a, b, c in d.get("switches", [])],
             total_steps=int(d.get("total_steps", 0)), stop_step=int(d.get("stop_step", 0)),
+            load_changes=[(int(a), int(b)) for a, b in d.get("load_changes", [])],
             overflow=bool(d.get("overflow", False)),
             labels={int(k): str(v) for k, v in d.get("labels", {}).items()},
         )
@@ -248,6 +257,7 @@ def sched_specs(ncpus: int, log_entries: int = LOG_ENTRIES) -> tuple[ArraySpec, 
         ArraySpec("sc_state", "q", max(ncpus, 1), "RUNNABLE / BLOCKED / WAKING / EXITED per CPU"),
         ArraySpec("sc_pid", "q", max(ncpus, 1), "pid of the worker under the token protocol"),
         ArraySpec("sc_log", "q", 3 * log_entries, "switches: step, cpu, label id"),
+        ArraySpec("sc_load", "q", 2 * LOAD_ENTRIES, "load flag changes: step, value"),
     )
 
 
@@ -297,9 +307,11 @@ class TokenScheduler:
 
     def __init__(self, view: ViewFn, k: int, ncpus: int,
                  on_exhausted: Callable[[], None] | None = None,
-                 real_stop: Callable[[], bool] | None = None) -> None:
+                 real_stop: Callable[[], bool] | None = None,
+                 real_load: Callable[[], int] | None = None) -> None:
         self.on_exhausted = on_exhausted  #: replay: called when the recorded run stopped (stop ours)
         self.real_stop = real_stop  #: the manager's stop flag, read only at sched points
+        self.real_load = real_load  #: the manager's load flag (wl_ctl RUN), read only at sched points
         self.ctl = view("sc_ctl")
         mode = SCHED_MODES[self.ctl[CTL_MODE]]
         if mode not in ("pct", "replay"):
@@ -315,6 +327,10 @@ class TokenScheduler:
         self.pid = view("sc_pid")
         self.log = view("sc_log")
         self.log_cap = len(self.log) // 3
+        try:
+            self.loadlog: memoryview | None = view("sc_load")
+        except KeyError:
+            self.loadlog = None
         try:  # the allocator's "woken" flag: set by the waker under the keg lock, i.e.
             # by the token holder, so reading it keeps the schedule deterministic
             self.woken: memoryview | None = view("cpu_woken")
@@ -344,6 +360,8 @@ class TokenScheduler:
         ctl[CTL_STEP] = step
         if not ctl[CTL_STOP]:
             self._gate_stop(step)
+        if self.loadlog is not None:
+            self._gate_load(step)
         nxt = self._pct_next(step, yielding)
         if self.replay:
             nxt = self._replay_next(step, lid, nxt)
@@ -371,6 +389,35 @@ class TokenScheduler:
         elif self.real_stop is not None and self.real_stop():
             ctl[CTL_STOPSTEP] = step
             ctl[CTL_STOP] = 1
+
+    def load(self) -> bool:
+        """The manager's load flag (wl_ctl RUN) as a worker under the token must see it:
+        changed at a sched point (pct: the first one after the manager changed it;
+        replay: the recorded step), so the step at which a CPU goes idle for the final
+        drain, or between rounds, is part of the schedule too."""
+        return self.ctl[CTL_LOAD] == 1
+
+    def _gate_load(self, step: int) -> None:
+        ctl, log = self.ctl, self.loadlog
+        assert log is not None
+        if self.replay:
+            i = ctl[CTL_NLOAD]
+            while i < ctl[CTL_NLOADREC] and log[2 * i] <= step:
+                ctl[CTL_LOAD] = log[2 * i + 1]
+                i += 1
+            ctl[CTL_NLOAD] = i
+            return
+        if self.real_load is None:
+            return
+        v = self.real_load()
+        if v != ctl[CTL_LOAD]:
+            ctl[CTL_LOAD] = v
+            i = ctl[CTL_NLOAD]
+            if 2 * i + 1 < len(log):
+                log[2 * i], log[2 * i + 1] = step, v
+                ctl[CTL_NLOAD] = i + 1
+            else:
+                ctl[CTL_OVERFLOW] = 1
 
     def sched_block(self) -> None:
         """Right before CPU k sleeps in zonelimit: it is not runnable; pass the token."""
@@ -669,6 +716,7 @@ def prepare_arena(view: ViewFn, ncpus: int, mode: str, seed: int, depth: int, st
         state[j] = RUNNABLE
     ctl[CTL_MODE] = SCHED_MODES.index(mode)
     ctl[CTL_SEED], ctl[CTL_DEPTH], ctl[CTL_STEPS] = seed, depth, steps
+    ctl[CTL_LOAD] = 1
     first = pct_choose(prio, [True] * ncpus, -1, False)
     if replay is not None:
         if replay.ncpus != ncpus:
@@ -679,6 +727,15 @@ def prepare_arena(view: ViewFn, ncpus: int, mode: str, seed: int, depth: int, st
             log[3 * i], log[3 * i + 1], log[3 * i + 2] = step, cpu, lid
         ctl[CTL_NREPLAY] = len(sw)
         ctl[CTL_STOPSTEP] = replay.stop_step
+        try:
+            loadlog = view("sc_load")
+        except KeyError:
+            loadlog = None
+        if loadlog is not None:
+            ch = replay.load_changes[:len(loadlog) // 2]
+            for i, (step, v) in enumerate(ch):
+                loadlog[2 * i], loadlog[2 * i + 1] = step, v
+            ctl[CTL_NLOADREC] = len(ch)
         if sw and sw[0][0] == 0:  # step 0: the first CPU to run
             first = sw[0][1]
             ctl[CTL_NLOG] = 1
@@ -693,7 +750,13 @@ def read_schedule(view: ViewFn, ncpus: int, seed: int, depth: int, steps: int) -
     ctl, log = view("sc_ctl"), view("sc_log")
     n = min(int(ctl[CTL_NLOG]), len(log) // 3)
     sw = [(int(log[3 * i]), int(log[3 * i + 1]), int(log[3 * i + 2])) for i in range(n)]
-    return Schedule(seed=seed, ncpus=ncpus, depth=depth, steps=steps, switches=sw,
+    try:
+        loadlog = view("sc_load")
+        m = min(int(ctl[CTL_NLOAD]), len(loadlog) // 2)
+        load = [(int(loadlog[2 * i]), int(loadlog[2 * i + 1])) for i in range(m)]
+    except KeyError:
+        load = []
+    return Schedule(seed=seed, ncpus=ncpus, depth=depth, steps=steps, switches=sw, load_changes=load,
                     total_steps=int(ctl[CTL_STEP]), stop_step=int(ctl[CTL_STOPSTEP]),
                     overflow=bool(ctl[CTL_OVERFLOW]))
 
@@ -744,8 +807,15 @@ def install(cpu: Any, uma: Any, cfg: Any, k: int) -> None:
             cpu.sched_block = witness.check_sleep
         _instrument(cpu)
         return
+    from stress.workloads.common import CTL_RUN
+
+    try:
+        wl_ctl = uma.view("wl_ctl")
+    except KeyError:
+        wl_ctl = None
     ts = TokenScheduler(uma.view, k, cfg.cpus, on_exhausted=uma.request_stop if mode == "replay" else None,
-                        real_stop=uma.stop_requested)
+                        real_stop=uma.stop_requested,
+                        real_load=None if wl_ctl is None else (lambda: int(wl_ctl[CTL_RUN])))
     # The worker loop checks uma.stop_requested() between sched points; under the token
     # it must see the gated flag instead, or the step at which it stops would depend on
     # when the manager's timer fired.  Shadowing the method on this process's Uma object
@@ -765,6 +835,16 @@ def install(cpu: Any, uma: Any, cfg: Any, k: int) -> None:
     _instrument(cpu)
     _INSTALLED[k] = ts
     ts.start()
+
+
+def load_flag(k: int, wl_ctl: Any, word: int = 0) -> Callable[[], bool]:
+    """How worker k reads the manager's load flag (``wl_ctl[word]`` == 1): directly in
+    free/jitter, through the token scheduler's gated copy in pct/replay (see
+    :meth:`TokenScheduler.load`), so a replay idles at the recorded step."""
+    ts = _INSTALLED.get(k)
+    if ts is not None and ts.loadlog is not None:
+        return ts.load
+    return lambda: wl_ctl[word] == 1
 
 
 def _instrument(cpu: Any) -> None:

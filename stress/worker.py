@@ -101,6 +101,7 @@ def _leave(cpu: Any, k: int) -> None:
 def run_loop(uma: Any, cpu: Any, workload: Any) -> int:
     """The worker loop: serve, one workload turn, and back off when there is nothing to do."""
     ctl = uma.view("wl_ctl")
+    load = sched.load_flag(workload.k, ctl, CTL_RUN)  # gated under the token, like the stop flag
     stop = uma.stop_requested
     serve = cpu.serve
     turn = workload.turn
@@ -111,7 +112,7 @@ def run_loop(uma: Any, cpu: Any, workload: Any) -> int:
     turns = 0
     while not stop():
         serve()
-        running = ctl[CTL_RUN] == 1
+        running = load()
         turns += 1
         if turn(running, ctl[CTL_PHASE]):
             empty = 0

@@ -89,7 +89,7 @@ def test_pct_choose_highest_runnable_and_yield() -> None:
 
 def test_schedule_round_trip(tmp_path: Path) -> None:
     s = Schedule(seed=3, ncpus=2, depth=2, steps=50, switches=[(0, 1, 11), (4, 0, 12)],
-                 total_steps=9, labels={11: "start"})
+                 total_steps=9, labels={11: "start"}, load_changes=[(7, 0)])
     s.save(tmp_path)
     assert sched.load_schedule(tmp_path) == s
     with pytest.raises(ValueError, match="unknown schedule format"):
@@ -319,6 +319,51 @@ def test_stop_is_raised_at_a_sched_point_and_replayed_at_the_same_step() -> None
     again = _stop_arrays()  # no manager flag at all: the recording says when to stop
     prepare_arena(again.view, 2, "replay", 4, 2, 100, rec)
     _run_children(again, _until_stopped)
+    assert list(again.view("turns")) == turns
+    assert again.view("sc_ctl")[CTL_NDIVERGED] == 0
+
+
+def _busy_then_idle(arr: SharedArrays, k: int) -> None:
+    """Child k: until the (gated) stop, count turns with the (gated) load flag on and off."""
+    flag, load = arr.view("flag"), arr.view("load")
+    ts = TokenScheduler(arr.view, k, 2, real_stop=lambda: bool(flag[0]), real_load=lambda: int(load[0]))
+    turns = arr.view("turns")
+    try:
+        ts.start()
+        while not ts.stop_requested():
+            turns[2 * k + (0 if ts.load() else 1)] += 1
+            ts.sched_point("turn")
+        ts.finish()
+    finally:
+        os._exit(0)
+
+
+def test_load_flag_changes_at_a_sched_point_and_replays_at_the_same_step() -> None:
+    """The manager's load-off (final drain, idle between rounds) is seen at a recorded
+    step, so a replay goes idle exactly where the recorded run did."""
+    def arrays() -> SharedArrays:
+        return SharedArrays(sched.sched_specs(2, log_entries=1 << 16)
+                            + (ArraySpec("flag", "q", 1, "manager stop"), ArraySpec("load", "q", 1, "load"),
+                               ArraySpec("turns", "q", 4, "busy, idle per CPU")))
+
+    arr = arrays()
+    arr.view("load")[0] = 1
+    prepare_arena(arr.view, 2, "pct", 5, 2, 100)
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(0.03)  # the manager's timers, at times no schedule can predict
+        arr.view("load")[0] = 0
+        time.sleep(0.03)
+        arr.view("flag")[0] = 1
+        os._exit(0)
+    _run_children(arr, _busy_then_idle)
+    os.waitpid(pid, 0)
+    rec = read_schedule(arr.view, 2, 5, 2, 100)
+    turns = list(arr.view("turns"))
+    assert [v for _, v in rec.load_changes] == [0] and 0 < rec.load_changes[0][0] < rec.stop_step
+    again = arrays()  # the manager's words stay 0 / 0: the recording says when
+    prepare_arena(again.view, 2, "replay", 5, 2, 100, rec)
+    _run_children(again, _busy_then_idle)
     assert list(again.view("turns")) == turns
     assert again.view("sc_ctl")[CTL_NDIVERGED] == 0
 
