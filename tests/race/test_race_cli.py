@@ -114,6 +114,11 @@ def test_hunt_then_replay_reproduces_the_verdict(tmp_path: Path) -> None:
     assert again["verdict"] == first["verdict"]
     assert again["audit"]["lost"] == first["audit"]["lost"]  # the same clusters lost
     assert again["schedule"]["mode"] == "replay" and again["schedule"]["replayed"] > 0
+    # the load-off of the final drain is part of the schedule: no divergence at the end
+    assert again["schedule"]["divergences"] == 0
+    # it ended when its workers left at the recorded stop, not after its (doubled) duration
+    assert again["stop"]["reason"] == "completed"
+    assert again["duration_s"] < again["config"]["duration"]
 
 
 def test_profiles_run_the_race_workloads() -> None:
