@@ -71,6 +71,8 @@ DEFAULT_CONFIGS = ("2005", "2007") + tuple(f"modern:{p}" for p in POLICY_NAMES)
 """The default comparison: --era 2005, --era 2007, --era modern with each policy."""
 
 BUCKET_MAX = 128  #: a recovered cache may keep about one bucket (allocator/layout.py BUCKET_MAX)
+EXIT_SIGINT = 130  #: a run's exit code after Ctrl-C (cli.md)
+EXIT_SIGTERM = 143  #: a run's exit code after SIGTERM
 
 
 @dataclass(frozen=True)
@@ -620,6 +622,9 @@ def run_compare(args: argparse.Namespace, execute: Execute,
             run_dir = out / f"{v.label.replace(':', '-')}-r{r}"
             run_dir.mkdir()
             doc = execute(cfg, run_dir, echo=None)
+            if doc.get("exit_code") in (EXIT_SIGINT, EXIT_SIGTERM):
+                # the runner caught Ctrl-C / SIGTERM and stopped its run cleanly: stop here too
+                raise KeyboardInterrupt
             figs = run_figures(doc, run_dir)
             row["runs"].append({"dir": run_dir.name, "seed": seed, "verdict": doc.get("verdict"),
                                 "exit_code": doc.get("exit_code"), "figures": figs})

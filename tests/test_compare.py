@@ -159,6 +159,20 @@ def test_compare_warns_about_runs_that_failed_an_audit_and_clamps_torn_samples(t
     assert doc["rows"][0]["summary"]["stranded_peak"]["median"] == 512
 
 
+def test_an_interrupted_run_stops_the_whole_comparison(tmp_path: Path) -> None:
+    class Interrupted(FakeRunner):
+        def __call__(self, cfg: RunConfig, out_dir: Path, echo: Any = None) -> dict[str, Any]:
+            doc = super().__call__(cfg, out_dir, echo)
+            doc["exit_code"] = 130  # the manager caught Ctrl-C and ended its run cleanly
+            return doc
+
+    fake = Interrupted()
+    args = parse(["--cpus", "1", "--repeat", "2", "--configs", "modern:none,modern:median",
+                  "--out", str(tmp_path / "c"), "-q"])
+    assert compare.main(args, execute=fake) == 130
+    assert len(fake.calls) == 1
+
+
 def test_compare_one_repeat_says_no_spread_is_known(tmp_path: Path) -> None:
     args = parse(["--cpus", "1", "--duration", "1", "--repeat", "1", "--configs", "modern:median",
                   "--out", str(tmp_path / "c"), "-q"])
