@@ -54,8 +54,10 @@ Rule, at the end of interval i (after appending ``d_i`` to the window), in order
    ``min(max_prefill, ceil((lo - cached) / bs))`` whole buckets from the native zones
    (a packet-zone bucket takes an mbuf and a cluster per item), so that the next
    interval's allocations stay cache hits instead of each CPU filling from the keg
-   under the keg lock.  Parameter ``max_prefill`` (buckets per interval, default 1;
-   0 disables pre-filling).
+   under the keg lock.  Parameter ``max_prefill`` (buckets per interval; default 0,
+   pre-filling off: on the reference shapes every pre-filled bucket showed up as
+   stranded clusters, one bucket enough to lose the steady shape, while the throughput
+   it could buy stayed below the noise; results/reference/policies/README.md).
 5. Otherwise keep everything.
 
 Parameters: ``window`` (W, intervals, >= 1), ``k`` (>= 0), ``quiet`` (0 <= q < 1),
@@ -84,7 +86,7 @@ PARAMS: dict[str, tuple[float, str]] = {
     "window": (8.0, "W: how many recent intervals the median is taken over"),
     "k": (1.0, "band half-width in MADs: drain above median + k*MAD, pre-fill below median - k*MAD"),
     "quiet": (0.1, "an interval with at most this fraction of the median allocations drains everything"),
-    "max_prefill": (1.0, "at most this many buckets pre-filled per interval (0: never pre-fill)"),
+    "max_prefill": (0.0, "at most this many buckets pre-filled per interval (0, the default: never pre-fill)"),
     "miss_weight": (0.0, "weight of keg fills (misses, in buckets) in the demand (0: the list swing alone)"),
     "percpu": (1.0, "1: also flush per-CPU buckets on quiet intervals and on cluster exhaustion"),
 }
