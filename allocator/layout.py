@@ -147,11 +147,13 @@ PANIC_DUP_FREE = 1
 PANIC_DUP_ALLOC = 2
 PANIC_MODIFIED_AFTER_FREE = 3
 PANIC_BAD_DTOR = 4
+PANIC_EMPTY_BUCKET = 5
 PANIC_NAMES = {
     PANIC_DUP_FREE: "Duplicate free",
     PANIC_DUP_ALLOC: "Duplicate alloc",
     PANIC_MODIFIED_AFTER_FREE: "Memory modified after free",
     PANIC_BAD_DTOR: "Bad packet in dtor",
+    PANIC_EMPTY_BUCKET: "Empty bucket on the full list",
 }
 
 # locks (lock_owner words); refcount stripes follow

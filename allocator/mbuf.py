@@ -312,8 +312,5 @@ class MbufOps(ZoneOps):
         """mb_free_ext: drop ``m``'s cluster reference; the last reference frees it."""
         self._fast["_mb_free_ext"](m)
 
-    def panic(self, kind: int, zone: int, item: int, other: int = -1) -> None:  # debug.py
-        raise NotImplementedError
-
 
 _ = (M_NOWAIT, EXT_CLUSTER, MCLBYTES)

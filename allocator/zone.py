@@ -29,6 +29,7 @@ from .layout import (
     HDR_KNOBS,
     KNOB_NO_BUCKETS,
     NZONES,
+    PANIC_EMPTY_BUCKET,
     UMA_ZFLAG_FULL,
 )
 from .limit import LimitOps
@@ -57,6 +58,10 @@ class ZoneOps(LimitOps, BucketOps):
     _dtor: list[Dtor | None]
     _zinit: list[Zinit | None]
     _zfini: list[Zfini | None]
+
+    def panic(self, kind: int, zone: int, item: int, other: int = -1) -> None:
+        """Record a panic and raise it (implemented in debug.py)."""
+        raise NotImplementedError
 
     # --- the fast paths -----------------------------------------------------------------
     # perf (P1, performance.md): the per-CPU cache hit is a closure made once per CPU
@@ -203,6 +208,11 @@ class ZoneOps(LimitOps, BucketOps):
                 self.uc_allocbucket[ci] = -1
                 self._free_push(z, ab)
             b = self._full_pop(z, True)
+            if b >= 0 and self.ub_cnt[b] == 0:
+                # KASSERT(bucket->ub_cnt != 0): only a broken cache protocol (the
+                # cache-drain-unsafe injection) can put an empty bucket on this list.
+                self.unlock(k)
+                self.panic(PANIC_EMPTY_BUCKET, z, b)
             if b >= 0:
                 self.sched_point("bucket exchange")
                 self.uc_allocbucket[ci] = b

@@ -34,7 +34,7 @@ EXIT_CODES = {"ok": 0, "error": 3}  # every other verdict: 1 (the system under t
 # allocator panic kinds (allocator.layout.PANIC_NAMES) by the verdict they mean
 _DOUBLE = ("Duplicate free", "Duplicate alloc")
 _POISON = ("Memory modified after free",)
-_CORRUPT = ("Bad packet in dtor",)
+_CORRUPT = ("Bad packet in dtor", "Empty bucket on the full list")
 
 
 def exit_code(verdict: str) -> int:
