@@ -240,7 +240,8 @@ def role_drain(c: Ctx, rounds: int) -> None:
                 cpu.serve()
         box[5] = 1
     else:
-        while box[5] == 0:
+        state = c.uma.view("rx_state")
+        while box[5] == 0 and state[0] == RUNNING:  # until CPU 0 finished (or panicked)
             c.uma.request_cache_drain([0], 1 << ZONE_MBUF)
             c.sp("yield:drained")
 
