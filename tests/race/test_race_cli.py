@@ -174,3 +174,12 @@ def test_full_run_hunt_on_parallel_cores(tmp_path: Path, inject: str) -> None:
     p = _stress("race", "--inject", inject, "--seeds", "1..4", "--sched", "free", "--stop-first",
                 "--out", str(tmp_path / "hunt"))
     assert p.returncode == 1 and "found in 1 of " in p.stdout, p.stdout + p.stderr
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two real cores: with one, CPUs never overlap")
+def test_full_run_hunt_finds_cache_drain_unsafe_on_parallel_cores(tmp_path: Path) -> None:
+    """race-drain on two real cores: the unsafe drain leaves an empty bucket on the
+    full list or an item owned twice, and the verdict is the row's class."""
+    p = _stress("race", "--inject", "cache-drain-unsafe", "--seeds", "1..4", "--sched", "free", "--stop-first",
+                "--out", str(tmp_path / "hunt"))
+    assert p.returncode == 1 and "found in 1 of " in p.stdout, p.stdout + p.stderr
