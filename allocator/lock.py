@@ -137,6 +137,20 @@ def _hooked_pair(this: LockOps, *, sched: bool, spin: bool, hooks: bool) -> _Loc
     mps, owner, row1 = this._mp, this.lock_owner, this.row1
     acq, spn, rel, points = ACQUIRE_LABELS, SPIN_LABELS, RELEASE_LABELS, POINTS
 
+    if sched and not (spin or hooks):  # --sched jitter: the common case, no flag tests
+
+        def lock_sched(i: int, point: int) -> None:
+            this.sched_point(acq[i][point])
+            mps[i].acquire()
+            owner[i] = row1
+
+        def unlock_sched(i: int) -> None:
+            owner[i] = 0
+            mps[i].release()
+            this.sched_point(rel[i])
+
+        return lock_sched, unlock_sched
+
     def lock(i: int, point: int) -> None:
         if sched:
             this.sched_point(acq[i][point])
@@ -174,6 +188,48 @@ def _profiled_pair(this: LockOps, *, sched: bool, spin: bool, hooks: bool) -> _L
     held_since, held_base = this._held_since, this._held_point
     clock = time.perf_counter_ns
     mask = _SAMPLE_MASK
+
+    if not (sched or spin or hooks):  # --lock-profile alone: the same, without flag tests
+
+        def lock_prof(i: int, point: int) -> None:
+            mp = mps[i]
+            base = bases[i][point]
+            if mp.acquire(False):
+                owner[i] = row1
+                n = lp[base] + 1
+                lp[base] = n
+                if not (n - 1) & mask:
+                    held_since[i] = clock()
+                    held_base[i] = base
+                return
+            t0 = clock()
+            mp.acquire()
+            now = clock()
+            owner[i] = row1
+            n = lp[base] + 1
+            lp[base] = n
+            lp[base + 1] += 1
+            wait = now - t0
+            lp[base + 2] += wait
+            if wait > lp[base + 3]:
+                lp[base + 3] = wait
+            if not (n - 1) & mask:
+                held_since[i] = now
+                held_base[i] = base
+
+        def unlock_prof(i: int) -> None:
+            t0 = held_since[i]
+            if t0:
+                hold = clock() - t0
+                held_since[i] = 0
+                base = held_base[i]
+                lp[base + 4] += hold
+                if hold > lp[base + 5]:
+                    lp[base + 5] = hold
+            owner[i] = 0
+            mps[i].release()
+
+        return lock_prof, unlock_prof
 
     def lock(i: int, point: int) -> None:
         if sched:
