@@ -198,6 +198,9 @@ class Manager:
 
                 self.profile_handle = profile.start(self.out, os.getpid())
             self._fork_workers()
+            # After the fork (a fork while the import thread holds the import lock would
+            # lock imports up in the child): import matplotlib while the workers run.
+            results.preload_plot()
             self._supervise()
         except (ArenaError, PinningError) as exc:
             error = str(exc)
