@@ -9,7 +9,9 @@ implement kegs, limits, buckets, zones, mbufs and debugging all derive from it, 
 
 Rows: CPUs ``0..ncpus-1`` are worker processes; row ``ncpus`` is the manager, which
 runs the trim "callout" and drains but has no per-CPU buckets; row ``ncpus + 1``
-holds the shared counters of the ``stats-unlocked`` injection.
+holds the shared counters of the ``stats-unlocked`` injection; row ``ncpus + 2`` is the
+off-CPU context (``Uma.offcpu``), CPU-less like the manager's but for use inside one
+worker, so it never shares counter rows with the manager process.
 """
 
 from __future__ import annotations

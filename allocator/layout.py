@@ -38,9 +38,11 @@ struct of arrays: one flat array per field, indexed by keg, slab, item, bucket, 
 or (zone, CPU).  Every array is declared once, in :func:`allocator_arrays`, with its
 UMA field prefix (``uk_`` keg, ``us_`` slab, ``ui_`` item, ``ub_`` bucket, ``uz_``
 zone, ``uc_`` per-CPU cache, ``cpu_`` CPU state, ``m_`` mbuf header, ``cl_`` cluster)
-and a one-line comment.  Per-CPU arrays have ``ncpus + 2`` rows: the CPUs, then a
+and a one-line comment.  Per-CPU arrays have ``ncpus + 3`` rows: the CPUs, then a
 row for the manager (which runs the trim "callout"), then a row for the shared
-counters that the ``stats-unlocked`` injection bumps.
+counters that the ``stats-unlocked`` injection bumps, then the *off-CPU* row: a
+CPU-less context a worker may use for tester code that must not touch its own
+per-CPU caches (a holder allocating single items straight from slabs).
 
 Padding (:func:`padded`).  What one CPU writes on every operation -- its per-CPU rows
 (``uc_*``, ``cpu_*``) and the count ``ub_cnt`` of the buckets it owns -- gets a cache
@@ -214,8 +216,8 @@ class Geometry:
 
     @property
     def rows(self) -> int:
-        """Per-CPU rows: CPUs, the manager, the shared-counter row."""
-        return self.ncpus + 2
+        """Per-CPU rows: CPUs, the manager, the shared-counter row, the off-CPU row."""
+        return self.ncpus + 3
 
     @property
     def nmbufs(self) -> int:

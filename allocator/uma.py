@@ -121,6 +121,7 @@ class Uma:
     locks: list[Any] | None
     sems: list[Any] | None
     _manager: Cpu | None = None
+    _offcpu: Cpu | None = None
     _cpus: dict[int, Cpu] = field(default_factory=dict)
 
     # --- creation -----------------------------------------------------------------------
@@ -209,6 +210,18 @@ class Uma:
             self._manager = Cpu(self.arena, row, self.locks, self.sems, self.config.inject,
                                 sched_locks=self.config.sched_locks, lock_profile=self.config.lock_profile)
         return self._manager
+
+    def offcpu(self) -> Cpu:
+        """A CPU-less context (row ncpus + 2) for tester code inside ONE worker process
+        that must bypass per-CPU caches (single items straight from the slabs) without
+        sharing the manager's row.  Like the manager's, it never sleeps."""
+        if self.locks is None or self.config is None:
+            raise RuntimeError("an attached arena has no contexts")
+        if self._offcpu is None:
+            row = self.arena.layout.geometry.ncpus + 2
+            self._offcpu = Cpu(self.arena, row, self.locks, self.sems, self.config.inject,
+                               sched_locks=self.config.sched_locks, lock_profile=self.config.lock_profile)
+        return self._offcpu
 
     # --- reading ------------------------------------------------------------------------
     @property
@@ -377,4 +390,5 @@ class Uma:
         """Unmap the arena (idempotent)."""
         self._cpus.clear()
         self._manager = None
+        self._offcpu = None
         self.arena.close()

@@ -72,8 +72,9 @@ NCLASS = len(CLASS_NAMES)
 
 
 def witness_arrays(ncpus: int) -> tuple[ArraySpec, ...]:
-    """The WITNESS tables for ``ncpus`` CPUs (rows: the CPUs, the manager, one spare)."""
-    rows = ncpus + 2
+    """The WITNESS tables for ``ncpus`` CPUs (one row per context row of the arena:
+    the CPUs, the manager, the shared-counter row, the off-CPU row)."""
+    rows = ncpus + 3
     return (
         ArraySpec("wt_order", "i", NCLASS * NCLASS * 2, "first order seen per class pair: two points"),
         ArraySpec("wt_points", "B", MAX_POINTS * POINT_BYTES, "acquisition point names"),

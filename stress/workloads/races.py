@@ -57,10 +57,10 @@ BURST = 40  #: race-drain: mbufs per burst
 
 
 def _manager_context(ctx: WorkerContext) -> Any:
-    """The manager's context, used from this worker as the row of a non-CPU context,
-    with this worker's sched point (and lock mode) so it runs under the token too."""
+    """The off-CPU context (allocator ``Uma.offcpu``: CPU-less, its own row), used from
+    this worker with its sched point (and lock mode) so it runs under the token too."""
     cpu = ctx.cpu
-    mgr = ctx.uma.manager()
+    mgr = ctx.uma.offcpu()
     mgr.sched_point = cpu.sched_point
     mgr.sched_block = cpu.sched_block
     mgr.sched_unblock = cpu.sched_unblock
