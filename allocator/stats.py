@@ -55,6 +55,7 @@ class ZoneStats:
     req: int
     fail: int
     sleep: int
+    misses: int = 0  #: allocations the per-CPU cache could not serve (not a vmstat column)
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ class Stats:
     def from_dict(d: dict[str, Any]) -> Stats:
         """Rebuild from run.json's ``zones`` list (or a dict holding it)."""
         rows = d["zones"] if isinstance(d, dict) else d
-        return Stats.from_zones([ZoneStats(**{k: r[k] for k in ZoneStats.__dataclass_fields__}) for r in rows])
+        return Stats.from_zones([ZoneStats(**{k: r[k] for k in ZoneStats.__dataclass_fields__ if k in r})
+                                 for r in rows])
 
 
 def compute_stats(np_of: Any, rows: int, nmbclusters: int) -> Stats:
@@ -132,6 +134,7 @@ def compute_stats(np_of: Any, rows: int, nmbclusters: int) -> Stats:
     frees = np_of("uc_frees").reshape(NZONES, rows).sum(axis=1)
     fails = np_of("uc_fails").reshape(NZONES, rows).sum(axis=1)
     sleeps = np_of("uc_sleeps").reshape(NZONES, rows).sum(axis=1)
+    misses = np_of("uc_misses").reshape(NZONES, rows).sum(axis=1)
     ub_cnt = np_of("ub_cnt")
     cached = []
     for z in range(NZONES):
@@ -150,7 +153,7 @@ def compute_stats(np_of: Any, rows: int, nmbclusters: int) -> Stats:
         free = cached[z] + (int(uk_free[k]) if primary else 0)
         limit = nmbclusters if z == ZONE_CLUSTER else 0
         zones.append(ZoneStats(ZONE_NAMES[z], ZONE_SIZES[z], limit, int(allocs[z] - frees[z]), free,
-                               int(allocs[z]), int(fails[z]), int(sleeps[z])))
+                               int(allocs[z]), int(fails[z]), int(sleeps[z]), int(misses[z])))
     return Stats.from_zones(zones)
 
 
