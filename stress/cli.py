@@ -13,17 +13,17 @@ comes back to the exit codes of cli.md:
 
 Who does what::
 
-    argv --> cli.main --> build_parser(command) --> args
+    argv --> cli.main --> build_parser() --> args
                |  run     -> config_from_args -> stress.manager.main_run(cfg) -> exit code
                |  replay  -> results.load_run -> RunConfig.from_dict -> (schedule hook) -> main_run
-               |  report  -> stress.report.main(args)
-               `  compare, race, bench -> stress.<name>.main(args), if that module exists
+               |  report  -> stress.report.main(args, parser)
+               `  compare, race, bench -> stress.<name>.main(args)
 
-``compare``, ``race`` and ``bench`` belong to other modules: when ``stress/<name>.py``
-exists and defines ``add_arguments(parser)`` and ``main(args) -> int``, the CLI builds the
-subcommand from them; otherwise a placeholder says "not implemented yet" (exit 2) while
-``<name> --help`` still works.  A plug-in module is imported only when its command is
-used, so a half-written plug-in cannot break ``run``.
+``compare``, ``race`` and ``bench`` belong to their own modules: each defines
+``add_arguments(parser)`` and ``main(args) -> int``, and the CLI builds the subcommand
+from them.  The names the options accept come from their owners: workloads from the
+``stress.workloads`` registry, trimming policies and their parameters from
+``allocator.policy``.
 
 Design decisions:
 
@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import math
 import os
 import re
@@ -58,14 +57,16 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from allocator.layout import CLUSTER_IPERS
+from allocator.policy import POLICY_NAMES, POLICY_PARAMS
 from stress import config as _config
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import format_cpulist, usable_cores
 from stress.results import RunFolderError, load_run, package_version
+from stress.workloads import WORKLOADS
 
 PROG = "zonelimit"
 SUBCOMMANDS = ("run", "compare", "race", "replay", "report", "bench")
-PLUGGABLE = {
+MODULE_COMMANDS = {  #: subcommands built from stress/<name>.py's add_arguments and main
     "compare": "the same workload under several configurations, side by side (policies.md)",
     "race": "race hunting and schedule replay (races.md)",
     "bench": "performance measurements (performance.md)",
@@ -182,51 +183,18 @@ def policy_param(text: str) -> tuple[str, float]:
     return name.strip(), value
 
 
-# --- names that other modules own: ask them, fall back to config's lists ---
-
-
 def workload_names() -> tuple[str, ...]:
-    """Workloads the runner knows: the registry of stress.workloads if it loads, else config's list."""
-    try:
-        registry = importlib.import_module("stress.workloads")
-    except Exception:  # a half-written package must not break the CLI; the run reports it
-        return _config.WORKLOADS
-    for attr in ("WORKLOADS", "REGISTRY", "workloads"):
-        names = getattr(registry, attr, None)
-        if isinstance(names, (dict, tuple, list)) and names:
-            return tuple(str(n) for n in names)
-    return _config.WORKLOADS
-
-
-def _policy_module() -> Any:
-    try:
-        return importlib.import_module("allocator.policy")
-    except Exception:
-        return None
-
-
-def policy_names() -> tuple[str, ...]:
-    """Trimming policies: allocator.policy.POLICY_NAMES if present, else config's list."""
-    names = getattr(_policy_module(), "POLICY_NAMES", None)
-    return tuple(names) if names else _config.POLICIES
-
-
-def policy_params_table() -> dict[str, dict[str, tuple[float, str]]]:
-    """allocator.policy.POLICY_PARAMS (policy -> name -> (default, help)), or {} before it exists."""
-    table = getattr(_policy_module(), "POLICY_PARAMS", None)
-    return dict(table) if isinstance(table, dict) else {}
+    """Workloads the runner knows, in the order of the stress.workloads registry."""
+    return tuple(WORKLOADS)
 
 
 # --- the run options ---
 
 
 def _policy_params_help() -> str:
-    table = policy_params_table()
-    if not table:
-        return "see docs/policies.md"
     return "; ".join(
         f"{policy}: " + ", ".join(f"{name}={default:g}" for name, (default, _) in params.items())
-        for policy, params in table.items()
+        for policy, params in POLICY_PARAMS.items()
         if params
     )
 
@@ -271,8 +239,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         "no trimming), 2007 (refcount fixed, packet zone drained on cluster exhaustion, "
                         "wake all), modern (all fixes plus the default trimming policy) "
                         f"(default: {d['era']})")
-    g.add_argument("--policy", type=one_of(policy_names()), default=None, metavar="NAME",
-                   help=f"packet-zone / bucket-cache trimming: {', '.join(policy_names())} "
+    g.add_argument("--policy", type=one_of(POLICY_NAMES), default=None, metavar="NAME",
+                   help=f"packet-zone / bucket-cache trimming: {', '.join(POLICY_NAMES)} "
                         f"(default: {_era_default('policy')})")
     g.add_argument("--policy-param", type=policy_param, action="append", default=None, metavar="NAME=VALUE",
                    help="a tuning parameter of --policy, repeatable: "
@@ -405,9 +373,8 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     inject = tuple(dict.fromkeys(n for group in (args.inject or []) for n in group))
 
     params: dict[str, float] = dict(args.policy_param or [])
-    table = policy_params_table()
-    if params and table:
-        known = table.get(knobs["policy"], {})
+    if params:
+        known = POLICY_PARAMS.get(knobs["policy"], {})
         for name in params:
             if name not in known:
                 allowed = ", ".join(sorted(known)) or "none"
@@ -495,29 +462,16 @@ def _stdout_closed() -> int:
     return EX_FAIL
 
 
-def _main_run() -> Callable[[RunConfig], int] | None:
-    """``stress.manager.main_run``, imported only when a run is asked for."""
-    try:
-        from stress.manager import main_run
-    except ModuleNotFoundError as exc:
-        if exc.name in ("stress.manager",):
-            return None
-        raise
+def _main_run() -> Callable[[RunConfig], int]:
+    """``stress.manager.main_run``, imported only when a run is asked for (start-up time)."""
+    from stress.manager import main_run
+
     return main_run
 
 
 def start_run(cfg: RunConfig, what: str = "run") -> int:
     """Hand a resolved configuration to the manager and return its exit code."""
-
-    def body() -> int:
-        main_run = _main_run()
-        if main_run is None:
-            print(f"{PROG}: {what}: the runner (stress.manager) is not available in this checkout",
-                  file=sys.stderr)
-            return EX_TESTER
-        return main_run(cfg)
-
-    return call_guarded(what, body)
+    return call_guarded(what, lambda: _main_run()(cfg))
 
 
 def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -549,7 +503,7 @@ def _config_problems(cfg: RunConfig) -> list[str]:
     for name, allowed in (
         ("workload", workload_names()),
         ("era", _config.ERAS),
-        ("policy", policy_names()),
+        ("policy", POLICY_NAMES),
         ("refcount", _config.REFCOUNT_MODES),
         ("wakeup", _config.WAKEUP_MODES),
         ("sched", _config.SCHED_MODES),
@@ -565,47 +519,21 @@ def _config_problems(cfg: RunConfig) -> list[str]:
     return problems
 
 
-SCHEDULE_FILE = "schedule.json"  #: written by stress.sched into pct and replay run folders
-ScheduleHook = Callable[[Path, RunConfig], RunConfig]
-
-
-def schedule_hook() -> ScheduleHook | None:
-    """The race tooling's replay hook, ``stress.sched.prepare_replay(run_dir, cfg) -> cfg``, if present.
-
-    It loads the schedule recorded in the run folder and returns the configuration that
-    follows it (e.g. ``sched="replay"`` plus whatever it needs); it raises ValueError with
-    a one-line message when the recorded schedule is unusable.
-    """
-    try:
-        sched = importlib.import_module("stress.sched")
-    except ModuleNotFoundError as exc:
-        if exc.name == "stress.sched":
-            return None
-        raise
-    hook = getattr(sched, "prepare_replay", None)
-    return hook if callable(hook) else None
-
-
 def follow_schedule(parser: argparse.ArgumentParser, run_dir: Path, cfg: RunConfig) -> RunConfig:
     """Make a replay follow the schedule RUN_DIR recorded, when it recorded one.
 
-    The race tooling may own this step (:func:`schedule_hook`); without it, a run folder
-    holding ``schedule.json`` (a pct or replay run) is replayed with ``sched="replay"``
-    and ``replay_from=RUN_DIR``, which the manager hands to ``stress.sched.Controller``.
-    Free and jitter runs record no schedule: their replay re-runs the same seed, which
-    reproduces the configuration but not necessarily the interleaving.
+    The race tooling owns this step (``stress.sched.prepare_replay``): a pct or replay
+    run folder is replayed with ``sched="replay"``; free and jitter runs record no
+    schedule, so their replay re-runs the same seed, which reproduces the configuration
+    but not necessarily the interleaving.  An unusable schedule is a usage error.
     """
-    hook = schedule_hook()
-    if hook is not None:
-        try:
-            return hook(run_dir, cfg)
-        except ValueError as exc:
-            parser.error(f"RUN_DIR: {run_dir}: schedule: {exc}")
-    if (run_dir / SCHEDULE_FILE).is_file():
-        return cfg.replace(sched="replay", replay_from=str(run_dir))
-    if cfg.sched == "replay":
-        parser.error(f"RUN_DIR: {run_dir}: recorded --sched replay but holds no {SCHEDULE_FILE}")
-    return cfg
+    from stress.sched import prepare_replay
+
+    try:
+        replayed: RunConfig = prepare_replay(run_dir, cfg)
+    except ValueError as exc:
+        parser.error(f"RUN_DIR: {run_dir}: schedule: {exc}")
+    return replayed
 
 
 def cmd_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -643,54 +571,23 @@ def cmd_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 # --- parser ---
 
 
-def _placeholder(name: str, reason: str) -> Callable[[argparse.Namespace, argparse.ArgumentParser], int]:
-    def handler(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        print(f"{PROG}: error: {name}: {reason}", file=sys.stderr)
-        return EX_USAGE
-
-    return handler
-
-
-def _add_pluggable(sub: Any, name: str, load: bool) -> None:
-    """Build subcommand ``name`` from stress/<name>.py's add_arguments/main, or a placeholder."""
-    helptext = PLUGGABLE[name]
-    reason = "not implemented yet"
-    module = None
-    if load:
-        try:
-            module = importlib.import_module(f"stress.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"stress.{name}":
-                reason = f"not available: stress.{name} needs the missing module {exc.name}"
-        except Exception as exc:  # a broken plug-in: say so when it is used, keep --help working
-            reason = f"not available: stress.{name} failed to import: {exc!r}"
-        else:
-            hooks = (getattr(module, "add_arguments", None), getattr(module, "main", None))
-            if not all(callable(h) for h in hooks):
-                reason = f"not implemented yet (stress.{name} has no add_arguments/main)"
-                module = None
+def _add_module_command(sub: Any, name: str, module: Any) -> None:
+    """Subcommand ``name`` from ``module.add_arguments`` and ``module.main`` (guarded as cli.md says)."""
+    helptext = MODULE_COMMANDS[name]
     p = sub.add_parser(name, help=helptext, description=helptext,
                        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    if module is not None:
-        try:
-            module.add_arguments(p)
-        except Exception as exc:
-            reason = f"not available: stress.{name}.add_arguments failed: {exc!r}"
-            module = None
-    if module is None:
-        p.description = f"{helptext}\n\n({name}: {reason})"
-        p.set_defaults(handler=_placeholder(name, reason))
-        return
-    mod = module
+    module.add_arguments(p)
 
     def handler(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        return call_guarded(name, lambda: mod.main(args))
+        return call_guarded(name, lambda: module.main(args))
 
     p.set_defaults(handler=handler)
 
 
-def build_parser(command: str | None = None) -> ZonelimitParser:
-    """The whole parser; plug-in subcommands are loaded only when ``command`` is theirs."""
+def build_parser() -> ZonelimitParser:
+    """The whole parser, every subcommand with its options (so each ``--help`` lists them)."""
+    from stress import bench, compare, race, report  # race imports this module: not at the top
+
     top = ZonelimitParser(
         prog=PROG,
         description="zonelimit: a multi-process stress tester for per-CPU caching slab allocators\n"
@@ -709,8 +606,8 @@ def build_parser(command: str | None = None) -> ZonelimitParser:
     add_run_arguments(run)
     run.set_defaults(handler=cmd_run)
 
-    for name in ("compare", "race"):
-        _add_pluggable(sub, name, load=(command == name))
+    _add_module_command(sub, "compare", compare)
+    _add_module_command(sub, "race", race)
 
     replay = sub.add_parser("replay", help="re-run exactly what RUN_DIR/run.json recorded",
                             description="Re-run exactly what RUN_DIR/run.json recorded (same config and "
@@ -727,15 +624,13 @@ def build_parser(command: str | None = None) -> ZonelimitParser:
     add_output_arguments(replay, run_folder=False)
     replay.set_defaults(handler=cmd_replay)
 
-    from stress import report
-
     rep = sub.add_parser("report", help="re-print summary, netstat -m and plot of saved runs",
                          description=report.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                          allow_abbrev=False)
     report.add_arguments(rep)
     rep.set_defaults(handler=lambda args, parser: report.main(args, parser))
 
-    _add_pluggable(sub, "bench", load=(command == "bench"))
+    _add_module_command(sub, "bench", bench)
 
     top.epilog = (
         "commands: " + ", ".join(SUBCOMMANDS) + "; `zonelimit COMMAND --help` describes each.\n\n"
@@ -745,16 +640,11 @@ def build_parser(command: str | None = None) -> ZonelimitParser:
     return top
 
 
-def _command_of(argv: list[str]) -> tuple[str | None, list[str]]:
-    """The command argv names (``run`` when none) and argv with it made explicit."""
-    if not argv:
-        return "run", ["run"]
-    first = argv[0]
-    if first in SUBCOMMANDS:
-        return first, argv
-    if first in ("-h", "--help", "--version"):
-        return None, argv
-    return "run", ["run", *argv]
+def _with_command(argv: list[str]) -> list[str]:
+    """argv with its command made explicit: ``run`` put in front when it names none."""
+    if argv and (argv[0] in SUBCOMMANDS or argv[0] in ("-h", "--help", "--version")):
+        return argv
+    return ["run", *argv]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -763,11 +653,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args_in and not args_in[0].startswith("-") and args_in[0] not in SUBCOMMANDS:
             # not an option, so not `run`'s: a mistyped command (`zonelimit reprot x`)
-            build_parser(None).error(
+            build_parser().error(
                 f"COMMAND: unknown command {args_in[0]!r}; allowed: {', '.join(SUBCOMMANDS)}"
             )
-        command, args_in = _command_of(args_in)
-        parser = build_parser(command)
+        args_in = _with_command(args_in)
+        parser = build_parser()
         args = parser.parse_args(args_in)
         if args.handler is None:
             parser.print_help()

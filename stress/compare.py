@@ -56,8 +56,9 @@ from pathlib import Path
 from typing import Any
 
 from allocator.policy import POLICY_NAMES, POLICY_PARAMS
-from stress.config import ERAS, WORKLOADS, RunConfig, resolve_era
+from stress.config import ERAS, RunConfig, resolve_era
 from stress.results import package_version, read_samples
+from stress.workloads import WORKLOADS
 
 COMPARE_FORMAT = "zonelimit.compare/1"
 COMPARE_JSON = "compare.json"
@@ -549,9 +550,8 @@ def _base_options(args: argparse.Namespace) -> dict[str, Any]:
     if not 1 <= cpus <= cores:
         raise UsageError(f"--cpus: must be 1 to {cores}, the usable cores (got {cpus}); "
                          "compare does not oversubscribe")
-    known = workload_names()
-    if args.workload not in known:
-        allowed = ", ".join(known)
+    if args.workload not in WORKLOADS:
+        allowed = ", ".join(WORKLOADS)
         raise UsageError(f"--workload: unknown workload {args.workload!r} (allowed: {allowed})")
     if args.repeat < 1:
         raise UsageError(f"--repeat: must be at least 1 (got {args.repeat})")
@@ -570,15 +570,6 @@ def _base_options(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"--{opt.replace('_', '-')}: must be positive (got {v})")
         base[opt] = v
     return base
-
-
-def workload_names() -> tuple[str, ...]:
-    """The workloads the runner knows: the stress.workloads registry (config's list if it fails to load)."""
-    try:
-        from stress.workloads import WORKLOADS as registry
-    except Exception:  # a broken workload module is reported by the run itself
-        return WORKLOADS
-    return tuple(registry)
 
 
 def _compare_dir(args: argparse.Namespace, base: dict[str, Any]) -> Path:

@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ERAS = ("2005", "2007", "modern")
-WORKLOADS = ("netperf", "netperf-rr", "nfs", "xmalloc", "larson", "mixed")
-POLICIES = ("none", "exhaustion", "watermark", "depot", "wss", "median")
 REFCOUNT_MODES = ("buggy-eq0", "atomic")
 WAKEUP_MODES = ("one", "all")
 SCHED_MODES = ("free", "jitter", "pct", "replay")

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +83,7 @@ def test_top_level_help_describes_run_options(capsys: pytest.CaptureFixture[str]
 
 
 def test_every_run_option_states_its_default() -> None:
-    parser = cli.build_parser("run")
+    parser = cli.build_parser()
     run = cli._subparser(parser, "run")
     missing = [a.option_strings for a in run._actions
                if a.option_strings and a.dest != "help" and "default" not in (a.help or "")]
@@ -292,44 +291,35 @@ def test_ctrl_c_exits_130(capsys: pytest.CaptureFixture[str], runner: Recorder) 
     assert run_main(capsys, "--cpus", "1")[0] == 130
 
 
-# --- plug-in subcommands ------------------------------------------------------------------
+# --- subcommands of their own modules -------------------------------------------------
 
 
-def test_missing_plugin_is_a_placeholder(capsys: pytest.CaptureFixture[str],
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    real = cli.importlib.import_module
+def test_module_command_hands_its_args_to_the_module(capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from stress import bench
 
-    def no_bench(name: str) -> Any:
-        if name == "stress.bench":
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return real(name)
-
-    monkeypatch.setattr(cli.importlib, "import_module", no_bench)
-    code, _, err = run_main(capsys, "bench")
-    assert code == 2
-    assert "not implemented yet" in err
-    assert run_main(capsys, "bench", "--help")[0] == 0
-
-
-def test_plugin_module_builds_its_subcommand(capsys: pytest.CaptureFixture[str],
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = types.ModuleType("stress.bench")
-    seen: list[int] = []
-
-    def add_arguments(parser: Any) -> None:
-        parser.add_argument("--reps", type=int, default=1, help="repetitions (default: 1)")
+    seen: list[Any] = []
 
     def main(args: Any) -> int:
-        seen.append(args.reps)
+        seen.append(args)
         return 1
 
-    fake.add_arguments = add_arguments  # type: ignore[attr-defined]
-    fake.main = main  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "stress.bench", fake)
-    code, out, _ = run_main(capsys, "bench", "--help")
-    assert code == 0 and "--reps" in out
-    assert run_main(capsys, "bench", "--reps", "5")[0] == 1
-    assert seen == [5]
+    monkeypatch.setattr(bench, "main", main)
+    assert run_main(capsys, "bench")[0] == 1
+    assert len(seen) == 1
+
+
+def test_module_command_crash_exits_3(capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from stress import bench
+
+    def main(args: Any) -> int:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(bench, "main", main)
+    code, _, err = run_main(capsys, "bench")
+    assert code == 3
+    assert "bench: the tester itself failed" in err.splitlines()[-1]
 
 
 # --- replay -------------------------------------------------------------------------------
@@ -357,12 +347,29 @@ def test_replay_reruns_the_recorded_config(capsys: pytest.CaptureFixture[str], r
 
 def test_replay_follows_a_recorded_schedule(capsys: pytest.CaptureFixture[str], runner: Recorder,
                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "schedule_hook", lambda: None)
+    from stress import sched
+
+    def prepare_replay(run_dir: Path, cfg: RunConfig) -> RunConfig:
+        return cfg.replace(sched="replay", replay_from=str(run_dir))
+
+    monkeypatch.setattr(sched, "prepare_replay", prepare_replay)
     run_dir = _saved_run(tmp_path / "run", sched="pct")
-    (run_dir / cli.SCHEDULE_FILE).write_text("{}")
     run_main(capsys, "replay", str(run_dir), "--out", str(tmp_path / "again"))
     cfg = runner.cfg
     assert (cfg.sched, cfg.replay_from, cfg.out) == ("replay", str(run_dir), str(tmp_path / "again"))
+
+
+def test_replay_of_an_unreadable_schedule_exits_2(capsys: pytest.CaptureFixture[str], runner: Recorder,
+                                                  tmp_path: Path) -> None:
+    from stress.sched import SCHEDULE_FILE
+
+    run_dir = _saved_run(tmp_path / "run", sched="pct")
+    (run_dir / SCHEDULE_FILE).write_text("{}")
+    code, _, err = run_main(capsys, "replay", str(run_dir), "--out", str(tmp_path / "again"))
+    assert code == 2
+    assert err.splitlines()[-1].startswith("zonelimit: error: RUN_DIR:")
+    assert "Traceback" not in err
+    assert not runner.configs
 
 
 def test_replay_of_a_bad_folder_exits_2(capsys: pytest.CaptureFixture[str], runner: Recorder,
