@@ -132,12 +132,41 @@ class LockOps:
 _LockPair = tuple[Callable[[int, int], None], Callable[[int], None]]
 
 
+def _instrumented(this: LockOps, pair: _LockPair, *, sched: bool, hooks: bool) -> _LockPair:
+    """``pair`` wrapped in sched points (before acquire, after release) and WITNESS-style
+    lock hooks (after acquire, before release): the instruments both pair builders share."""
+    if not (sched or hooks):
+        return pair
+    take, give = pair
+    acq, rel, points = ACQUIRE_LABELS, RELEASE_LABELS, POINTS
+
+    def lock(i: int, point: int) -> None:
+        if sched:
+            this.sched_point(acq[i][point])
+        take(i, point)
+        if hooks:
+            hk = this.lock_hooks
+            if hk is not None:
+                hk[0](i, points[point])
+
+    def unlock(i: int) -> None:
+        if hooks:
+            hk = this.lock_hooks
+            if hk is not None:
+                hk[1](i)
+        give(i)
+        if sched:
+            this.sched_point(rel[i])
+
+    return lock, unlock
+
+
 def _hooked_pair(this: LockOps, *, sched: bool, spin: bool, hooks: bool) -> _LockPair:
     """lock/unlock with sched points, try-lock spinning and lock hooks, no profiling."""
     mps, owner, row1 = this._mp, this.lock_owner, this.row1
-    acq, spn, rel, points = ACQUIRE_LABELS, SPIN_LABELS, RELEASE_LABELS, POINTS
+    acq, spn, rel = ACQUIRE_LABELS, SPIN_LABELS, RELEASE_LABELS
 
-    if sched and not (spin or hooks):  # --sched jitter: the common case, no flag tests
+    if sched and not (spin or hooks):  # --sched jitter: the common case, one call, no flag tests
 
         def lock_sched(i: int, point: int) -> None:
             this.sched_point(acq[i][point])
@@ -151,9 +180,7 @@ def _hooked_pair(this: LockOps, *, sched: bool, spin: bool, hooks: bool) -> _Loc
 
         return lock_sched, unlock_sched
 
-    def lock(i: int, point: int) -> None:
-        if sched:
-            this.sched_point(acq[i][point])
+    def take(i: int, point: int) -> None:
         mp = mps[i]
         if spin:
             # Controlled scheduling: never block on a lock whose holder is descheduled.
@@ -162,131 +189,77 @@ def _hooked_pair(this: LockOps, *, sched: bool, spin: bool, hooks: bool) -> _Loc
         else:
             mp.acquire()
         owner[i] = row1
-        if hooks:
-            hk = this.lock_hooks
-            if hk is not None:
-                hk[0](i, points[point])
 
-    def unlock(i: int) -> None:
-        if hooks:
-            hk = this.lock_hooks
-            if hk is not None:
-                hk[1](i)
+    def give(i: int) -> None:
         owner[i] = 0
         mps[i].release()
-        if sched:
-            this.sched_point(rel[i])
 
-    return lock, unlock
+    return _instrumented(this, (take, give), sched=sched, hooks=hooks)
 
 
 def _profiled_pair(this: LockOps, *, sched: bool, spin: bool, hooks: bool) -> _LockPair:
     """lock/unlock recording LOCK_PROFILING statistics (see HOLD_SAMPLE), plus whatever
-    other instruments are on."""
+    other instruments are on.  With --lock-profile alone the pair is the profiled
+    acquire/release itself, one call each; the slow paths (a contended acquire, a
+    sampled hold) are calls of their own."""
     mps, owner, row1, lp = this._mp, this.lock_owner, this.row1, this.lockprof
-    acq, spn, rel, points, bases = ACQUIRE_LABELS, SPIN_LABELS, RELEASE_LABELS, POINTS, LP_BASES
+    spn, bases = SPIN_LABELS, LP_BASES
     held_since, held_base = this._held_since, this._held_point
     clock = time.perf_counter_ns
     mask = _SAMPLE_MASK
 
-    if not (sched or spin or hooks):  # --lock-profile alone: the same, without flag tests
-
-        def lock_prof(i: int, point: int) -> None:
-            mp = mps[i]
-            base = bases[i][point]
-            if mp.acquire(False):
-                owner[i] = row1
-                n = lp[base] + 1
-                lp[base] = n
-                if not (n - 1) & mask:
-                    held_since[i] = clock()
-                    held_base[i] = base
-                return
-            t0 = clock()
-            mp.acquire()
-            now = clock()
-            owner[i] = row1
-            n = lp[base] + 1
-            lp[base] = n
-            lp[base + 1] += 1
-            wait = now - t0
-            lp[base + 2] += wait
-            if wait > lp[base + 3]:
-                lp[base + 3] = wait
-            if not (n - 1) & mask:
-                held_since[i] = now
-                held_base[i] = base
-
-        def unlock_prof(i: int) -> None:
-            t0 = held_since[i]
-            if t0:
-                hold = clock() - t0
-                held_since[i] = 0
-                base = held_base[i]
-                lp[base + 4] += hold
-                if hold > lp[base + 5]:
-                    lp[base + 5] = hold
-            owner[i] = 0
-            mps[i].release()
-
-        return lock_prof, unlock_prof
-
-    def lock(i: int, point: int) -> None:
-        if sched:
-            this.sched_point(acq[i][point])
+    def contended(i: int, point: int, base: int) -> None:
+        """The try-lock failed: block (or spin through sched points), count the wait."""
         mp = mps[i]
-        base = bases[i][point]
-        if mp.acquire(False):
-            owner[i] = row1
-            n = lp[base] + 1
-            lp[base] = n
-            if not (n - 1) & mask:
-                held_since[i] = clock()
-                held_base[i] = base
+        t0 = clock()
+        if spin:
+            # Controlled scheduling: never block on a lock whose holder is descheduled.
+            while not mp.acquire(False):
+                this.sched_point(spn[i][point])
         else:
-            t0 = clock()
-            if spin:
-                # Controlled scheduling: never block on a lock whose holder is descheduled.
-                while not mp.acquire(False):
-                    this.sched_point(spn[i][point])
-            else:
-                mp.acquire()
-            now = clock()
-            owner[i] = row1
-            n = lp[base] + 1
-            lp[base] = n
-            lp[base + 1] += 1
-            wait = now - t0
-            lp[base + 2] += wait
-            if wait > lp[base + 3]:
-                lp[base + 3] = wait
-            if not (n - 1) & mask:
-                held_since[i] = now
-                held_base[i] = base
-        if hooks:
-            hk = this.lock_hooks
-            if hk is not None:
-                hk[0](i, points[point])
+            mp.acquire()
+        now = clock()
+        owner[i] = row1
+        n = lp[base] + 1
+        lp[base] = n
+        lp[base + 1] += 1
+        wait = now - t0
+        lp[base + 2] += wait
+        if wait > lp[base + 3]:
+            lp[base + 3] = wait
+        if not (n - 1) & mask:
+            held_since[i] = now
+            held_base[i] = base
 
-    def unlock(i: int) -> None:
-        if hooks:
-            hk = this.lock_hooks
-            if hk is not None:
-                hk[1](i)
+    def sampled_hold(i: int, t0: int) -> None:
+        """Release of a sampled acquisition: add its hold time."""
+        hold = clock() - t0
+        held_since[i] = 0
+        base = held_base[i]
+        lp[base + 4] += hold
+        if hold > lp[base + 5]:
+            lp[base + 5] = hold
+
+    def lock_prof(i: int, point: int) -> None:
+        base = bases[i][point]
+        if not mps[i].acquire(False):
+            contended(i, point, base)
+            return
+        owner[i] = row1
+        n = lp[base] + 1
+        lp[base] = n
+        if not (n - 1) & mask:
+            held_since[i] = clock()
+            held_base[i] = base
+
+    def unlock_prof(i: int) -> None:
         t0 = held_since[i]
         if t0:
-            hold = clock() - t0
-            held_since[i] = 0
-            base = held_base[i]
-            lp[base + 4] += hold
-            if hold > lp[base + 5]:
-                lp[base + 5] = hold
+            sampled_hold(i, t0)
         owner[i] = 0
         mps[i].release()
-        if sched:
-            this.sched_point(rel[i])
 
-    return lock, unlock
+    return _instrumented(this, (lock_prof, unlock_prof), sched=sched, hooks=hooks)
 
 
 def make_locks(ctx: Any) -> list[Any]:

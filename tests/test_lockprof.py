@@ -119,3 +119,50 @@ def test_run_records_lock_rows_in_run_json(tmp_path: Path):
     plain = manager.execute(cfg.replace(lock_profile=False, out=str(tmp_path / "plain")), tmp_path / "plain",
                             lambda line: None)
     assert plain["locks"] == []
+
+
+class _FakeContext:
+    """A LockOps context outside the allocator: real locks, plain owner and profile words."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        from allocator.lock import LockOps
+
+        self.ops = ops = LockOps()
+        ctx = multiprocessing.get_context("fork")
+        ops._mp = [ctx.Lock() for _ in range(NLOCKS)]
+        ops.lock_owner = memoryview(bytearray(8 * NLOCKS)).cast("q")
+        ops.lockprof = memoryview(bytearray(8 * NLOCKS * LOCK_POINTS_MAX * LP_NFIELDS)).cast("q")
+        ops.row1 = 1
+        ops._held_since = [0] * NLOCKS
+        ops._held_point = [0] * NLOCKS
+        self.events: list[str] = []
+        ops.sched_point = self.events.append  # type: ignore[method-assign]
+        ops.lock_hooks = (lambda i, p: self.events.append(f"hook+ {i} {p}"),
+                          lambda i: self.events.append(f"hook- {i}"))
+
+
+@pytest.mark.parametrize("profile", [False, True])
+@pytest.mark.parametrize("sched,spin,hooks", [(s, p, h) for s in (False, True) for p in (False, True)
+                                              for h in (False, True)])
+def test_every_lock_mode_keeps_owner_order_and_counts(sched: bool, spin: bool, hooks: bool,
+                                                      profile: bool) -> None:
+    """Whatever instruments are on: sched point before acquire and after release, hooks
+    inside the lock, the owner word set while held, every acquisition counted when profiled."""
+    fake = _FakeContext()
+    ops = fake.ops
+    ops.lock_mode(sched=sched, spin=spin, profile=profile, hooks=hooks)
+    for _ in range(HOLD_SAMPLE + 1):
+        ops.lock(2, 4)
+        assert ops.lock_owner[2] == 1
+        ops.unlock(2)
+        assert ops.lock_owner[2] == 0
+    one = ([f"acquire {LOCK_NAMES[2]} @ {POINTS[4]}"] if sched else []) + \
+          ([f"hook+ 2 {POINTS[4]}", "hook- 2"] if hooks else []) + \
+          ([f"release {LOCK_NAMES[2]}"] if sched else [])
+    assert fake.events == one * (HOLD_SAMPLE + 1)
+    base = (2 * LOCK_POINTS_MAX + 4) * LP_NFIELDS
+    assert ops.lockprof[base] == (HOLD_SAMPLE + 1 if profile else 0)
+    assert ops.lockprof[base + 1] == 0  # nobody else: never contended
+    assert ops._held_since[2] == 0  # every sampled hold was closed
