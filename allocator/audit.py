@@ -157,44 +157,36 @@ def audit(np_of: Any, rows: int, stats: Stats, held_mbufs: Iterable[int]) -> Aud
 
     packet_cached: list[np.ndarray[Any, Any]] = []
     packet_in_hand: list[np.ndarray[Any, Any]] = []
+
+    def claim(z: int, items: np.ndarray[Any, Any], where: str, packets: list[np.ndarray[Any, Any]]) -> int:
+        """Zone z's items found at ``where``: owned there (a packet's cluster is looked up later
+        through ``packets``); returns how many."""
+        own(ZONE_KEG[z], items, f"{ZONE_NAMES[z]} {where}")
+        if z == ZONE_PACKET:
+            packets.append(items)
+        return len(items)
+
     for z in range(NZONES):
-        k = ZONE_KEG[z]
         zname = ZONE_NAMES[z]
         percpu = listed = hand = 0
         for arr in ("uc_allocbucket", "uc_freebucket"):
             for row in range(rows):
                 b = int(np_of(arr)[z * rows + row])
                 if b >= 0:
-                    items = bucket_items(b)
-                    percpu += len(items)
-                    own(k, items, f"{zname} cpu{row} {arr[3:]}")
-                    if z == ZONE_PACKET:
-                        packet_cached.append(items)
+                    percpu += claim(z, bucket_items(b), f"cpu{row} {arr[3:]}", packet_cached)
         b = int(np_of("uz_full_head")[z])
         guard = len(ub_cnt)
         while b >= 0 and guard:
-            items = bucket_items(b)
-            listed += len(items)
-            own(k, items, f"{zname} full list")
-            if z == ZONE_PACKET:
-                packet_cached.append(items)
+            listed += claim(z, bucket_items(b), "full list", packet_cached)
             b = int(ub_link[b])
             guard -= 1
         for row in range(rows):
             b = int(np_of("uc_fillbucket")[z * rows + row])
             if b >= 0:
-                items = bucket_items(b)
-                hand += len(items)
-                own(k, items, f"{zname} cpu{row} in hand")
-                if z == ZONE_PACKET:
-                    packet_in_hand.append(items)
+                hand += claim(z, bucket_items(b), f"cpu{row} in hand", packet_in_hand)
             it = int(np_of("uc_initem")[z * rows + row])
             if it >= 0:
-                hand += 1
-                one = np.asarray([it], np.int64)
-                own(k, one, f"{zname} cpu{row} init")
-                if z == ZONE_PACKET:
-                    packet_in_hand.append(one)
+                hand += claim(z, np.asarray([it], np.int64), f"cpu{row} init", packet_in_hand)
         r.cached[zname] = {"percpu": percpu, "list": listed}
         r.in_hand[zname] = hand
 
@@ -212,24 +204,24 @@ def audit(np_of: Any, rows: int, stats: Stats, held_mbufs: Iterable[int]) -> Aud
     m_ext = np_of("m_ext")
     m_exttype = np_of("m_exttype")
     cl_ref = np_of("cl_ref")
+
     def cat(xs: list[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
         return np.concatenate(xs) if xs else np.zeros(0, np.int64)
 
+    def attached(mbufs: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """The clusters these mbufs carry (one per mbuf with a cluster, repeats kept)."""
+        ext = m_ext[mbufs]
+        return ext[ext >= 0].astype(np.int64)
+
     pc = cat(packet_cached)
-    stranded = m_ext[pc]
-    stranded = stranded[stranded >= 0].astype(np.int64)
+    stranded = attached(pc)
     r.clusters_stranded = len(stranded)
     bad_pack = int(((m_exttype[pc] != EXT_PACKET) | (m_ext[pc] < 0)).sum()) if len(pc) else 0
     if len(stranded):
         bad_pack += int((cl_ref[stranded] != 1).sum())
     own(1, stranded, "attached to a cached packet")
-    ph = cat(packet_in_hand)
-    hand_cl = m_ext[ph]
-    hand_cl = hand_cl[hand_cl >= 0].astype(np.int64)
-    own(1, hand_cl, "attached to an in-hand packet")
-    refs = m_ext[held]
-    refs = refs[refs >= 0].astype(np.int64)
-    uniq, counts = np.unique(refs, return_counts=True)
+    own(1, attached(cat(packet_in_hand)), "attached to an in-hand packet")
+    uniq, counts = np.unique(attached(held), return_counts=True)
     r.clusters_in_use = len(uniq)
     own(1, uniq, "attached to a held mbuf")
     r.refcount_errors = bad_pack + int((cl_ref[uniq] != counts).sum()) if len(uniq) else bad_pack
