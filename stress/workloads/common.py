@@ -163,6 +163,30 @@ class Workload:
         if seq != expected:
             self.count(STAT_PAYLOAD_ERRORS)
 
+    def consume_head(self, ring: Ring, expect: dict[int, int], p: int) -> tuple[int, bool] | None:
+        """A FIFO consumer's step: verify the mbuf at the head of ``ring`` (payload, then
+        order against ``expect[p]``), free it, advance.  (sequence, intact), or None when
+        the ring is empty.  The mbuf leaves the ring only after m_freem returned."""
+        m = ring.peek()
+        if m < 0:
+            return None
+        seq, ok = self.read_payload(m)
+        if ok:
+            self.check_seq(seq, expect[p])
+        expect[p] += 1
+        self.cpu.m_freem(m)
+        ring.advance()
+        return seq, ok
+
+    def free_ring(self, ring: Ring) -> None:
+        """Tx completion (em_txeof): free every mbuf on ``ring``, oldest first."""
+        while True:
+            m = ring.peek()
+            if m < 0:
+                return
+            self.cpu.m_freem(m)
+            ring.advance()
+
 
 def common_arrays(cfg: RunConfig) -> list[ArraySpec]:
     """Arrays every workload uses: the per-CPU scratch slot for an mbuf in transit."""

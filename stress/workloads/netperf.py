@@ -204,13 +204,7 @@ class Netperf(Workload):
 
     def tx_complete(self, p: int) -> None:
         """em_txeof: the driver's references of the transmitted batch go back."""
-        cpu, done = self.cpu, self.done[p]
-        while True:
-            m = done.peek()
-            if m < 0:
-                break
-            cpu.m_freem(m)
-            done.advance()
+        self.free_ring(self.done[p])
 
     def receive(self, p: int, seq: int) -> bool:
         """A frame for ``seq`` arrives in the oldest posted rx buffer and goes up the stack."""

@@ -38,7 +38,7 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
-from allocator import M_NOWAIT, M_PKTHDR, M_WAITOK, MT_DATA, ArraySpec
+from allocator import M_NOWAIT, M_PKTHDR, MT_DATA, ArraySpec
 from stress.config import RunConfig
 from stress.ring import ring_spec
 from stress.workloads.common import (
@@ -51,6 +51,7 @@ from stress.workloads.common import (
     Workload,
     pairs,
 )
+from stress.workloads.nfs import nfs_reply
 
 PHASE_STREAM = 0
 PHASE_NFS = 1
@@ -179,18 +180,9 @@ class NetperfNfs(Workload):
 
     def transmit(self, p: int) -> int:
         """The driver puts segment copies on the wire and frees its reference."""
-        cpu, tx = self.cpu, self.tx[p]
+        tx = self.tx[p]
         did = 0
-        while did < self.TXBATCH:
-            n = tx.peek()
-            if n < 0:
-                break
-            seq, ok = self.read_payload(n)
-            if ok:
-                self.check_seq(seq, self.tx_expect[p])
-            self.tx_expect[p] += 1
-            cpu.m_freem(n)
-            tx.advance()
+        while did < self.TXBATCH and self.consume_head(tx, self.tx_expect, p) is not None:
             did += 1
         return did
 
@@ -226,31 +218,17 @@ class NetperfNfs(Workload):
 
     def nfsd(self, p: int) -> int:
         """Serve one request: free it, build its CHAIN-cluster reply, send it whole."""
-        cpu, req, part, rep = self.cpu, self.req[p], self.part[p], self.rep[p]
+        req, part, rep = self.req[p], self.part[p], self.rep[p]
         if self.serving[p] < 0:
-            r = req.peek()
-            if r < 0:
+            got = self.consume_head(req, self.req_expect, p)
+            if got is None:
                 return 0
-            seq, ok = self.read_payload(r)
-            if ok:
-                self.check_seq(seq, self.req_expect[p])
-            self.req_expect[p] += 1
-            cpu.m_freem(r)
-            req.advance()
-            self.serving[p] = seq
+            self.serving[p] = got[0]
         seq = self.serving[p]
         did = 0
-        while len(part) < self.CHAIN:
-            m = cpu.m_gethdr(M_WAITOK, MT_DATA)
-            if m < 0:
-                self.count(STAT_ALLOC_FAILS)
+        while len(part) < self.CHAIN:  # each part sleeps in zonelimit when the clusters are hoarded
+            if nfs_reply(self, part, seq * self.CHAIN + len(part), self.REPLY_LEN) < 0:
                 return did
-            part.push(m)  # recorded before m_clget, which may sleep
-            length = self.REPLY_LEN
-            if not cpu.m_clget(m, M_WAITOK):  # a standalone cluster: sleeps in zonelimit when hoarded
-                self.count(STAT_ALLOC_FAILS)
-                length = 64
-            self.write_payload(m, seq * self.CHAIN + len(part) - 1, length)
             did += 1
         if rep.free_space() < self.CHAIN:
             return did

@@ -24,7 +24,7 @@ from typing import ClassVar
 
 from allocator import M_NOWAIT, M_PKTHDR, M_WAITOK, MT_DATA, ArraySpec
 from stress.config import RunConfig
-from stress.ring import ring_spec
+from stress.ring import Ring, ring_spec
 from stress.workloads.common import (
     STAT_ALLOC_FAILS,
     STAT_DROPS,
@@ -35,6 +35,24 @@ from stress.workloads.common import (
     pairs,
     rx_ring_size,
 )
+
+
+def nfs_reply(w: Workload, record: Ring, seq: int, length: int) -> int:
+    """nfsm_reply: an mbuf header (m_gethdr) plus a standalone cluster (m_clget), both
+    M_WAITOK, carrying ``length`` bytes for ``seq``.  The mbuf is pushed on ``record``
+    before m_clget, which may sleep in zonelimit; without a cluster it carries a 64-byte
+    error reply.  Returns the mbuf, or -1 (counted) when not even the header came."""
+    cpu = w.cpu
+    m = cpu.m_gethdr(M_WAITOK, MT_DATA)
+    if m < 0:
+        w.count(STAT_ALLOC_FAILS)
+        return -1
+    record.push(m)
+    if not cpu.m_clget(m, M_WAITOK):  # the standalone cluster: may sleep in zonelimit
+        w.count(STAT_ALLOC_FAILS)
+        length = 64  # an error reply fits in the mbuf itself
+    w.write_payload(m, seq, length)
+    return m
 
 
 class Nfs(Workload):
@@ -86,28 +104,15 @@ class Nfs(Workload):
 
     def nfsd(self, p: int) -> int:
         """Serve every queued request: free it, build the reply with m_gethdr + m_clget."""
-        cpu, req, rep, hold = self.cpu, self.req[p], self.rep[p], self.hold
+        req, rep, hold = self.req[p], self.rep[p], self.hold
         did = 0
         while rep.free_space() > 0:
-            r = req.peek()
-            if r < 0:
+            got = self.consume_head(req, self.req_expect, p)
+            if got is None:
                 break
-            seq, ok = self.read_payload(r)
-            if ok:
-                self.check_seq(seq, self.req_expect[p])
-            self.req_expect[p] += 1
-            cpu.m_freem(r)
-            req.advance()
-            m = cpu.m_gethdr(M_WAITOK, MT_DATA)
+            m = nfs_reply(self, hold, got[0], self.REPLY_LEN)
             if m < 0:
-                self.count(STAT_ALLOC_FAILS)
                 continue  # the request is lost; the driver gives up on it below
-            hold.push(m)
-            length = self.REPLY_LEN
-            if not cpu.m_clget(m, M_WAITOK):  # the standalone cluster: may sleep in zonelimit
-                self.count(STAT_ALLOC_FAILS)
-                length = 64  # an error reply fits in the mbuf itself
-            self.write_payload(m, seq, length)
             rep.push(m)
             hold.pop()
             self.count(STAT_SENT)
@@ -116,7 +121,7 @@ class Nfs(Workload):
 
     def driver(self, p: int, running: bool) -> int:
         """Complete replies, then post new requests while fewer than WINDOW are out."""
-        cpu, rep, done = self.cpu, self.rep[p], self.done[p]
+        rep, done = self.rep[p], self.done[p]
         did = 0
         while len(done) < self.TXBATCH:
             m = rep.pop()
@@ -130,12 +135,7 @@ class Nfs(Workload):
                 self.reply_expect[p] = seq + 1
             self.outstanding[p] -= 1
             did += 1
-        while True:
-            m = done.peek()
-            if m < 0:
-                break
-            cpu.m_freem(m)
-            done.advance()
+        self.free_ring(done)
         if len(self.rxd[p]) < self.rxd_size:
             self.refill(p)
         while running and self.outstanding[p] < self.WINDOW and self.req[p].free_space() > 0:
