@@ -74,6 +74,8 @@ class _RaceWorkload(Workload):
     """Shared plumbing: the mailbox, a held ring per CPU, the owner's bucket flush."""
 
     name: ClassVar[str] = ""
+    FILL: ClassVar[int] = 0  #: an asker's states: FILL (flush, wait for the holder to arm, ask) ...
+    WAIT_GOT: ClassVar[int]  #: ... then WAIT_GOT until the holder says the round is over
 
     @classmethod
     def arrays(cls, cfg: RunConfig) -> list[ArraySpec]:
@@ -107,6 +109,34 @@ class _RaceWorkload(Workload):
         self.hold.pop()
         return True
 
+    def ask(self) -> int:
+        """One step of asker CPU k: flush its cluster buckets, wait until the holder has
+        the zone at its limit, then ask for one cluster with M_WAITOK (the sleep in
+        zonelimit the race is about) and say when it came; then wait for the round's end."""
+        box, cpu, r, k = self.box, self.cpu, self.round + 1, self.k
+        if self.state == self.FILL:
+            if box[W_FLUSHED + k] != r:
+                self.flush_own_buckets()
+                box[W_FLUSHED + k] = r
+                return 1
+            if box[W_ARMED] != r:
+                return 0
+            m = cpu.m_gethdr(M_WAITOK, MT_DATA)
+            self.held.push(m)
+            box[W_ASKING + k] = r
+            if not cpu.m_clget(m, M_WAITOK):  # sleeps in zonelimit until a free wakes it
+                self.count(STAT_ALLOC_FAILS)
+            box[W_GOT + k] = r
+            self.free_held(1)
+            self.count(STAT_PACKETS)
+            self.state = self.WAIT_GOT
+            return 1
+        if box[W_FREED] != r:
+            return 0
+        self.round += 1
+        self.state = self.FILL
+        return 1
+
     def free_held(self, limit: int) -> int:
         """Free up to ``limit`` held mbufs; the number freed."""
         n = 0
@@ -131,7 +161,7 @@ class RaceLimit(_RaceWorkload):
         if self.k == 0:
             return self._holder(running)
         if self.k == 1:
-            return self._asker()
+            return self.ask()
         return 0
 
     def _holder(self, running: bool) -> int:
@@ -164,31 +194,6 @@ class RaceLimit(_RaceWorkload):
         self.state = self.FILL
         return 1
 
-    def _asker(self) -> int:
-        box, cpu, r = self.box, self.cpu, self.round + 1
-        if self.state == self.FILL:  # flush, then wait for the holder to arm
-            if box[W_FLUSHED + 1] != r:
-                self.flush_own_buckets()
-                box[W_FLUSHED + 1] = r
-                return 1
-            if box[W_ARMED] != r:
-                return 0
-            m = cpu.m_gethdr(M_WAITOK, MT_DATA)
-            self.held.push(m)
-            box[W_ASKING + 1] = r
-            if not cpu.m_clget(m, M_WAITOK):  # sleeps in zonelimit until a free wakes it
-                self.count(STAT_ALLOC_FAILS)
-            box[W_GOT + 1] = r
-            self.free_held(1)
-            self.count(STAT_PACKETS)
-            self.state = self.WAIT_GOT
-            return 1
-        if box[W_FREED] != r:
-            return 0
-        self.round += 1
-        self.state = self.FILL
-        return 1
-
 
 class RaceWakeOne(_RaceWorkload):
     """``wake-one``: a single-item holder, two askers, every cluster freed one by one."""
@@ -208,7 +213,7 @@ class RaceWakeOne(_RaceWorkload):
         if self.k == 0:
             return self._holder(running)
         if self.k in self.askers:
-            return self._asker()
+            return self.ask()
         return 0
 
     def _holder(self, running: bool) -> int:
@@ -241,31 +246,6 @@ class RaceWakeOne(_RaceWorkload):
         if any(box[W_GOT + k] != r for k in self.askers):
             return 0  # wake-one: an asker sleeps on with clusters free in the keg
         box[W_FREED] = r
-        self.round += 1
-        self.state = self.FILL
-        return 1
-
-    def _asker(self) -> int:
-        box, cpu, r, k = self.box, self.cpu, self.round + 1, self.k
-        if self.state == self.FILL:
-            if box[W_FLUSHED + k] != r:
-                self.flush_own_buckets()
-                box[W_FLUSHED + k] = r
-                return 1
-            if box[W_ARMED] != r:
-                return 0
-            m = cpu.m_gethdr(M_WAITOK, MT_DATA)
-            self.held.push(m)
-            box[W_ASKING + k] = r
-            if not cpu.m_clget(m, M_WAITOK):  # sleeps in zonelimit until a free wakes it
-                self.count(STAT_ALLOC_FAILS)
-            box[W_GOT + k] = r
-            self.free_held(1)
-            self.count(STAT_PACKETS)
-            self.state = self.WAIT_GOT
-            return 1
-        if box[W_FREED] != r:
-            return 0
         self.round += 1
         self.state = self.FILL
         return 1
