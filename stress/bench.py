@@ -616,16 +616,6 @@ def run_bench(*, quick: bool = False, repeat_n: int | None = None, only: Sequenc
 # --- the subcommand ------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
-    if value < 1 or value > 1000:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 1000, got {text!r}")
-    return value
-
-
 def _figure_list(text: str) -> list[str]:
     ids = [t.strip().upper() for t in text.split(",") if t.strip()]
     bad = [t for t in ids if t not in FIGURE_IDS]
@@ -635,7 +625,9 @@ def _figure_list(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``bench`` (called by stress/cli.py)."""
+    """The options of ``bench`` (called by stress/cli.py, whose value checkers it shares)."""
+    from stress.cli import whole_number
+
     parser.description = (parser.description or "") + (
         "\n\nMeasures P1..P8 of performance.md, each as a ratio to a floor or baseline\n"
         "measured in the same run; prints median, min and max of the repetitions, marks\n"
@@ -644,7 +636,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="small op counts and fewer repetitions: seconds, for CI and smoke tests "
                              "(default: full size)")
-    parser.add_argument("--repeat", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--repeat", type=whole_number(1, 1000), default=None, metavar="N",
                         help="repetitions per figure (default: 5, or 3 with --quick)")
     parser.add_argument("--out", type=str, default=str(DEFAULT_OUT), metavar="DIR",
                         help=f"folder for the <timestamp>.json result (default: {DEFAULT_OUT})")

@@ -133,6 +133,10 @@ class _RaceWorkload(Workload):
             return 1
         if box[W_FREED] != r:
             return 0
+        return self.next_round()
+
+    def next_round(self) -> int:
+        """The round is over for this CPU: back to FILL for the next one (a step done)."""
         self.round += 1
         self.state = self.FILL
         return 1
@@ -190,9 +194,7 @@ class RaceLimit(_RaceWorkload):
         if self.free_held(16):
             return 1
         box[W_FREED] = r
-        self.round += 1
-        self.state = self.FILL
-        return 1
+        return self.next_round()
 
 
 class RaceWakeOne(_RaceWorkload):
@@ -246,9 +248,7 @@ class RaceWakeOne(_RaceWorkload):
         if any(box[W_GOT + k] != r for k in self.askers):
             return 0  # wake-one: an asker sleeps on with clusters free in the keg
         box[W_FREED] = r
-        self.round += 1
-        self.state = self.FILL
-        return 1
+        return self.next_round()
 
 
 class RaceDrain(_RaceWorkload):
