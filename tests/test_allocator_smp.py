@@ -6,6 +6,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -141,11 +144,14 @@ def _wait_for(cond, timeout: float = 20.0) -> bool:
     return False
 
 
-def test_wakeup_one_leaves_the_second_sleeper_asleep():
-    """One free wakes exactly one of two sleepers in 2005; the other sleeps on with a
-    free item in the keg once the first allocated and freed again."""
-    extra = (ArraySpec("got", "q", 4, "cluster each sleeper got + 1"),)
-    uma = Uma.create(UmaConfig(ncpus=3, nmbclusters=16, wakeup="one", extra=extra))
+_GOT = (ArraySpec("got", "q", 4, "cluster each sleeper got + 1"),)
+
+
+@contextmanager
+def _two_sleepers(cfg: UmaConfig) -> Iterator[tuple[Uma, Any, list[int]]]:
+    """CPU 2 holds every cluster and CPUs 0 and 1 sleep in zonelimit asking for one
+    (``_sleeper``): the arena, CPU 2 and what it holds.  The sleepers are killed after."""
+    uma = Uma.create(cfg)
     procs = []
     try:
         c2 = uma.cpu(2)
@@ -154,6 +160,18 @@ def test_wakeup_one_leaves_the_second_sleeper_asleep():
         for p in procs:
             p.start()
         assert _wait_for(lambda: len(uma.sleepers()) == 2)
+        yield uma, c2, held
+    finally:
+        for p in procs:
+            p.kill()
+            p.join()
+        uma.close()
+
+
+def test_wakeup_one_leaves_the_second_sleeper_asleep():
+    """One free wakes exactly one of two sleepers in 2005; the other sleeps on with a
+    free item in the keg once the first allocated and freed again."""
+    with _two_sleepers(UmaConfig(ncpus=3, nmbclusters=16, wakeup="one", extra=_GOT)) as (uma, c2, held):
         c2.zfree(ZONE_CLUSTER, held.pop())
         assert _wait_for(lambda: sum(1 for k in (0, 1) if uma.view("got")[k]) == 1)
         time.sleep(0.3)
@@ -162,24 +180,10 @@ def test_wakeup_one_leaves_the_second_sleeper_asleep():
         s = uma.sleepers()[0]
         assert s.wchan == "zonelimit" and s.zone == "mbuf_cluster" and s.since_ns > 0
         assert uma.stats().zone("mbuf_cluster").sleep == 2
-    finally:
-        for p in procs:
-            p.kill()
-            p.join()
-        uma.close()
 
 
 def test_wakeup_all_wakes_every_sleeper():
-    extra = (ArraySpec("got", "q", 4, "cluster each sleeper got + 1"),)
-    uma = Uma.create(UmaConfig(ncpus=3, nmbclusters=16, wakeup="all", extra=extra))
-    procs = []
-    try:
-        c2 = uma.cpu(2)
-        held = [c2.zalloc(ZONE_CLUSTER, M_WAITOK) for _ in range(16)]
-        procs = [FORK.Process(target=_sleeper, args=(uma, k)) for k in (0, 1)]
-        for p in procs:
-            p.start()
-        assert _wait_for(lambda: len(uma.sleepers()) == 2)
+    with _two_sleepers(UmaConfig(ncpus=3, nmbclusters=16, wakeup="all", extra=_GOT)) as (uma, c2, held):
         wakeups = uma.view("uk_wakeups")[KEG_CLUSTER]
         c2.zfree(ZONE_CLUSTER, held.pop())
         assert _wait_for(lambda: uma.view("uk_wakeups")[KEG_CLUSTER] == wakeups + 2)
@@ -188,38 +192,19 @@ def test_wakeup_all_wakes_every_sleeper():
         assert _wait_for(lambda: len(uma.sleepers()) == 1)
         c2.zfree(ZONE_CLUSTER, held.pop())
         assert _wait_for(lambda: sum(1 for k in (0, 1) if uma.view("got")[k]) == 2)
-    finally:
-        for p in procs:
-            p.kill()
-            p.join()
-        uma.close()
 
 
 def test_wake_one_injection_wakes_one_even_when_configured_to_wake_all():
     """races.md wake-one: a free at the limit wakes one sleeper (and clears FULL), even
     with --wakeup all; the second sleeper sleeps on."""
-    extra = (ArraySpec("got", "q", 4, "cluster each sleeper got + 1"),)
-    uma = Uma.create(UmaConfig(ncpus=3, nmbclusters=16, wakeup="all", inject=frozenset({"wake-one"}),
-                               extra=extra))
-    procs = []
-    try:
-        c2 = uma.cpu(2)
-        held = [c2.zalloc(ZONE_CLUSTER, M_WAITOK) for _ in range(16)]
-        procs = [FORK.Process(target=_sleeper, args=(uma, k)) for k in (0, 1)]
-        for p in procs:
-            p.start()
-        assert _wait_for(lambda: len(uma.sleepers()) == 2)
+    with _two_sleepers(UmaConfig(ncpus=3, nmbclusters=16, wakeup="all", inject=frozenset({"wake-one"}),
+                                      extra=_GOT)) as (uma, c2, held):
         wakeups = uma.view("uk_wakeups")[KEG_CLUSTER]
         c2.zfree(ZONE_CLUSTER, held.pop())
         assert _wait_for(lambda: sum(1 for k in (0, 1) if uma.view("got")[k]) == 1)
         time.sleep(0.3)
         assert uma.view("uk_wakeups")[KEG_CLUSTER] == wakeups + 1
         assert len(uma.sleepers()) == 1
-    finally:
-        for p in procs:
-            p.kill()
-            p.join()
-        uma.close()
 
 
 def test_keg_drain_leaves_full_set_until_the_next_free():
