@@ -417,12 +417,9 @@ def _packets(doc: dict[str, Any]) -> tuple[float | None, str]:
 
 def measure_netperf(sizes: Sizes, reps: int, p6: Figure) -> None:
     """P6: a real netperf run at --cpus 2 through the runner (stress.manager.execute)."""
-    try:
-        from stress.config import RunConfig
-        from stress.manager import execute
-    except ImportError as exc:
-        p6.note = f"n/a: the runner is not available ({exc})"
-        return
+    from stress.config import RunConfig
+    from stress.manager import execute
+
     if len(os.sched_getaffinity(0)) < 2:
         p6.note = "n/a: needs 2 usable cores"
         return

@@ -15,7 +15,7 @@ Who does what::
 
     argv --> cli.main --> build_parser() --> args
                |  run     -> config_from_args -> stress.manager.main_run(cfg) -> exit code
-               |  replay  -> results.load_run -> RunConfig.from_dict -> (schedule hook) -> main_run
+               |  replay  -> results.load_run -> RunConfig.from_dict -> sched.prepare_replay -> main_run
                |  report  -> stress.report.main(args, parser)
                `  compare, race, bench -> stress.<name>.main(args)
 

@@ -49,6 +49,7 @@ from typing import Any
 
 from allocator import ZONE_NAMES, Uma, UmaConfig, netstat_m_lines
 from allocator.policy.callout import TrimCallout
+from allocator.witness import findings
 from stress import audit as audit_mod
 from stress import results, sched
 from stress.config import RunConfig
@@ -234,7 +235,7 @@ class Manager:
 
     def _replay_schedule(self) -> Any:
         """The schedule to follow in ``--sched replay`` (from RunConfig.replay_from)."""
-        src = getattr(self.cfg, "replay_from", None)
+        src = self.cfg.replay_from
         if self.cfg.sched == "replay" and src:
             return sched.load_schedule(Path(src))
         return None
@@ -652,10 +653,6 @@ def _kill(pid: int) -> None:
 def _witness_findings(uma: Any, cfg: RunConfig) -> int:
     """Lock-order reversals recorded by WITNESS (with --invariants), 0 otherwise."""
     if not cfg.invariants:
-        return 0
-    try:
-        from allocator.witness import findings
-    except ImportError:
         return 0
     try:
         return len(findings(uma.view))
