@@ -77,11 +77,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from allocator.layout import ArraySpec
+from stress.config import RunConfig
 
 SCHED_MODES = ("free", "jitter", "pct", "replay")
 SCHEDULE_FORMAT = "zonelimit.schedule/1"
 SCHEDULE_FILE = "schedule.json"
-DEFAULT_PCT_DEPTH = 3
 DEFAULT_PCT_STEPS = 2000  #: k: the length of one PCT period, in sched points
 LOG_ENTRIES = 1 << 18  #: switches recorded in the arena (2 MB); beyond: overflow, not recorded
 YIELD_PREFIXES = ("yield", "spin", "retry", "trylock", "wait")
@@ -261,7 +261,7 @@ def sched_specs(ncpus: int, log_entries: int = LOG_ENTRIES) -> tuple[ArraySpec, 
     )
 
 
-def sched_arrays(cfg: Any) -> tuple[ArraySpec, ...]:
+def sched_arrays(cfg: RunConfig) -> tuple[ArraySpec, ...]:
     """Every arena array race tooling needs for ``cfg`` (a RunConfig): the schedule
     arrays in pct/replay mode, the WITNESS tables with --invariants.  The manager adds
     them to ``UmaConfig(extra=...)``."""
@@ -270,7 +270,7 @@ def sched_arrays(cfg: Any) -> tuple[ArraySpec, ...]:
     out: tuple[ArraySpec, ...] = ()
     if cfg.sched in ("pct", "replay"):
         out += sched_specs(cfg.cpus)
-    if getattr(cfg, "invariants", False):
+    if cfg.invariants:
         out += witness_arrays(cfg.cpus)
     return out
 
@@ -597,24 +597,13 @@ def jitter_point(p: float, seed: int) -> Callable[[str], None]:
 # --- manager and worker entry points ------------------------------------------------------
 
 
-def pct_depth(cfg: Any) -> int:
-    """--pct-depth of a RunConfig (default when the field is missing)."""
-    return int(getattr(cfg, "pct_depth", DEFAULT_PCT_DEPTH) or DEFAULT_PCT_DEPTH)
+def pct_steps(cfg: RunConfig) -> int:
+    """The PCT period k of a run: the workload's ``PCT_STEPS`` (the race workloads' rounds
+    are a few hundred sched points, and a period about that long gives every round a
+    fresh chance), else the default."""
+    from stress.workloads import workload_class  # the registry imports the workloads: only for pct
 
-
-def pct_steps(cfg: Any) -> int:
-    """The PCT period k of a RunConfig: its ``pct_steps`` field if it has one, else the
-    workload's ``PCT_STEPS`` (the race workloads' rounds are a few hundred sched points,
-    and a period about that long gives every round a fresh chance), else the default."""
-    v = getattr(cfg, "pct_steps", 0)
-    if v:
-        return int(v)
-    try:
-        from stress.workloads import workload_class
-
-        return int(getattr(workload_class(cfg.workload), "PCT_STEPS", 0) or DEFAULT_PCT_STEPS)
-    except (KeyError, AttributeError, ImportError):
-        return DEFAULT_PCT_STEPS
+    return workload_class(cfg.workload).PCT_STEPS or DEFAULT_PCT_STEPS
 
 
 class Controller:
@@ -630,10 +619,10 @@ class Controller:
         doc["schedule"] = ctl.summary(uma)
     """
 
-    def __init__(self, cfg: Any, replay: Schedule | None = None) -> None:
+    def __init__(self, cfg: RunConfig, replay: Schedule | None = None) -> None:
         self.cfg = cfg
         self.mode = cfg.sched
-        src = getattr(cfg, "replay_from", None)
+        src = cfg.replay_from
         if replay is None and self.mode == "replay" and src:
             replay = load_schedule(Path(src))
         self.replay = replay
@@ -642,7 +631,7 @@ class Controller:
         if replay is not None:
             self.seed, self.depth, self.steps = replay.seed, replay.depth, replay.steps
         else:
-            self.seed, self.depth, self.steps = int(cfg.seed), pct_depth(cfg), pct_steps(cfg)
+            self.seed, self.depth, self.steps = int(cfg.seed), cfg.pct_depth, pct_steps(cfg)
 
     @property
     def controlled(self) -> bool:
@@ -761,7 +750,7 @@ def read_schedule(view: ViewFn, ncpus: int, seed: int, depth: int, steps: int) -
                     overflow=bool(ctl[CTL_OVERFLOW]))
 
 
-def prepare_replay(run_dir: Path, cfg: Any) -> Any:
+def prepare_replay(run_dir: Path, cfg: RunConfig) -> RunConfig:
     """The CLI's replay hook: the configuration that replays RUN_DIR.
 
     A run folder with a schedule (a pct or replay run) is replayed with
@@ -788,13 +777,13 @@ def prepare_replay(run_dir: Path, cfg: Any) -> Any:
 _INSTALLED: dict[int, TokenScheduler] = {}
 
 
-def install(cpu: Any, uma: Any, cfg: Any, k: int) -> None:
+def install(cpu: Any, uma: Any, cfg: RunConfig, k: int) -> None:
     """In worker k, after fork and pinning, before the first allocator call: install the
     sched point of ``cfg.sched`` (and WITNESS hooks with --invariants).  In pct/replay
     this blocks until CPU k is first chosen to run."""
     mode = cfg.sched
     witness = None
-    if getattr(cfg, "invariants", False):
+    if cfg.invariants:
         from allocator.witness import Witness, has_witness
 
         if has_witness(uma.view):

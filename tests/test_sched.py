@@ -20,6 +20,7 @@ import pytest
 
 from allocator.layout import ITEMSIZE, ArraySpec
 from stress import sched
+from stress.config import RunConfig
 from stress.sched import (
     BLOCKED,
     CTL_DIVERGED,
@@ -110,13 +111,8 @@ def test_jitter_point_zero_probability_is_inert() -> None:
 
 
 def test_controller_refuses_replay_without_schedule() -> None:
-    class Cfg:
-        sched = "replay"
-        seed = 0
-        cpus = 2
-
     with pytest.raises(ValueError, match="recorded schedule"):
-        sched.Controller(Cfg())
+        sched.Controller(RunConfig(cpus=2, sched="replay"))
 
 
 # --- the token protocol between two forked processes ---------------------------------------
@@ -369,8 +365,6 @@ def test_load_flag_changes_at_a_sched_point_and_replays_at_the_same_step() -> No
 
 
 def test_prepare_replay_follows_a_recorded_schedule_or_reruns_the_seed(tmp_path: Path) -> None:
-    from stress.config import RunConfig
-
     cfg = RunConfig(cpus=2, sched="pct", seed=9, duration=3.0)
     assert sched.prepare_replay(tmp_path, cfg) == cfg  # no schedule: re-run the seed
     with pytest.raises(ValueError, match="no schedule.json"):

@@ -111,6 +111,7 @@ class Workload:
     """
 
     name: ClassVar[str] = ""
+    PCT_STEPS: ClassVar[int] = 0  #: the PCT period (sched points) that suits it; 0: stress.sched's default
 
     @classmethod
     def arrays(cls, cfg: RunConfig) -> list[ArraySpec]:
