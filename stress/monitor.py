@@ -62,7 +62,7 @@ def config_line(cfg: RunConfig) -> str:
         if cfg.sched == "jitter":
             sched += f" p={cfg.jitter:g}"
         elif cfg.sched == "pct":
-            sched += f" depth {getattr(cfg, 'pct_depth', '?')}"
+            sched += f" depth {cfg.pct_depth}"
         parts.append(sched)
     for flag, name in (
         (cfg.invariants, "INVARIANTS"),

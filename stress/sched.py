@@ -794,7 +794,7 @@ def install(cpu: Any, uma: Any, cfg: RunConfig, k: int) -> None:
     if mode in ("free", "jitter"):
         if witness is not None:
             cpu.sched_block = witness.check_sleep
-        _instrument(cpu)
+        cpu.instrument()  # the allocator re-chooses its lock pair for the hooks
         return
     from stress.workloads.common import CTL_RUN
 
@@ -821,7 +821,7 @@ def install(cpu: Any, uma: Any, cfg: RunConfig, k: int) -> None:
 
         cpu.sched_block = sched_block
     cpu.sched_unblock = ts.sched_unblock
-    _instrument(cpu)
+    cpu.instrument()  # the allocator re-chooses its lock pair for the hooks
     _INSTALLED[k] = ts
     ts.start()
 
@@ -834,13 +834,6 @@ def load_flag(k: int, wl_ctl: Any, word: int = 0) -> Callable[[], bool]:
     if ts is not None and ts.loadlog is not None:
         return ts.load
     return lambda: wl_ctl[word] == 1
-
-
-def _instrument(cpu: Any) -> None:
-    """Let the allocator re-choose its lock implementation now that hooks are set."""
-    fn = getattr(cpu, "instrument", None)
-    if callable(fn):
-        fn()
 
 
 def uninstall(cpu: Any, k: int) -> None:

@@ -64,7 +64,7 @@ def _manager_context(ctx: WorkerContext) -> Any:
     mgr.sched_point = cpu.sched_point
     mgr.sched_block = cpu.sched_block
     mgr.sched_unblock = cpu.sched_unblock
-    if getattr(cpu, "sched_locks", False):
+    if cpu.sched_locks:
         mgr.sched_locks = True
     mgr.instrument()
     return mgr
