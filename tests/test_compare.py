@@ -5,13 +5,12 @@ and samples.csv) without starting workers, so it checks compare itself: that eve
 configuration runs ``--repeat`` times with shared seeds, that compare.json, compare.txt
 and compare.png are written with the documented structure, that figures are computed
 from the samples, and that wide spreads are warned about.  A second test runs the real
-runner, when it exists, on a 1-second, 2-configuration comparison.
+runner on a 1-second, 2-configuration comparison.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -213,7 +212,6 @@ def test_policy_params_reach_the_run_config(tmp_path: Path) -> None:
     assert fake.calls[0].policy_params == {"k": 3.0} and fake.calls[1].policy_params == {}
 
 
-@pytest.mark.skipif(importlib.util.find_spec("stress.manager") is None, reason="the runner has not landed")
 def test_compare_tiny_with_the_real_runner(tmp_path: Path) -> None:
     out = tmp_path / "real"
     args = parse(["--cpus", "2", "--duration", "1", "--nmbclusters", "512", "--repeat", "1",

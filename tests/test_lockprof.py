@@ -106,7 +106,7 @@ def test_two_cores_without_caches_contend_on_the_keg_lock():
 
 
 def test_run_records_lock_rows_in_run_json(tmp_path: Path):
-    manager = pytest.importorskip("stress.manager")
+    from stress import manager
     from stress.config import RunConfig
 
     out = tmp_path / "run"

@@ -10,7 +10,6 @@ and ``none`` never touching anything.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -410,7 +409,6 @@ def nfs_rpcs(doc: dict[str, Any]) -> int:
     return int(doc["ops"]["packets"])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("stress.manager") is None, reason="the runner has not landed")
 def test_netperf_then_nfs_starves_under_none(tmp_path: Path) -> None:
     doc = run_netperf_nfs(tmp_path, "none")
     cluster = next(z for z in doc["zones"] if z["name"] == "mbuf_cluster")
@@ -423,7 +421,6 @@ def test_netperf_then_nfs_starves_under_none(tmp_path: Path) -> None:
     assert doc["audit"]["stranded"]["clusters_in_packet_cache"] >= NetperfNfs.NFS_WINDOW * NetperfNfs.CHAIN, seen
 
 
-@pytest.mark.skipif(importlib.util.find_spec("stress.manager") is None, reason="the runner has not landed")
 @pytest.mark.parametrize("policy", FIXES)
 def test_netperf_then_nfs_runs_under_every_fix_and_the_audit_is_clean(tmp_path: Path, policy: str) -> None:
     doc = run_netperf_nfs(tmp_path, policy)
