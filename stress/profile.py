@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -66,6 +67,15 @@ PTRACE_HINT = ("run as root, or grant CAP_SYS_PTRACE (docker run --cap-add SYS_P
 
 LOCK_COLUMNS = ("max", "wait_max", "total", "wait_total", "count", "avg", "wait_avg",
                 "cnt_hold", "cnt_lock", "name")
+
+
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(s: str) -> str:
+    """Text safe inside SVG: escaped, and without the characters XML 1.0 forbids (py-spy's
+    process names carry /proc cmdlines, whose arguments are NUL-separated)."""
+    return escape(_XML_ILLEGAL.sub(" ", s))
 
 
 def lock_profile_lines(rows: Iterable[Mapping[str, Any]], top: int | None = None) -> list[str]:
@@ -325,11 +335,11 @@ def write_flamegraph(path: Path, stacks: Sequence[Stack], labels: Mapping[int, s
             w = kid["n"] * scale
             y = height - (level + 1) * row
             hue = 20 + zlib.crc32(name.encode()) % 40
-            tip = escape(f"{name}: {kid['n']} samples ({100 * kid['n'] / total:.1f}%)")
+            tip = _xml_text(f"{name}: {kid['n']} samples ({100 * kid['n'] / total:.1f}%)")
             out.append(f'<g><title>{tip}</title><rect x="{x:.1f}" y="{y}" width="{max(w - 0.5, 0.1):.1f}" '
                        f'height="{row - 1}" fill="hsl({hue},90%,60%)"/>')
             if w > 40:
-                text = escape(_short(name)[: int(w / 7)])
+                text = _xml_text(_short(name)[: int(w / 7)])
                 out.append(f'<text x="{x + 2:.1f}" y="{y + row - 4}">{text}</text>')
             out.append("</g>")
             draw(kid, x, level + 1)
