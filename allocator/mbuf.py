@@ -312,5 +312,3 @@ class MbufOps(ZoneOps):
         """mb_free_ext: drop ``m``'s cluster reference; the last reference frees it."""
         self._fast["_mb_free_ext"](m)
 
-
-_ = (M_NOWAIT, EXT_CLUSTER, MCLBYTES)

@@ -26,17 +26,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
 from .layout import (
-    BUCKET_MAX,
-    CLUSTER_IPERS,
-    KEG_CLUSTER,
-    KEG_MBUF,
     NZONES,
     ZONE_CLUSTER,
     ZONE_KEG,
-    ZONE_MBUF,
     ZONE_NAMES,
     ZONE_PACKET,
     ZONE_SIZES,
@@ -185,5 +178,3 @@ def netstat_m_lines(stats: Stats, full: bool = True) -> list[str]:
         ]
     return lines
 
-
-_ = (BUCKET_MAX, CLUSTER_IPERS, KEG_CLUSTER, KEG_MBUF, ZONE_MBUF, np)

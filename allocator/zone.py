@@ -496,5 +496,3 @@ class ZoneOps(LimitOps, BucketOps):
         self.unlock(k)
         return out
 
-
-_ = (M_NOWAIT,)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from allocator import KEG_CLUSTER, M_WAITOK, ZONE_CLUSTER, ZONE_MBUF, ArraySpec, Uma, UmaConfig
+from allocator.layout import BUCKET_MAX
 
 CORES = sorted(os.sched_getaffinity(0))
 needs_two_cores = pytest.mark.skipif(len(CORES) < 2, reason="needs two usable cores for real parallelism")
@@ -74,8 +75,9 @@ def test_alloc_here_free_there_keeps_every_item():
         assert rep.ok, rep.summary_lines()
         s = uma.stats().zone("mbuf")
         assert s.req == n and s.used == 0
-        # items flowed through the zone's full list from CPU 1 back to CPU 0
-        assert uma.view("uz_full_cnt")[ZONE_MBUF] >= 0 and uma.view("uz_nfill")[ZONE_MBUF] >= 1
+        # CPU 0's buckets came back from CPU 1 through the zone's full list: filling every
+        # bucket from the keg would take n / BUCKET_MAX (~470) fills; a handful is what we see.
+        assert uma.view("uz_nfill")[ZONE_MBUF] < n // (4 * BUCKET_MAX)
     finally:
         uma.close()
 
