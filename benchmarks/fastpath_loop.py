@@ -59,7 +59,7 @@ def report(raw: Path, top: int = 30) -> list[str]:
     py-spy's raw output; start-up (import) samples are left out."""
     import linecache
 
-    from stress.profile import read_collapsed
+    from stress.output.profile import read_collapsed
 
     funcs: Counter[str] = Counter()
     lines: Counter[tuple[str, int, str]] = Counter()

@@ -20,7 +20,7 @@ from typing import Any
 
 from allocator import Uma, UmaConfig
 from allocator.lock import P_REF_COPY
-from stress.sched import jitter_point
+from stress.engine.sched import jitter_point
 
 STRIPE = 10  #: a refcount stripe lock id (3 + stripe 7)
 

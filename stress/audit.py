@@ -28,8 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from stress.options import EX_FAIL, EX_OK, EX_TESTER
+
 VERDICTS = ("ok", "wedged", "leak", "double-free", "corrupt", "lock-order", "error")
-EXIT_CODES = {"ok": 0, "error": 3}  # every other verdict: 1 (the system under test failed)
+EXIT_CODES = {"ok": EX_OK, "error": EX_TESTER}  # every other verdict: EX_FAIL (the system under test failed)
 
 # allocator panic kinds (allocator.layout.PANIC_NAMES) by the verdict they mean
 _DOUBLE = ("Duplicate free", "Duplicate alloc")
@@ -39,7 +41,7 @@ _CORRUPT = ("Bad packet in dtor", "Empty bucket on the full list")
 
 def exit_code(verdict: str) -> int:
     """cli.md: 0 ok, 3 the tester failed, 1 any failure of the system under test."""
-    return EXIT_CODES.get(verdict, 1)
+    return EXIT_CODES.get(verdict, EX_FAIL)
 
 
 @dataclass(frozen=True)

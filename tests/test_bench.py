@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from stress import bench
+from stress import documents
+from stress.commands import bench
+from stress.engine import measure
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURED_ALWAYS = ("P1", "P2", "P5.lock", "P5.sched", "P5.invariants", "P8")
@@ -28,7 +30,7 @@ def test_quick_bench_writes_every_figure(tmp_path):
     files = list(tmp_path.glob("*.json"))
     assert len(files) == 1 and str(files[0]) in proc.stdout
     doc = json.loads(files[0].read_text())
-    assert doc["format"] == bench.BENCH_FORMAT and doc["quick"] is True
+    assert doc["format"] == documents.BENCH_FORMAT and doc["quick"] is True
     figs = doc["figures"]
     assert {f.split(".")[0] for f in figs} == set(bench.FIGURE_IDS)
     for fid, fig in figs.items():
@@ -59,23 +61,16 @@ def test_table_marks_missed_and_met_targets():
 
 
 def test_results_are_never_overwritten(tmp_path):
-    doc = {"format": bench.BENCH_FORMAT}
-    paths = {bench.write_doc(tmp_path, doc) for _ in range(3)}
+    doc = {"format": documents.BENCH_FORMAT}
+    paths = {documents.write_bench(tmp_path, doc) for _ in range(3)}
     assert len(paths) == 3 and all(json.loads(p.read_text()) == doc for p in paths)
 
 
 def test_p8_is_arena_over_payload():
     fig = bench.new_figures()["P8"]
-    bench.measure_memory(fig)
+    measure.measure_memory(fig)
     d = fig.detail
     assert fig.values == [d["arena_bytes"] / d["payload_bytes"]] and d["arena_bytes"] > d["payload_bytes"]
-
-
-def test_packet_rate_read_from_run_json():
-    assert bench._packets({"ops": {"packets_per_cpu_per_s": 10.0, "per_cpu_per_s": [1, 2]}}) == (10.0, "packets")
-    value, kind = bench._packets({"ops": {"per_cpu_per_s": [4.0, 6.0]}})
-    assert value == 5.0 and kind.startswith("consumer ops")
-    assert bench._packets({})[0] is None
 
 
 @pytest.mark.parametrize("args, option", [

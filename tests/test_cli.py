@@ -17,17 +17,18 @@ from typing import Any
 
 import pytest
 
-from stress import cli
+from stress import cli, options
+from stress.commands import run as run_command
 from stress.config import RunConfig
 from stress.cpulist import format_cpulist, parse_cpulist
-from stress.results import write_run_json
+from stress.documents import write_run_json
 
 ROOT = Path(__file__).resolve().parent.parent
 NCORES = len(os.sched_getaffinity(0))
 
 
 class Recorder:
-    """Stands in for stress.manager.main_run: records the configuration, returns a code."""
+    """Stands in for stress.commands.run.main_run: records the configuration, returns a code."""
 
     def __init__(self, code: int = 0, exc: BaseException | None = None) -> None:
         self.code = code
@@ -49,7 +50,7 @@ class Recorder:
 @pytest.fixture
 def runner(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     rec = Recorder()
-    monkeypatch.setattr(cli, "_main_run", lambda: rec)
+    monkeypatch.setattr(run_command, "main_run", rec)
     return rec
 
 
@@ -103,7 +104,7 @@ BAD = [
     (["--cpus", "two"], "--cpus"),
     (["--cpus", "-3"], "--cpus"),
     (["--cpus", "1.5"], "--cpus"),
-    (["--cpus", str(cli.MAX_CPUS + 1), "--oversubscribe"], "--cpus"),
+    (["--cpus", str(options.MAX_CPUS + 1), "--oversubscribe"], "--cpus"),
     (["--cpus"], "--cpus"),
     (["--duration", "-1"], "--duration"),
     (["--duration", "0"], "--duration"),
@@ -118,7 +119,7 @@ BAD = [
     (["--nmbclusters", "0"], "--nmbclusters"),
     (["--nmbclusters", "1"], "--nmbclusters"),
     (["--nmbclusters", "lots"], "--nmbclusters"),
-    (["--nmbclusters", str(cli.MAX_NMBCLUSTERS + 1)], "--nmbclusters"),
+    (["--nmbclusters", str(options.MAX_NMBCLUSTERS + 1)], "--nmbclusters"),
     (["--rounds", "-1"], "--rounds"),
     (["--rounds", "2", "--round-length", "0"], "--round-length"),
     (["--rounds", "2", "--idle", "-1"], "--idle"),
@@ -161,7 +162,7 @@ def test_bad_value_is_refused(capsys: pytest.CaptureFixture[str], runner: Record
 
 def test_more_cpus_than_cores_needs_oversubscribe(capsys: pytest.CaptureFixture[str], runner: Recorder,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "usable_cores", lambda: [0])
+    monkeypatch.setattr(options, "usable_cores", lambda: [0])
     code, _, err = run_main(capsys, "--cpus", "2")
     assert code == 2
     last = err.strip().splitlines()[-1]
@@ -277,7 +278,7 @@ def test_tester_crash_exits_3_with_traceback(capsys: pytest.CaptureFixture[str],
 
 def test_closed_stdout_is_not_a_crash() -> None:
     """`zonelimit report RUN | head -1`: no traceback when the reader goes away."""
-    script = ("import sys; from stress import cli, report; "
+    script = ("import sys; from stress import cli; from stress.commands import report; "
               "report.main = lambda a, p=None: [print('x' * 1000) for _ in range(1000)] and 0; "
               "sys.exit(cli.main(['report', '.']))")
     r = subprocess.run(f"{sys.executable} -c \"{script}\" | head -c 10 >/dev/null; exit ${{PIPESTATUS[0]}}",
@@ -296,7 +297,7 @@ def test_ctrl_c_exits_130(capsys: pytest.CaptureFixture[str], runner: Recorder) 
 
 def test_module_command_hands_its_args_to_the_module(capsys: pytest.CaptureFixture[str],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from stress import bench
+    from stress.commands import bench
 
     seen: list[Any] = []
 
@@ -311,7 +312,7 @@ def test_module_command_hands_its_args_to_the_module(capsys: pytest.CaptureFixtu
 
 def test_module_command_crash_exits_3(capsys: pytest.CaptureFixture[str],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from stress import bench
+    from stress.commands import bench
 
     def main(args: Any) -> int:
         raise RuntimeError("boom")
@@ -347,12 +348,12 @@ def test_replay_reruns_the_recorded_config(capsys: pytest.CaptureFixture[str], r
 
 def test_replay_follows_a_recorded_schedule(capsys: pytest.CaptureFixture[str], runner: Recorder,
                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from stress import sched
+    from stress.commands import replay
 
     def prepare_replay(run_dir: Path, cfg: RunConfig) -> RunConfig:
         return cfg.replace(sched="replay", replay_from=str(run_dir))
 
-    monkeypatch.setattr(sched, "prepare_replay", prepare_replay)
+    monkeypatch.setattr(replay, "prepare_replay", prepare_replay)
     run_dir = _saved_run(tmp_path / "run", sched="pct")
     run_main(capsys, "replay", str(run_dir), "--out", str(tmp_path / "again"))
     cfg = runner.cfg
@@ -361,7 +362,7 @@ def test_replay_follows_a_recorded_schedule(capsys: pytest.CaptureFixture[str], 
 
 def test_replay_of_an_unreadable_schedule_exits_2(capsys: pytest.CaptureFixture[str], runner: Recorder,
                                                   tmp_path: Path) -> None:
-    from stress.sched import SCHEDULE_FILE
+    from stress.documents import SCHEDULE_FILE
 
     run_dir = _saved_run(tmp_path / "run", sched="pct")
     (run_dir / SCHEDULE_FILE).write_text("{}")
@@ -386,7 +387,7 @@ def test_replay_of_a_bad_folder_exits_2(capsys: pytest.CaptureFixture[str], runn
 
 def test_replay_checks_cores(capsys: pytest.CaptureFixture[str], runner: Recorder, tmp_path: Path,
                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "usable_cores", lambda: [0])
+    monkeypatch.setattr(options, "usable_cores", lambda: [0])
     run_dir = _saved_run(tmp_path / "run", cpus=2)
     code, _, err = run_main(capsys, "replay", str(run_dir))
     assert code == 2 and "--oversubscribe" in err.strip().splitlines()[-1]

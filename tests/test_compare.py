@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 
-from stress import compare
+from stress.commands import compare
 from stress.config import RunConfig
-from stress.results import SampleWriter, write_run_json
+from stress.documents import write_run_json
+from stress.output import comparison
+from stress.samples import SampleWriter
 
 COLUMNS = ["t", "clusters_current", "packets_cache", "clusters_max", "ops"]
 
@@ -31,7 +33,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 class FakeRunner:
-    """Stands in for stress.manager.execute: a run folder whose numbers depend on the
+    """Stands in for stress.engine.runner.execute: a run folder whose numbers depend on the
     policy (so the table has something to rank) and on the seed (so there is spread)."""
 
     def __init__(self, noisy: bool = False) -> None:
@@ -86,17 +88,17 @@ def test_compare_tiny_writes_all_three_files_with_the_documented_structure(tmp_p
     doc = json.loads((out / "compare.json").read_text())
     assert doc["format"] == "zonelimit.compare/1"
     assert doc["repeat"] == 2 and doc["seeds"] == [7, 8]
-    assert [f["key"] for f in doc["figures"]] == list(compare.FIGURE_KEYS)
+    assert [f["key"] for f in doc["figures"]] == list(comparison.FIGURE_KEYS)
     assert [r["label"] for r in doc["rows"]] == ["2005", "modern:none", "modern:median"]
     for row in doc["rows"]:
         assert {"era", "policy", "refcount", "wakeup", "summary", "runs"} <= set(row)
-        assert set(row["summary"]) == set(compare.FIGURE_KEYS)
+        assert set(row["summary"]) == set(comparison.FIGURE_KEYS)
         for s in row["summary"].values():
             assert set(s) == {"median", "min", "max", "spread", "n"}
         assert len(row["runs"]) == 2
         for run in row["runs"]:
             assert (out / run["dir"] / "run.json").exists()  # a folder per config run
-            assert set(run["figures"]) == set(compare.FIGURE_KEYS)
+            assert set(run["figures"]) == set(comparison.FIGURE_KEYS)
 
     med = {r["label"]: r["summary"] for r in doc["rows"]}
     # figures computed from the samples: 900 for 3 of 6 s under load, then 0 once trimmed
@@ -128,7 +130,7 @@ def test_compare_tiny_writes_all_three_files_with_the_documented_structure(tmp_p
 
     text = (out / "compare.txt").read_text()
     assert text.splitlines()[0].startswith("compare: workload netperf, 2 CPUs, nmbclusters 1024")
-    for f in compare.FIGURES:
+    for f in comparison.FIGURES:
         assert f.label in text
     assert "modern:median" in text and "target (policies.md): MET" in text
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from stress.config import RunConfig
-from stress.manager import execute
+from stress.engine.runner import execute
 
 needs_smp = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the refcount race needs two cores")
 

@@ -12,8 +12,8 @@ import pytest
 from allocator import M_WAITOK, ZONE_MBUF, Uma, UmaConfig
 from allocator.layout import LOCK_NAMES, LOCK_POINTS_MAX, LP_NFIELDS, NLOCKS
 from allocator.lock import HOLD_SAMPLE, POINTS, hold_samples
-from stress.bench import run_scaling
-from stress.profile import LOCK_COLUMNS, lock_profile_lines
+from stress.engine.measure import run_scaling
+from stress.output.profile import LOCK_COLUMNS, lock_profile_lines
 
 N = 137
 
@@ -106,17 +106,17 @@ def test_two_cores_without_caches_contend_on_the_keg_lock():
 
 
 def test_run_records_lock_rows_in_run_json(tmp_path: Path):
-    from stress import manager
     from stress.config import RunConfig
+    from stress.engine import runner
 
     out = tmp_path / "run"
     cfg = RunConfig(cpus=1, duration=0.5, lock_profile=True, verbosity=-1, out=str(out))
-    doc = manager.execute(cfg, out, lambda line: None)
+    doc = runner.execute(cfg, out, lambda line: None)
     locks = doc["locks"]
     assert locks and all(r["count"] > 0 for r in locks)
     assert {"name", "count", "contended", "wait_total_us", "wait_max_us", "hold_total_us",
             "hold_max_us"} <= set(locks[0])
-    plain = manager.execute(cfg.replace(lock_profile=False, out=str(tmp_path / "plain")), tmp_path / "plain",
+    plain = runner.execute(cfg.replace(lock_profile=False, out=str(tmp_path / "plain")), tmp_path / "plain",
                             lambda line: None)
     assert plain["locks"] == []
 

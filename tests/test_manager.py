@@ -15,11 +15,13 @@ import pytest
 
 from stress import audit as audit_mod
 from stress.config import RunConfig
-from stress.manager import SAMPLE_COLUMNS, execute, planned_duration, uma_config
-from stress.pinning import PinningError, cpu_map
-from stress.results import PLOT_COLUMNS
-from stress.ring import RING_HDR, Ring, Slots, ring_spec
-from stress.watchdog import Watchdog, describe_death
+from stress.engine.manager import planned_duration, uma_config
+from stress.engine.pinning import PinningError, cpu_map
+from stress.engine.runner import execute
+from stress.engine.sampler import SAMPLE_COLUMNS
+from stress.engine.watchdog import Watchdog, describe_death
+from stress.output.plots import PLOT_COLUMNS
+from stress.workloads.ring import RING_HDR, Ring, Slots, ring_spec
 
 # --- rings ------------------------------------------------------------------------------
 
@@ -47,7 +49,7 @@ def test_ring_is_a_fifo_with_a_power_of_two_capacity() -> None:
 
 
 def test_ring_head_and_tail_do_not_share_a_cache_line() -> None:
-    from stress.ring import RING_HEAD, RING_TAIL
+    from stress.workloads.ring import RING_HEAD, RING_TAIL
 
     assert (RING_TAIL - RING_HEAD) * 8 >= 64 and RING_HDR * 8 >= 128
 

@@ -9,9 +9,12 @@ from typing import Any
 
 import pytest
 
-from stress import monitor, report
+from stress.commands import report
 from stress.config import RunConfig
-from stress.results import PLOT_COLUMNS, SampleWriter, append_netstat, write_run_json
+from stress.documents import write_run_json
+from stress.output import monitor
+from stress.output.plots import PLOT_COLUMNS
+from stress.samples import SampleWriter, append_netstat
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from stress import results
+from stress.output import plots
 
 
 def test_plot_run_waits_for_the_preload_and_leaves_no_thread(tmp_path: Path) -> None:
-    results.preload_plot()
-    results.preload_plot()  # a second call starts nothing new
-    out = results.plot_run(tmp_path)  # no samples: the panels say so, the png is still drawn
-    assert out == tmp_path / results.PLOT_PNG and out.stat().st_size > 0
-    assert results._PLOT_IMPORT is None
+    plots.preload_plot()
+    plots.preload_plot()  # a second call starts nothing new
+    out = plots.plot_run(tmp_path)  # no samples: the panels say so, the png is still drawn
+    assert out == tmp_path / plots.PLOT_PNG and out.stat().st_size > 0
+    assert plots._PLOT_IMPORT is None
     assert not [t for t in threading.enumerate() if t.name == "preload-plot"]

@@ -394,7 +394,7 @@ def run_netperf_nfs(tmp_path: Path, policy: str) -> dict[str, Any]:
     """A 3-second netperf-nfs run on 2 CPUs (the phases switch at 1.5 s) with a small
     cluster limit, trimming every 0.25 s."""
     from stress.config import RunConfig
-    from stress.manager import execute
+    from stress.engine.runner import execute
 
     cfg = RunConfig(cpus=2, duration=3.0, workload="netperf-nfs", era="modern", policy=policy,
                     refcount="atomic", wakeup="all", nmbclusters=1024, interval=0.25,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stress import profile
+from stress.output import profile
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,19 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stress import results
+from stress import documents
 from stress.config import RunConfig
-from stress.results import (
+from stress.documents import (
     RUN_FORMAT,
-    RunFolderError,
-    SampleWriter,
-    append_netstat,
+    DocumentError,
     default_run_dir,
     load_run,
-    plot_run,
-    read_samples,
     write_run_json,
 )
+from stress.output.plots import PLOT_COLUMNS, plot_run
+from stress.samples import SamplesError, SampleWriter, append_netstat, read_samples
 
 CFG = RunConfig(cpus=2, workload="netperf", era="2005", policy="none")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -40,7 +38,7 @@ def test_default_run_dir_name(tmp_path: Path) -> None:
 
 
 def test_default_run_dir_never_reuses_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(results.time, "strftime", lambda fmt: "20051201-120000")
+    monkeypatch.setattr(documents.time, "strftime", lambda fmt: "20051201-120000")
     base = "20051201-120000-netperf-2005-none-cpus2"
     (tmp_path / base).mkdir()
     (tmp_path / base / "run.json").write_text("{}")
@@ -88,7 +86,7 @@ def test_torn_last_row_is_dropped(tmp_path: Path) -> None:
     path.write_text("t,x\n1,2\n2,3\n3")
     assert read_samples(path) == {"t": [1.0, 2.0], "x": [2.0, 3.0]}
     path.write_text("t,x\n1\n2,3\n")
-    with pytest.raises(RunFolderError):
+    with pytest.raises(SamplesError):
         read_samples(path)
 
 
@@ -137,7 +135,7 @@ def test_run_json_refuses_nan_and_other_formats(tmp_path: Path) -> None:
 def test_load_run_refuses_with_a_clear_message(tmp_path: Path, text: str | None, match: str) -> None:
     if text is not None:
         (tmp_path / "run.json").write_text(text)
-    with pytest.raises(RunFolderError, match=match):
+    with pytest.raises(DocumentError, match=match):
         load_run(tmp_path)
 
 
@@ -147,7 +145,7 @@ def test_load_run_accepts_minor_versions(tmp_path: Path) -> None:
 
 
 def test_load_run_of_a_missing_folder(tmp_path: Path) -> None:
-    with pytest.raises(RunFolderError, match="no such run folder"):
+    with pytest.raises(DocumentError, match="no such run folder"):
         load_run(tmp_path / "nope")
 
 
@@ -163,7 +161,7 @@ def test_append_netstat_keeps_order(tmp_path: Path) -> None:
 
 
 def test_plot_is_drawn_from_samples(tmp_path: Path) -> None:
-    cols = list(results.PLOT_COLUMNS)
+    cols = list(PLOT_COLUMNS)
     with SampleWriter(tmp_path / "samples.csv", cols) as w:
         for i in range(20):
             w.write({"t": i * 0.5, "mbufs_current": 769, "mbufs_cache": 641 + 300 * i,

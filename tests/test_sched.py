@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 
 from allocator.layout import ITEMSIZE, ArraySpec
-from stress import sched
+from stress.commands import replay
 from stress.config import RunConfig
-from stress.sched import (
+from stress.documents import Schedule, load_schedule
+from stress.engine import sched
+from stress.engine.sched import (
     BLOCKED,
     CTL_DIVERGED,
     CTL_NDIVERGED,
@@ -29,7 +31,6 @@ from stress.sched import (
     CTL_STEP,
     CTL_TOKEN,
     EXITED,
-    Schedule,
     TokenScheduler,
     pct_choose,
     pct_period,
@@ -92,14 +93,14 @@ def test_schedule_round_trip(tmp_path: Path) -> None:
     s = Schedule(seed=3, ncpus=2, depth=2, steps=50, switches=[(0, 1, 11), (4, 0, 12)],
                  total_steps=9, labels={11: "start"}, load_changes=[(7, 0)])
     s.save(tmp_path)
-    assert sched.load_schedule(tmp_path) == s
+    assert load_schedule(tmp_path) == s
     with pytest.raises(ValueError, match="unknown schedule format"):
         Schedule.from_dict({**s.to_dict(), "format": "zonelimit.schedule/2"})
 
 
 def test_load_schedule_of_uncontrolled_run_says_so(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        sched.load_schedule(tmp_path)
+        load_schedule(tmp_path)
 
 
 def test_jitter_point_zero_probability_is_inert() -> None:
@@ -366,14 +367,14 @@ def test_load_flag_changes_at_a_sched_point_and_replays_at_the_same_step() -> No
 
 def test_prepare_replay_follows_a_recorded_schedule_or_reruns_the_seed(tmp_path: Path) -> None:
     cfg = RunConfig(cpus=2, sched="pct", seed=9, duration=3.0)
-    assert sched.prepare_replay(tmp_path, cfg) == cfg  # no schedule: re-run the seed
+    assert replay.prepare_replay(tmp_path, cfg) == cfg  # no schedule: re-run the seed
     with pytest.raises(ValueError, match="no schedule.json"):
-        sched.prepare_replay(tmp_path, cfg.replace(sched="replay"))
+        replay.prepare_replay(tmp_path, cfg.replace(sched="replay"))
     Schedule(seed=9, ncpus=2, depth=3, steps=2000, switches=[(0, 1, 5)]).save(tmp_path)
-    r = sched.prepare_replay(tmp_path, cfg)
+    r = replay.prepare_replay(tmp_path, cfg)
     assert r.sched == "replay" and r.replay_from == str(tmp_path) and r.duration >= cfg.duration
     with pytest.raises(ValueError, match="recorded for 2 CPUs"):
-        sched.prepare_replay(tmp_path, cfg.replace(cpus=3))
+        replay.prepare_replay(tmp_path, cfg.replace(cpus=3))
     (tmp_path / "schedule.json").write_text("{not json")
     with pytest.raises(ValueError, match="unreadable"):
-        sched.prepare_replay(tmp_path, cfg)
+        replay.prepare_replay(tmp_path, cfg)

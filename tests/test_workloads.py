@@ -1,6 +1,6 @@
 """Every workload, short runs at --cpus 1 and 2 under --era modern: a clean audit.
 
-Each run lasts one second of load through ``stress.manager.execute`` (real pinned
+Each run lasts one second of load through ``stress.engine.runner.execute`` (real pinned
 worker processes on real cores, the real arena).  What is asserted is correctness,
 never speed: exit 0, nothing lost or double-owned, payloads intact, work was done.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from stress.config import RunConfig
-from stress.manager import execute
+from stress.engine.runner import execute
 from stress.workloads import WORKLOADS, arena_arrays, workload_class
 from stress.workloads.common import pairs
 
@@ -71,9 +71,9 @@ def test_a_corrupted_payload_is_counted_not_raised(tmp_path: Path) -> None:
     import random
 
     from allocator import M_PKTHDR, M_WAITOK, MT_DATA, Uma, UmaConfig
-    from stress.ring import reset_all
     from stress.workloads.common import STAT_PAYLOAD_ERRORS, WorkerContext
     from stress.workloads.netperf import Netperf
+    from stress.workloads.ring import reset_all
 
     cfg = RunConfig(cpus=1, nmbclusters=1024)
     specs = arena_arrays(cfg)
@@ -91,3 +91,24 @@ def test_a_corrupted_payload_is_counted_not_raised(tmp_path: Path) -> None:
         cpu.m_freem(m)
     finally:
         uma.close()
+
+
+def test_each_workload_declares_what_the_manager_drains_and_phases() -> None:
+    """The manager knows a workload only through its class: the final drain waits for
+    every ring but the posted rx buffers (a NIC keeps those full while idle), and only
+    the two-phase workloads get a phase."""
+    from stress.engine.manager import phase
+    from stress.workloads import drain_rings
+    from stress.workloads.ring import RING_PREFIX
+
+    for name, cls in WORKLOADS.items():
+        cfg = RunConfig(cpus=3, workload=name, nmbclusters=1024, duration=10)
+        rings = {s.name for s in arena_arrays(cfg) if s.name.startswith(RING_PREFIX)}
+        posted = set(cls.posted_rings(cfg))
+        assert posted <= rings, name
+        assert set(drain_rings(cfg)) == rings - posted, name
+        assert all("_rxd" in r for r in posted), name
+        assert (phase(cfg, 6.0, 0) == 1) == cls.PHASED, name
+        assert phase(cfg, 4.0, 0) == 0, name
+    assert {n for n, c in WORKLOADS.items() if c.posted_rings(RunConfig(cpus=2))} == {
+        "netperf", "netperf-rr", "nfs", "mixed"}

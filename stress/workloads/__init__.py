@@ -2,7 +2,10 @@
 
 Each module's docstring names the real workload it stands for.  :data:`WORKLOADS` maps
 the CLI name to the class; :func:`arena_arrays` is every extra arena array a run of
-that workload declares (rings, held lists, counters), before fork.
+that workload declares (rings, held lists, counters), before fork; :func:`drain_rings`
+the rings the final drain waits for.  :mod:`stress.workloads.ring` is where a workload
+keeps every mbuf it holds, and :mod:`stress.workloads.common` the base class: together
+the whole surface a workload is written against.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ WORKLOADS: dict[str, type[Workload]] = {
                               RaceLimit, RaceWakeOne, RaceDrain)
 }
 
-__all__ = ["WORKLOADS", "Workload", "WorkerContext", "arena_arrays", "workload_class"]
+__all__ = ["WORKLOADS", "Workload", "WorkerContext", "arena_arrays", "drain_rings", "workload_class"]
 
 
 def workload_class(name: str) -> type[Workload]:
@@ -39,3 +42,9 @@ def workload_class(name: str) -> type[Workload]:
 def arena_arrays(cfg: RunConfig) -> list[ArraySpec]:
     """Every extra arena array a run of ``cfg.workload`` needs."""
     return control_specs(cfg.cpus) + common_arrays(cfg) + workload_class(cfg.workload).arrays(cfg)
+
+
+def drain_rings(cfg: RunConfig) -> list[str]:
+    """The rings the manager's final drain waits to see empty: every CPU's scratch slot
+    and the workload's :meth:`~Workload.drained_rings`."""
+    return [s.name for s in common_arrays(cfg)] + workload_class(cfg.workload).drained_rings(cfg)

@@ -5,7 +5,7 @@ an NFS server, a malloc benchmark) and drives ``m_getcl``/``m_copym``/``m_freem`
 that program's kernel paths did.  Each workload module defines one :class:`Workload`
 subclass; the worker process calls :meth:`Workload.turn` in its loop.
 
-Rules every workload keeps (the audit depends on them, see :mod:`stress.ring`):
+Rules every workload keeps (the audit depends on them, see :mod:`stress.workloads.ring`):
 
 - every mbuf it holds is recorded in an arena ring or slot array, and recorded *before*
   the next allocator call that may sleep;
@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 from allocator import ArraySpec
 from stress.config import RunConfig
-from stress.ring import Ring, Slots, ring_spec
+from stress.workloads.ring import RING_PREFIX, Ring, Slots, ring_spec
 
 # --- wl_stat: per-CPU counters, row k * STAT_WORDS --------------------------------------
 STAT_WORDS = 8
@@ -44,8 +44,12 @@ STAT_DROPS = 5  #: receive frames dropped for want of an rx buffer (M_NOWAIT ref
 # --- wl_ctl: written by the manager, read by every worker ---------------------------------
 CTL_RUN = 0  #: 1 = load on (a round is running), 0 = idle: finish in-flight work only
 CTL_ROUND = 1  #: current round (0-based)
-CTL_PHASE = 2  #: workload phase (mixed: 0 netperf, 1 nfs)
+CTL_PHASE = 2  #: workload phase (mixed: 0 netperf, 1 nfs), set for PHASED workloads
 CTL_WORDS = 8
+
+#: run.json ``workload``: what the consumers counted (wl_stat), by name
+COUNTERS = {"packets": STAT_PACKETS, "sent": STAT_SENT, "bytes_verified": STAT_BYTES,
+            "payload_errors": STAT_PAYLOAD_ERRORS, "alloc_fails": STAT_ALLOC_FAILS, "rx_drops": STAT_DROPS}
 
 HDR = struct.Struct("<qII")  #: payload header: sequence, length, CRC-32 of the data
 PATTERN = bytes(range(256)) * 9  #: payload source; data of seq s starts at PATTERN[s & 255]
@@ -57,6 +61,17 @@ def control_specs(ncpus: int) -> list[ArraySpec]:
         ArraySpec("wl_stat", "q", STAT_WORDS * ncpus, "per-CPU workload counters (STAT_*)"),
         ArraySpec("wl_ctl", "q", CTL_WORDS, "manager -> workers: run/idle, round, phase"),
     ]
+
+
+def stat_total(uma: Any, word: int) -> int:
+    """One ``wl_stat`` counter summed over every CPU (the manager reads it; workers write rows)."""
+    a = uma.np("wl_stat")
+    return int(a[word::STAT_WORDS].sum())
+
+
+def counter_totals(uma: Any) -> dict[str, int]:
+    """Every counter of :data:`COUNTERS`, summed over the CPUs."""
+    return {name: stat_total(uma, word) for name, word in COUNTERS.items()}
 
 
 def pairs(ncpus: int) -> list[tuple[int, int]]:
@@ -107,16 +122,35 @@ class Workload:
     """One real workload, as the set of roles this CPU plays in it.
 
     Subclasses set ``name``, declare their arena arrays in :meth:`arrays` (rings named
-    ``rg_*``, slot arrays ``hs_*``), and implement :meth:`turn`.
+    ``rg_*``, slot arrays ``hs_*``), and implement :meth:`turn`.  What the manager needs
+    to know about a workload it reads from the class, never from its name:
+    :attr:`PHASED`, :meth:`drained_rings` (via :meth:`posted_rings`), :attr:`PCT_STEPS`.
     """
 
     name: ClassVar[str] = ""
-    PCT_STEPS: ClassVar[int] = 0  #: the PCT period (sched points) that suits it; 0: stress.sched's default
+    #: the PCT period (sched points) that suits it; 0: stress.engine.sched's default
+    PCT_STEPS: ClassVar[int] = 0
+    #: two phases: the manager sets wl_ctl[CTL_PHASE] to 0 for the first half of the
+    #: rounds (or of the time without rounds), then to 1
+    PHASED: ClassVar[bool] = False
 
     @classmethod
     def arrays(cls, cfg: RunConfig) -> list[ArraySpec]:
         """The extra arena arrays this workload needs for ``cfg`` (declared before fork)."""
         return []
+
+    @classmethod
+    def posted_rings(cls, cfg: RunConfig) -> list[str]:
+        """Rings kept full while idle (a NIC's posted receive buffers): none by default."""
+        return []
+
+    @classmethod
+    def drained_rings(cls, cfg: RunConfig) -> list[str]:
+        """The rings that hold work in flight, which the final drain waits to see empty:
+        every ring of :meth:`arrays` but the :meth:`posted_rings` (those never empty, so
+        waiting for them would only ever time out)."""
+        posted = set(cls.posted_rings(cfg))
+        return [s.name for s in cls.arrays(cfg) if s.name.startswith(RING_PREFIX) and s.name not in posted]
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx

@@ -15,7 +15,6 @@ from typing import ClassVar
 
 from allocator import M_PKTHDR, M_WAITOK, MT_DATA, ArraySpec
 from stress.config import RunConfig
-from stress.ring import ring_spec, slots_spec
 from stress.workloads.common import (
     STAT_ALLOC_FAILS,
     STAT_PACKETS,
@@ -23,6 +22,7 @@ from stress.workloads.common import (
     WorkerContext,
     Workload,
 )
+from stress.workloads.ring import ring_spec, slots_spec
 
 
 def table_size(nmbclusters: int) -> int:

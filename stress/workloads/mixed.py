@@ -30,11 +30,17 @@ class Mixed(Workload):
     """netperf in phase 0, nfs in phase 1; each completes its in-flight work in the other."""
 
     name: ClassVar[str] = "mixed"
+    PHASED: ClassVar[bool] = True
 
     @classmethod
     def arrays(cls, cfg: RunConfig) -> list[ArraySpec]:
         """netperf's rings and nfs's rings."""
         return Netperf.arrays(cfg) + Nfs.arrays(cfg)
+
+    @classmethod
+    def posted_rings(cls, cfg: RunConfig) -> list[str]:
+        """netperf's and nfs's posted rx buffers."""
+        return Netperf.posted_rings(cfg) + Nfs.posted_rings(cfg)
 
     def __init__(self, ctx: WorkerContext) -> None:
         super().__init__(ctx)

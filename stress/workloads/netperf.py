@@ -40,7 +40,6 @@ from typing import ClassVar
 
 from allocator import M_NOWAIT, M_PKTHDR, M_WAITOK, MT_DATA, ArraySpec
 from stress.config import RunConfig
-from stress.ring import ring_spec
 from stress.workloads.common import (
     STAT_ALLOC_FAILS,
     STAT_DROPS,
@@ -52,6 +51,7 @@ from stress.workloads.common import (
     pairs,
     rx_ring_size,
 )
+from stress.workloads.ring import RING_PREFIX, ring_spec
 
 
 class Netperf(Workload):
@@ -80,6 +80,11 @@ class Netperf(Workload):
                 ring_spec(f"{p_}_rxd{p}", rx_ring_size(cfg.nmbclusters), f"CPU {d}: posted rx buffers"),
             ]
         return out
+
+    @classmethod
+    def posted_rings(cls, cfg: RunConfig) -> list[str]:
+        """The rx descriptor rings: a NIC keeps its receive buffers posted while idle."""
+        return [f"{RING_PREFIX}{cls.prefix}_rxd{p}" for p in range(len(pairs(cfg.cpus)))]
 
     def __init__(self, ctx: WorkerContext) -> None:
         super().__init__(ctx)

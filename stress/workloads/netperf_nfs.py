@@ -40,7 +40,6 @@ from typing import ClassVar
 
 from allocator import M_NOWAIT, M_PKTHDR, MT_DATA, ArraySpec
 from stress.config import RunConfig
-from stress.ring import ring_spec
 from stress.workloads.common import (
     CTL_ROUND,
     STAT_ALLOC_FAILS,
@@ -52,6 +51,7 @@ from stress.workloads.common import (
     pairs,
 )
 from stress.workloads.nfs import nfs_reply
+from stress.workloads.ring import ring_spec
 
 PHASE_STREAM = 0
 PHASE_NFS = 1
@@ -66,6 +66,7 @@ class NetperfNfs(Workload):
     """A cluster-hungry bulk stream, then an NFS server replying from standalone clusters."""
 
     name: ClassVar[str] = "netperf-nfs"
+    PHASED: ClassVar[bool] = True
     BURST: ClassVar[int] = 32  #: segments sent per turn
     TXBATCH: ClassVar[int] = 64  #: segments transmitted per driver turn
     MSS: ClassVar[int] = 1448

@@ -24,7 +24,6 @@ from typing import ClassVar
 
 from allocator import M_NOWAIT, M_PKTHDR, M_WAITOK, MT_DATA, ArraySpec
 from stress.config import RunConfig
-from stress.ring import Ring, ring_spec
 from stress.workloads.common import (
     STAT_ALLOC_FAILS,
     STAT_DROPS,
@@ -35,6 +34,7 @@ from stress.workloads.common import (
     pairs,
     rx_ring_size,
 )
+from stress.workloads.ring import RING_PREFIX, Ring, ring_spec
 
 
 def nfs_reply(w: Workload, record: Ring, seq: int, length: int) -> int:
@@ -77,6 +77,11 @@ class Nfs(Workload):
                           f"CPU {d}: posted rx buffers"),
             ]
         return out
+
+    @classmethod
+    def posted_rings(cls, cfg: RunConfig) -> list[str]:
+        """The rx descriptor rings: a NIC keeps its receive buffers posted while idle."""
+        return [f"{RING_PREFIX}nfs_rxd{p}" for p in range(len(pairs(cfg.cpus)))]
 
     def __init__(self, ctx: WorkerContext) -> None:
         super().__init__(ctx)

@@ -1,6 +1,6 @@
 """Race workloads: the focused scenarios of tests/race/harness.py as full-run workloads.
 
-``python -m stress race --inject NAME`` runs each seed through ``stress.manager.execute``
+``python -m stress race --inject NAME`` runs each seed through ``stress.engine.runner.execute``
 like any run.  netperf at a small cluster limit never opens three of the catalogue's
 windows (docs/races.md): it never sleeps at a large limit and wedges for real (nothing
 free) at a small one, and the manager's trim callout, the only cross-CPU drainer of a
@@ -42,8 +42,8 @@ from typing import Any, ClassVar
 
 from allocator import KEG_CLUSTER, M_NOWAIT, M_WAITOK, MT_DATA, ZONE_CLUSTER, ZONE_MBUF, ArraySpec
 from stress.config import RunConfig
-from stress.ring import ring_spec
 from stress.workloads.common import STAT_ALLOC_FAILS, STAT_PACKETS, WorkerContext, Workload
+from stress.workloads.ring import ring_spec
 
 # rc_ctl words (shared mailbox of a race workload, one writer per word)
 W_ARMED = 0  #: holder: round r + 1 armed (every cluster held)

@@ -15,7 +15,6 @@ from typing import ClassVar
 
 from allocator import M_PKTHDR, M_WAITOK, MT_DATA, ArraySpec
 from stress.config import RunConfig
-from stress.ring import ring_spec
 from stress.workloads.common import (
     STAT_ALLOC_FAILS,
     STAT_PACKETS,
@@ -24,6 +23,7 @@ from stress.workloads.common import (
     Workload,
     pairs,
 )
+from stress.workloads.ring import ring_spec
 
 
 class Xmalloc(Workload):

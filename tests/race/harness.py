@@ -32,8 +32,8 @@ from typing import Any
 from allocator import M_NOWAIT, M_PKTHDR, M_WAITOK, MT_DATA, ZONE_MBUF, Uma, UmaConfig, UmaPanic
 from allocator.layout import KEG_CLUSTER, ArraySpec
 from allocator.witness import findings, witness_arrays
-from stress import sched
 from stress.audit import assess
+from stress.engine import sched
 
 HELD = 128  #: rx_held slots per participant
 LIMIT = 8  #: cluster limit of the zonelimit scenarios (4 pages of 2 clusters)
@@ -296,8 +296,8 @@ def run(scenario: str, inject: tuple[str, ...], mode: str, seed: int, *, depth: 
         box[0] = -1
         if controlled:
             sched.prepare_arena(uma.view, parts, mode, seed, depth, steps, replay)
-            sched.make_orphan_lock()
-        pids = [_fork(uma, scenario, k, parts, ncpus, mode, seed, rounds, jitter, invariants)
+        orphan_lock = sched.make_orphan_lock() if controlled else None
+        pids = [_fork(uma, scenario, k, parts, ncpus, mode, seed, rounds, jitter, invariants, orphan_lock)
                 for k in range(parts)]
         wedged = _wait(uma, pids, ncpus, timeout, wedge_wait)
         states = list(uma.view("rx_state"))
@@ -322,7 +322,7 @@ def run(scenario: str, inject: tuple[str, ...], mode: str, seed: int, *, depth: 
 
 
 def _fork(uma: Uma, scenario: str, k: int, parts: int, ncpus: int, mode: str, seed: int, rounds: int,
-          jitter: float, invariants: bool) -> int:
+          jitter: float, invariants: bool, orphan_lock: Any = None) -> int:
     pid = os.fork()
     if pid:
         return pid
@@ -337,7 +337,7 @@ def _fork(uma: Uma, scenario: str, k: int, parts: int, ncpus: int, mode: str, se
             Witness(uma.view, k).install(cpu)
         if mode in ("pct", "replay"):
             cpu.sched_locks = True  # uma.manager() is made without it: never block under the token
-            ts = sched.TokenScheduler(uma.view, k, parts)
+            ts = sched.TokenScheduler(uma.view, k, parts, orphan_lock=orphan_lock)
             cpu.sched_point, cpu.sched_block, cpu.sched_unblock = ts.sched_point, ts.sched_block, ts.sched_unblock
         elif mode == "jitter":
             cpu.sched_point = sched.jitter_point(jitter, seed * 7919 + k)

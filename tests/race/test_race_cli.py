@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from stress import race
+from stress.commands import race
 from stress.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[2]

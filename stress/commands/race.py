@@ -4,7 +4,7 @@ One command to hunt a race and get a replay command for the failing seed::
 
     python -m stress race --inject refcount-eq0 --seeds 1..20 --sched pct
 
-For every seed it runs one short stress run (``stress.manager.execute``) with the
+For every seed it runs one short stress run (``stress.engine.runner.execute``) with the
 injection switched on, the oracles armed (``--invariants``: poisoning, duplicate
 free/alloc, WITNESS) and the chosen scheduling, into ``OUT/seed-N/``; it prints the
 verdict, the time to detection and ``python -m stress replay OUT/seed-N``; and ends
@@ -23,9 +23,7 @@ the tester failed on some seed and none found a defect, 0 if every seed ran clea
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,9 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from stress import config as _config
+from stress import documents, options
 from stress.config import RunConfig, resolve_era
+from stress.cpulist import usable_cores
+from stress.options import EX_FAIL, EX_OK, EX_TESTER, UsageError
+from stress.workloads import WORKLOADS
 
-EX_OK, EX_FAIL, EX_USAGE, EX_TESTER = 0, 1, 2, 3
+HELP = "race hunting and schedule replay (races.md)"
+DESCRIPTION = HELP
 
 
 @dataclass(frozen=True)
@@ -88,38 +91,36 @@ def parse_seeds(text: str) -> range:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``race`` (each help text ends with its default)."""
-    from stress import cli
-
     names = ", ".join(_config.INJECTIONS)
-    parser.add_argument("--inject", type=cli.injection_list, action="append", required=True,
+    parser.add_argument("--inject", type=options.injection_list, action="append", required=True,
                         metavar="NAME[,NAME]",
                         help=f"the race(s) to re-introduce and hunt: {names} (required)")
     parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("1..10"), metavar="A..B",
                         help="seeds to run, inclusive; one run per seed (default: 1..10)")
-    parser.add_argument("--sched", type=cli.one_of(("free", "jitter", "pct")), default="pct", metavar="MODE",
+    parser.add_argument("--sched", type=options.one_of(("free", "jitter", "pct")), default="pct", metavar="MODE",
                         help="free (real parallel cores), jitter (random delays at sched points), "
                              "pct (one CPU at a time, PCT priorities; failures replay exactly) "
                              "(default: pct)")
-    parser.add_argument("--pct-depth", type=cli.whole_number(1, 64), default=_config.RunConfig.pct_depth,
+    parser.add_argument("--pct-depth", type=options.whole_number(1, 64), default=_config.RunConfig.pct_depth,
                         metavar="D", help="PCT bug depth, D-1 priority change points (default: %(default)s)")
-    parser.add_argument("--jitter", type=cli.probability, default=None, metavar="P",
+    parser.add_argument("--jitter", type=options.probability, default=None, metavar="P",
                         help="probability of a delay at each sched point, with --sched jitter "
                              "(default: 0.05)")
-    parser.add_argument("--cpus", type=cli.whole_number(1, cli.MAX_CPUS), default=None, metavar="N",
+    parser.add_argument("--cpus", type=options.whole_number(1, options.MAX_CPUS), default=None, metavar="N",
                         help="simulated CPUs (default: the injection's hunt profile: 2, wake-one 3; "
                              "a profile that needs more CPUs than usable cores oversubscribes them)")
     parser.add_argument("--oversubscribe", action="store_true",
                         help="allow more CPUs than usable cores (default: off)")
-    parser.add_argument("--duration", type=cli.seconds(), default=None, metavar="S",
+    parser.add_argument("--duration", type=options.seconds(), default=None, metavar="S",
                         help="seconds per seed (default: the injection's hunt profile, see docs/races.md)")
-    parser.add_argument("--workload", type=cli.one_of(cli.workload_names()), default=None, metavar="NAME",
+    parser.add_argument("--workload", type=options.one_of(tuple(WORKLOADS)), default=None, metavar="NAME",
                         help="workload (default: the injection's hunt profile)")
-    parser.add_argument("--era", type=cli.one_of(_config.ERAS), default=None, metavar="ERA",
+    parser.add_argument("--era", type=options.one_of(_config.ERAS), default=None, metavar="ERA",
                         help="allocator preset the injection is added to (default: modern: the fixed "
                              "allocator, so only the injected defect can fire)")
-    parser.add_argument("--nmbclusters", type=cli.whole_number(1, cli.MAX_NMBCLUSTERS), default=None,
+    parser.add_argument("--nmbclusters", type=options.whole_number(1, options.MAX_NMBCLUSTERS), default=None,
                         metavar="N", help="cluster limit (default: the injection's hunt profile)")
-    parser.add_argument("--wedge-timeout", type=cli.seconds(), default=None, metavar="S",
+    parser.add_argument("--wedge-timeout", type=options.seconds(), default=None, metavar="S",
                         help="wedge watchdog timeout (default: the injection's hunt profile)")
     parser.add_argument("--no-invariants", action="store_true",
                         help="hunt without INVARIANTS checks (default: INVARIANTS on)")
@@ -141,10 +142,8 @@ def hunt_config(inject: tuple[str, ...], seed: int, sched: str, *, cpus: int | N
     explicit values; the era preset's knobs (modern by default: fixed allocator)."""
     h = HUNTS[inject[0]]
     if cpus is None:  # the profile's: its roles need that many, oversubscribed if need be
-        from stress import cli
-
         cpus = h.cpus
-        oversubscribe = oversubscribe or cpus > len(cli.usable_cores())
+        oversubscribe = oversubscribe or cpus > len(usable_cores())
     era = era or h.era
     knobs = resolve_era(era, {})
     return RunConfig(
@@ -159,12 +158,8 @@ def hunt_config(inject: tuple[str, ...], seed: int, sched: str, *, cpus: int | N
 
 
 def detection_time(doc: dict[str, Any]) -> float:
-    """Seconds from start to detection: the wedge time, the first finding's time if
-    the runner records one (``detected_at_s``), else the end of the run (audit)."""
-    for key in ("detected_at_s",):
-        v = doc.get(key)
-        if isinstance(v, (int, float)):
-            return float(v)
+    """Seconds from start to detection: the wedge time, else the end of the run (the
+    audit's findings are known only then)."""
     wedge = doc.get("wedge")
     if isinstance(wedge, dict) and isinstance(wedge.get("at_s"), (int, float)):
         return float(wedge["at_s"])
@@ -231,7 +226,7 @@ Execute = Callable[[RunConfig, Path], dict[str, Any]]
 
 
 def _execute() -> Execute:
-    from stress.manager import execute
+    from stress.engine.runner import execute
 
     return lambda cfg, out: execute(cfg, out)
 
@@ -267,44 +262,32 @@ def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str)
 
 
 def default_root(inject: tuple[str, ...]) -> Path:
-    """results/race-<timestamp>-<inject>/, never an existing folder."""
-    base = Path("results") / f"race-{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(inject)}"
-    folder, n = base, 1
-    while folder.exists():
-        n += 1
-        folder = base.with_name(f"{base.name}-{n}")
-    return folder
-
-
-def _usage(message: str) -> int:
-    print(f"zonelimit: error: {message}", file=sys.stderr)
-    return EX_USAGE
+    """Create results/race-<timestamp>-<inject>/, never an existing folder."""
+    return documents.new_folder(Path("results"), f"race-{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(inject)}")
 
 
 def main(args: argparse.Namespace) -> int:
     """Run the hunt described by ``args``; print per-seed lines and the summary."""
-    from stress import cli
+    try:
+        return _hunt(args)
+    except UsageError as exc:
+        return options.usage_error(exc)
 
+
+def _hunt(args: argparse.Namespace) -> int:
     inject = tuple(dict.fromkeys(n for group in args.inject for n in group))
     if not inject:
-        print("zonelimit: error: --inject: name at least one race: " + ", ".join(_config.INJECTIONS),
-              file=sys.stderr)
-        return EX_USAGE
+        raise UsageError("--inject: name at least one race: " + ", ".join(_config.INJECTIONS))
     if args.jitter is not None and args.sched != "jitter":
-        return _usage(f"--jitter: only with --sched jitter (got --sched {args.sched})")
-    cores = cli.usable_cores()
+        raise UsageError(f"--jitter: only with --sched jitter (got --sched {args.sched})")
     oversubscribe = args.oversubscribe
     cpus = args.cpus
     if cpus is None:  # the profile's: its roles need that many, so oversubscribe if must
         cpus = HUNTS[inject[0]].cpus
-        oversubscribe = oversubscribe or cpus > len(cores)
-    if cpus > len(cores) and not oversubscribe:
-        print(f"zonelimit: error: --cpus: at most {len(cores)} usable cores here without --oversubscribe, "
-              f"got {cpus}", file=sys.stderr)
-        return EX_USAGE
+        oversubscribe = oversubscribe or cpus > len(usable_cores())
+    options.check_cpus(cpus, oversubscribe)
+    options.check_out(args.out)
     root = Path(args.out) if args.out else default_root(inject)
-    if root.exists() and any(root.iterdir()):
-        return _usage(f"--out: {root} exists and is not empty; choose a new folder")
     cfgs = [hunt_config(inject, seed, args.sched, cpus=cpus, pct_depth=args.pct_depth,
                         jitter=args.jitter,
                         duration=args.duration, workload=args.workload, era=args.era,
@@ -321,13 +304,12 @@ def main(args: argparse.Namespace) -> int:
               f"({args.sched}, {cpus} CPUs) into {root}", flush=True)
     results = run_hunt(cfgs, root, echo=None if quiet else echo, stop_first=args.stop_first)
     line = summary_line(results, inject, args.sched)
-    doc = {"format": "zonelimit.race/1", "inject": list(inject), "sched": args.sched, "folder": str(root),
-           "seeds": [r.to_dict() for r in results], "found": sum(r.found for r in results),
-           "runs": len(results), "summary": line}
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "race.json").write_text(json.dumps(doc, indent=1) + "\n")
+    doc = documents.race_document(inject=list(inject), sched=args.sched, folder=root,
+                                  seeds=[r.to_dict() for r in results], found=sum(r.found for r in results),
+                                  summary=line)
+    documents.write_race_json(root, doc)
     if args.json:
-        print(json.dumps(doc, indent=1))
+        print(documents.doc_text(doc, documents.RACE_FORMAT, indent=1), end="")
     else:
         print(line)
     if any(r.failed for r in results):

@@ -1,16 +1,16 @@
 """A worker: one process per simulated CPU, pinned to its core, running workload roles.
 
-Life of worker k (forked by :mod:`stress.manager`, start method ``fork``)::
+Life of worker k (forked by :mod:`stress.engine.manager`, start method ``fork``)::
 
     fork ──> SIGINT ignored (Ctrl-C is the manager's to handle), SIGTERM default
          ──> prctl(PR_SET_PDEATHSIG, SIGKILL), then getppid() check: never outlive the manager
          ──> pin to core k mod ncores
-         ──> cpu = uma.cpu(k); sched.install (jitter / PCT token / WITNESS hooks)
-         ──> loop until uma.stop_requested():
+         ──> cpu = uma.cpu(k); hooks = sched.install (jitter / PCT token / WITNESS hooks)
+         ──> loop until hooks.stop():
                  cpu.serve()                          cross-CPU cache drain requests
-                 workload.turn(wl_ctl RUN, PHASE)     one bounded slice of work
+                 workload.turn(hooks.load(), PHASE)   one bounded slice of work
                  nothing to do? yield, then nap       (a sched point labelled "wait-...")
-         ──> sched.uninstall; exit 0
+         ──> hooks.leave(); exit 0
 
 Failures cross back to the manager over a one-way pipe as text:
 
@@ -38,14 +38,17 @@ import time
 import traceback
 from typing import Any
 
-from stress import sched
+from allocator import UmaPanic
 from stress.config import RunConfig
-from stress.pinning import die_with_parent, pin_self
+from stress.engine import sched
+from stress.engine.pinning import die_with_parent, pin_self
+from stress.options import EX_OK, EX_TESTER
 from stress.workloads import WorkerContext, workload_class
-from stress.workloads.common import CTL_PHASE, CTL_RUN
+from stress.workloads.common import CTL_PHASE
 
-EXIT_OK = 0
-EXIT_ERROR = 3  #: the tester raised (traceback sent to the manager)
+# A worker's exit status, read by the manager (not the command's exit code, which the verdict decides):
+EXIT_OK = EX_OK
+EXIT_ERROR = EX_TESTER  #: the tester raised (traceback sent to the manager)
 EXIT_PANIC = 4  #: the allocator panicked (recorded in the arena as well)
 
 #: empty turns spent spinning (with sched_yield) before napping: a driver waiting for
@@ -57,25 +60,24 @@ NAP_IDLE = 0.002
 log = logging.getLogger("zonelimit.worker")
 
 
-def worker_main(k: int, core: int, uma: Any, cfg: RunConfig, conn: Any, manager_pid: int) -> None:
+def worker_main(k: int, core: int, uma: Any, cfg: RunConfig, conn: Any, manager_pid: int,
+                orphan_lock: Any = None) -> None:
     """Entry point of worker k (the target of its multiprocessing.Process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent(manager_pid)
-    cpu = None
+    hooks = None
     try:
         pin_self(core)
         cpu = uma.cpu(k)
-        sched.install(cpu, uma, cfg, k)
+        hooks = sched.install(cpu, uma, cfg, k, orphan_lock)
         ctx = WorkerContext(k=k, ncpus=cfg.cpus, cpu=cpu, uma=uma, cfg=cfg,
                             rng=random.Random(f"{cfg.seed}:{k}"))
         workload = workload_class(cfg.workload)(ctx)
         log.info("CPU %d: pid %d on core %d, workload %s", k, os.getpid(), core, cfg.workload)
-        turns = run_loop(uma, cpu, workload)
+        turns = run_loop(uma, cpu, workload, hooks)
         log.info("CPU %d: stop seen after %d turns", k, turns)
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the manager
-        from allocator import UmaPanic
-
         kind = "panic" if isinstance(exc, UmaPanic) else "error"
         text = traceback.format_exc()
         try:
@@ -83,26 +85,29 @@ def worker_main(k: int, core: int, uma: Any, cfg: RunConfig, conn: Any, manager_
         except OSError:
             pass
         log.error("CPU %d: %s\n%s", k, kind, text)
-        _leave(cpu, k)
+        _leave(hooks)
         raise SystemExit(EXIT_PANIC if kind == "panic" else EXIT_ERROR) from None
-    _leave(cpu, k)
+    _leave(hooks)
     raise SystemExit(EXIT_OK)
 
 
-def _leave(cpu: Any, k: int) -> None:
+def _leave(hooks: sched.WorkerHooks | None) -> None:
     """Leave the scheduling protocol so the other CPUs are not left waiting for us."""
-    if cpu is not None:
+    if hooks is not None:
         try:
-            sched.uninstall(cpu, k)
+            hooks.leave()
         except Exception:  # noqa: BLE001 - best effort on the way out
             pass
 
 
-def run_loop(uma: Any, cpu: Any, workload: Any) -> int:
-    """The worker loop: serve, one workload turn, and back off when there is nothing to do."""
+def run_loop(uma: Any, cpu: Any, workload: Any, hooks: sched.WorkerHooks) -> int:
+    """The worker loop: serve, one workload turn, and back off when there is nothing to do.
+
+    The stop and load flags come through ``hooks``: under the token they are gated
+    copies that change only at a sched point (stress.engine.sched.controller)."""
     ctl = uma.view("wl_ctl")
-    load = sched.load_flag(workload.k, ctl, CTL_RUN)  # gated under the token, like the stop flag
-    stop = uma.stop_requested
+    load = hooks.load
+    stop = hooks.stop
     serve = cpu.serve
     turn = workload.turn
     # Under the token (pct, replay) the wait-work sched point already lets another CPU

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from stress.config import RunConfig
-from stress.results import package_version
+from stress.documents import package_version
+from stress.output.profile import lock_profile_lines
 
 VERDICT_WORDS = {
     "ok": "ok: the run completed and every audit passed",
@@ -199,11 +200,9 @@ def workload_lines(workload: dict[str, Any] | None, trim: dict[str, Any] | None 
 def lock_lines(locks: list[dict[str, Any]] | None, top: int = 10) -> list[str]:
     """The run's LOCK_PROFILING table (most waited-on first), or nothing when the run
     was not lock-profiled.  One formatter for every place that prints it:
-    :func:`stress.profile.lock_profile_lines`."""
+    :func:`stress.output.profile.lock_profile_lines`."""
     if not locks:
         return []
-    from stress.profile import lock_profile_lines
-
     return ["lock contention (LOCK_PROFILING, microseconds):", *lock_profile_lines(locks, top)]
 
 

@@ -1,8 +1,8 @@
 """Re-print saved runs: the netstat -m lines, the summary, and plot.png if it is missing.
 
 ``python -m stress report RUN_DIR [RUN_DIR...]`` reads each folder through
-``stress.results.load_run`` and prints with the very functions a live run uses
-(``stress.monitor``), so a report reads exactly like the end of the run it describes.
+``stress.documents.load_run`` and prints with the very functions a live run uses
+(``stress.output.monitor``), so a report reads exactly like the end of the run it describes.
 Every folder is checked before anything is printed: one bad folder means exit 2 and
 no half report.
 """
@@ -15,8 +15,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stress import monitor
-from stress.results import NETSTAT_TXT, PLOT_PNG, SAMPLES_CSV, RunFolderError, load_run, plot_run
+from stress import options
+from stress.documents import PLOT_PNG, DocumentError, load_run
+from stress.output import monitor
+from stress.output.plots import plot_run
+from stress.samples import NETSTAT_TXT, SAMPLES_CSV, SamplesError
+
+HELP = "re-print summary, netstat -m and plot of saved runs"
+DESCRIPTION = __doc__ or HELP
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,11 +77,10 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         folder = Path(name)
         try:
             runs.append((folder, load_run(folder)))
-        except RunFolderError as exc:
+        except DocumentError as exc:
             if parser is not None:
                 parser.error(f"RUN_DIR: {exc}")
-            print(f"zonelimit: error: RUN_DIR: {exc}", file=sys.stderr)
-            return 2
+            return options.usage_error(f"RUN_DIR: {exc}")
     if args.json:
         docs = [doc for _, doc in runs]
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
@@ -87,7 +92,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             print(line)
         try:
             drawn = ensure_plot(folder, force=args.replot)
-        except (RunFolderError, OSError) as exc:
+        except (SamplesError, OSError) as exc:
             print(f"plot: not redrawn: {exc}", file=sys.stderr)
         else:
             if drawn is not None:

@@ -1,0 +1,277 @@
+"""``python -m stress bench``: the figures P1..P8 of performance.md, measured in one run.
+
+Why ratios.  These machines are shared and noisy, so an absolute time says little.
+Every figure is a ratio to a floor or baseline measured *in the same run*, and
+repetitions are interleaved (floor, then the figure, then the floor again ...) so that
+a burst of noise hits both sides.  The table shows the median of the repetitions with
+their min and max, marks every missed target, and the JSON keeps the raw numbers.
+
+=====  ======================================================  ===========================
+id     what                                                    baseline / target
+=====  ======================================================  ===========================
+P1     ``cpu.zalloc(mbuf)`` + ``cpu.zfree`` served by the       the floor: the same pair
+       per-CPU cache, one CPU, one process                     as an inline memoryview
+                                                               pop/push on a bucket of the
+                                                               same arena, same loop; <= 4x
+P2     ``cpu.m_getcl`` + ``cpu.m_freem`` (packet zone)          the same floor; <= 8x
+P3     zone alloc/free ops/s with 2 CPUs (2 processes pinned    the same at 1 CPU; >= 1.8
+       to 2 cores) over ops/s with 1 CPU, per-CPU caches on
+P4     the same with caches off (every op takes the keg lock)   reported, with the lock
+                                                               wait per op and the share of
+                                                               contended acquisitions
+P5     throughput of a netperf-like op mix (m_getcl, m_copym,   plain; lock profiling and
+       m_freem x2) with lock profiling / a no-op sched point    sched points >= 0.90,
+       (``--sched jitter`` with P=0) / INVARIANTS               invariants reported
+P6     netperf packets per second per CPU at ``--cpus 2``       reported (rises release
+       (a real run through ``engine.runner.execute``)           over release)
+P7     wall time of ``python -m stress --cpus 2 --duration 1``  <= 1.5 s beyond the 1 s
+       minus the duration
+P8     arena bytes / raw payload bytes at the default size      <= 1.10
+=====  ======================================================  ===========================
+
+The measurements on the allocator alone (P1..P5, P8) are in stress/engine/measure.py;
+P6 and P7 are whole runs, measured here.
+
+Exit status: 0 when the measurements ran (missed targets are marked, they are not
+errors: this is a measurement, not a test), 2 on bad options, 3 if the bench itself
+failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from stress import documents, options
+from stress.config import RunConfig
+from stress.engine.measure import (
+    FULL,
+    QUICK,
+    Figure,
+    Sizes,
+    measure_fast_paths,
+    measure_instrumentation,
+    measure_memory,
+    measure_scaling,
+)
+
+HELP = "performance measurements (performance.md)"
+DESCRIPTION = HELP
+DEFAULT_OUT = Path("results/bench")
+FIGURE_IDS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
+ROOT = Path(__file__).resolve().parents[2]  #: the checkout: where `python -m stress` finds this copy
+
+
+# --- P6, P7: whole runs -------------------------------------------------------------------------
+
+
+def measure_netperf(sizes: Sizes, reps: int, p6: Figure) -> None:
+    """P6: a real netperf run at --cpus 2 through the runner: run.json ``ops.packets_per_cpu_per_s``."""
+    from stress.engine.runner import execute
+
+    if len(os.sched_getaffinity(0)) < 2:
+        p6.note = "n/a: needs 2 usable cores"
+        return
+    with tempfile.TemporaryDirectory(prefix="zonelimit-bench-") as tmp:
+        for i in range(reps):
+            cfg = RunConfig(cpus=2, duration=sizes.run_duration, workload="netperf", seed=i, verbosity=-1,
+                            out=str(Path(tmp) / f"p6-{i}"))
+            doc = execute(cfg, Path(tmp) / f"p6-{i}", None)
+            p6.values.append(float(doc["ops"]["packets_per_cpu_per_s"]))
+            p6.detail.setdefault("verdicts", []).append(doc.get("verdict"))
+    p6.detail["counted"] = ["packets"]
+    p6.note = f"counted: packets; {sizes.run_duration:g} s runs"
+
+
+def measure_startstop(sizes: Sizes, p7: Figure) -> None:
+    """P7: wall time of ``python -m stress --cpus 2 --duration 1`` beyond its 1 s."""
+    if len(os.sched_getaffinity(0)) < 2:
+        p7.note = "n/a: needs 2 usable cores"
+        return
+    with tempfile.TemporaryDirectory(prefix="zonelimit-bench-") as tmp:
+        for i in range(sizes.p7_repeat):
+            out = Path(tmp) / f"p7-{i}"
+            cmd = [sys.executable, "-m", "stress", "--cpus", "2", "--duration", "1", "--quiet",
+                   "--out", str(out)]
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                                  cwd=ROOT)
+            wall = time.perf_counter() - t0
+            if proc.returncode not in (0, 1):
+                last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+                p7.note = f"n/a: `python -m stress` exited {proc.returncode}: {last}"
+                p7.values.clear()
+                return
+            p7.values.append(wall - 1.0)
+            p7.detail.setdefault("wall_s", []).append(wall)
+            p7.detail.setdefault("exit_codes", []).append(proc.returncode)
+    p7.note = "interpreter start, imports, arena, fork, stop, audit, run folder"
+
+
+# --- the figures and the table ----------------------------------------------------------------
+
+
+def new_figures() -> dict[str, Figure]:
+    """Every figure of performance.md, empty, with its target."""
+    figs = [
+        Figure("P1", "zone alloc+free via per-CPU cache / floor", "x", "<= 4x", lambda v: v <= 4.0),
+        Figure("P2", "m_getcl+m_freem / floor", "x", "<= 8x", lambda v: v <= 8.0),
+        Figure("P3", "scaling 1->2 CPUs, per-CPU caches", "x", ">= 1.8x", lambda v: v >= 1.8),
+        Figure("P4", "scaling 1->2 CPUs, caches off (keg lock)", "x", "reported"),
+        Figure("P5.lock", "throughput --lock-profile / plain", "x", ">= 0.90x", lambda v: v >= 0.90),
+        Figure("P5.sched", "throughput sched point (jitter P=0) / plain", "x", ">= 0.90x", lambda v: v >= 0.90),
+        Figure("P5.invariants", "throughput --invariants / plain", "x", "reported"),
+        Figure("P6", "netperf pkts/s per CPU at --cpus 2", "/s", "reported"),
+        Figure("P7", "start+stop beyond --duration 1", "s", "<= 1.5 s", lambda v: v <= 1.5),
+        Figure("P8", "arena bytes / payload bytes", "x", "<= 1.10x", lambda v: v <= 1.10),
+    ]
+    return {f.id: f for f in figs}
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "/s":
+        return f"{value:,.0f}"
+    if unit == "s":
+        return f"{value:.2f}s"
+    return f"{value:.2f}x"
+
+
+def table_lines(figs: Iterable[Figure]) -> list[str]:
+    """The bench table: median, min and max of each figure, its target and a mark:
+    ``ok``, ``MISSED`` or ``-`` (only reported / not measured), and the note."""
+    head = ("id", "figure", "median", "min", "max", "target", "")
+    rows = []
+    notes = []
+    for f in figs:
+        lo = min(f.values) if f.values else None
+        hi = max(f.values) if f.values else None
+        mark = {True: "ok", False: "MISSED", None: "-"}[f.met]
+        if not f.values:
+            mark = "n/a"
+        rows.append((f.id, f.title, _fmt(f.median, f.unit), _fmt(lo, f.unit), _fmt(hi, f.unit), f.target, mark))
+        if f.note:
+            notes.append(f"  {f.id}: {f.note}")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    right = {2, 3, 4}
+    out = []
+    for r in [head, *rows]:
+        out.append("  ".join(c.rjust(widths[i]) if i in right else c.ljust(widths[i])
+                             for i, c in enumerate(r)).rstrip())
+    return out + notes
+
+
+def busy_warning(load_before: float, load_after: float, cores: int) -> str:
+    """A warning when other work shared the cores (1-minute load average above the
+    core count, the bench's own processes included): P3/P4 then measure the neighbours."""
+    load = max(load_before, load_after)
+    if load <= cores + 0.5:
+        return ""
+    return (f"warning: the machine was busy (load average {load:.1f} on {cores} cores): "
+            "scaling figures (P3, P4) and absolute times are unreliable; re-run on an idle machine")
+
+
+def run_bench(*, quick: bool = False, repeat_n: int | None = None, only: Sequence[str] = FIGURE_IDS,
+              echo: Callable[[str], None] = print) -> dict[str, Figure]:
+    """Measure the figures whose ids (P1..P8) are in ``only``; returns every figure
+    (those not measured stay empty, with a note)."""
+    sizes = QUICK if quick else FULL
+    reps = repeat_n if repeat_n is not None else (3 if quick else 5)
+    figs = new_figures()
+    steps: list[tuple[str, str, Callable[[], None]]] = [
+        ("P1", "P1/P2 fast paths", lambda: measure_fast_paths(sizes, reps, figs["P1"], figs["P2"])),
+        ("P3", "P3/P4 scaling (forks 1 and 2 pinned workers)",
+         lambda: measure_scaling(sizes, max(reps // 2, 1) if quick else reps, figs["P3"], figs["P4"])),
+        ("P5", "P5 instrumentation overhead",
+         lambda: measure_instrumentation(sizes, reps, {"lock-profile": figs["P5.lock"], "sched": figs["P5.sched"],
+                                                        "invariants": figs["P5.invariants"]})),
+        ("P6", "P6 netperf rate (real runs)", lambda: measure_netperf(sizes, 1 if quick else min(reps, 3),
+                                                                      figs["P6"])),
+        ("P7", "P7 start/stop (python -m stress --cpus 2 --duration 1)", lambda: measure_startstop(sizes, figs["P7"])),
+        ("P8", "P8 arena memory", lambda: measure_memory(figs["P8"])),
+    ]
+    also = {"P1": "P2", "P3": "P4"}
+    for key, what, fn in steps:
+        if key not in only and also.get(key) not in only:
+            continue
+        echo(f"bench: {what} ...")
+        fn()
+    for f in figs.values():
+        if not f.values and not f.note:
+            f.note = "not measured (--only)"
+    return figs
+
+
+# --- the subcommand ------------------------------------------------------------------------------
+
+
+def _figure_list(text: str) -> list[str]:
+    ids = [t.strip().upper() for t in text.split(",") if t.strip()]
+    bad = [t for t in ids if t not in FIGURE_IDS]
+    if not ids or bad:
+        raise argparse.ArgumentTypeError(f"must be a comma list of {','.join(FIGURE_IDS)}, got {text!r}")
+    return ids
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``bench``."""
+    parser.description = (parser.description or "") + (
+        "\n\nMeasures P1..P8 of performance.md, each as a ratio to a floor or baseline\n"
+        "measured in the same run; prints median, min and max of the repetitions, marks\n"
+        "missed targets, and writes <out>/<timestamp>.json (docs/performance.md).\n"
+        "Exit 0 when measured (missed targets included), 2 on bad options.")
+    parser.add_argument("--quick", action="store_true",
+                        help="small op counts and fewer repetitions: seconds, for CI and smoke tests "
+                             "(default: full size)")
+    parser.add_argument("--repeat", type=options.whole_number(1, 1000), default=None, metavar="N",
+                        help="repetitions per figure (default: 5, or 3 with --quick)")
+    parser.add_argument("--out", type=str, default=str(DEFAULT_OUT), metavar="DIR",
+                        help=f"folder for the <timestamp>.json result (default: {DEFAULT_OUT})")
+    parser.add_argument("--only", type=_figure_list, default=list(FIGURE_IDS), metavar="IDS",
+                        help="measure only these figures, e.g. P1,P3 (default: all of P1..P8)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the bench JSON to stdout instead of the table (default: the table)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the bench: the table on stdout (or the JSON with --json), the file in --out."""
+    try:
+        options.check_out(args.out, may_hold_files=True)
+    except options.UsageError as exc:
+        return options.usage_error(exc)
+    out_dir = Path(args.out)
+
+    def echo(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    figs = run_bench(quick=args.quick, repeat_n=args.repeat, only=args.only, echo=echo)
+    elapsed = time.perf_counter() - t0
+    load1 = os.getloadavg()[0]
+    doc = documents.bench_document([f.to_dict() for f in figs.values()], quick=args.quick,
+                                   repeat_n=args.repeat or (3 if args.quick else 5), elapsed=elapsed,
+                                   loadavg=[load0, load1])
+    busy = busy_warning(load0, load1, doc["host"]["cores"])
+    try:
+        path = documents.write_bench(out_dir, doc)
+    except OSError as exc:
+        return options.usage_error(f"--out: cannot write into {out_dir}: {exc.strerror}")
+    if args.json:
+        print(documents.doc_text(doc, documents.BENCH_FORMAT), end="")
+    else:
+        for line in table_lines(figs.values()):
+            print(line)
+        missed = doc["missed"]
+        print(f"missed: {', '.join(missed)}" if missed else "every target met")
+        if busy:
+            print(busy)
+        print(f"written: {path}")
+    return 0
