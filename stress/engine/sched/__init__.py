@@ -39,18 +39,19 @@ Who sends what to whom (``pct`` and ``replay``)::
         sched_block():      sc_state[k] = BLOCKED; pass the token (-1 if nobody)     │
         sched_unblock():    sc_state[k] = WAKING; wait for the token                │
         finish():           sc_state[k] = EXITED; pass the token                    │
-        hooks.stop():       sc_ctl[STOP], raised at a sched point (recorded step) │
+        hooks.stop():       sc_ctl[STOP], raised at a sched point (recorded step)   │
     manager after the run: Controller.recorded(uma) ── Schedule ──> schedule.json
 
 Only the token holder writes the schedule arrays (``sc_ctl`` words, ``sc_prio``,
 ``sc_log``), so they need no lock: the token word is the lock, handed over by a single
 aligned store.  Two exceptions, both rare: a CPU woken while nobody holds the token
-(all CPUs were asleep; the manager woke one) takes the orphan token under
-the orphan lock (made by the Controller before fork); a waiter that finds the token holder's process dead takes it the
-same way, so a killed worker cannot hang the rest.
+(all CPUs were asleep; the manager woke one) takes the orphan token under the
+orphan lock (made by the Controller before fork, passed to each worker); a waiter that
+finds the token holder's process dead takes it the same way, so a killed worker cannot
+hang the rest.
 
 A CPU asleep in zonelimit is not runnable.  A CPU whose sched point label starts with
-one of :data:`YIELD_PREFIXES` (a try-lock retry, a wait for a ring) says "I cannot
+one of ``token.YIELD_PREFIXES`` (a try-lock retry, a wait for a ring) says "I cannot
 progress": PCT runs someone else if anyone else is runnable, otherwise it keeps it.
 
 The schedule file (``schedule.json``, format ``zonelimit.schedule/1``) holds the PCT
