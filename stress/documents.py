@@ -191,7 +191,7 @@ def read_doc(path: Path, fmt: str) -> dict[str, Any]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise
+        raise  # each reader words a missing document for itself (load_run, load_schedule)
     except OSError as exc:
         raise DocumentError(f"{path}: cannot read: {exc.strerror}") from None
     try:
