@@ -530,6 +530,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sampling period: the figures are computed from these samples (default 0.25)")
     parser.add_argument("--trim-interval", type=float, default=None, metavar="S", help="policy period (default: run's)")
     parser.add_argument("--wedge-timeout", type=float, default=None, metavar="S", help="wedge timeout (default: run's)")
+    parser.add_argument("--page-budget", type=int, default=None, metavar="PAGES",
+                        help="pages the VM has for the kegs, 0 = none (default: run's)")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of repeat 1; repeat r uses seed + r - 1")
     parser.add_argument("--policy-param", action="append", default=[], metavar="POLICY.PARAM=VALUE",
                         help="a policy parameter, e.g. median.k=3 (repeatable); see docs/policies.md")
@@ -562,11 +564,11 @@ def _base_options(args: argparse.Namespace) -> dict[str, Any]:
     base: dict[str, Any] = {"cpus": cpus, "duration": args.duration, "workload": args.workload,
                             "lock_profile": True, "verbosity": -1}
     for opt in ("nmbclusters", "rounds", "round_length", "idle", "interval", "trim_interval",
-                "wedge_timeout"):
+                "wedge_timeout", "page_budget"):
         v = getattr(args, opt)
         if v is None:
             continue
-        if v < 0 or (v == 0 and opt not in ("rounds", "idle")):
+        if v < 0 or (v == 0 and opt not in ("rounds", "idle", "page_budget")):
             raise UsageError(f"--{opt.replace('_', '-')}: must be positive (got {v})")
         base[opt] = v
     return base

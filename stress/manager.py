@@ -106,6 +106,7 @@ def uma_config(cfg: RunConfig, extra: tuple[Any, ...]) -> UmaConfig:
         extra=extra,
         sched_locks=cfg.sched in ("pct", "replay"),
         lock_profile=cfg.lock_profile,
+        page_budget=cfg.page_budget,
     )
 
 
@@ -281,7 +282,8 @@ class Manager:
         self.progress = Progress(planned, enabled=None if self.echo is not None else False)
         ctl = uma.view("wl_ctl")
         dog = Watchdog(uma, cfg.wedge_timeout, st.t0)
-        use_trim = cfg.policy != "none" and cfg.sched not in ("pct", "replay")
+        # `none` needs the callout only to answer vm_lowmem, which needs a page budget.
+        use_trim = (cfg.policy != "none" or cfg.page_budget > 0) and cfg.sched not in ("pct", "replay")
         trim = TrimCallout(uma, cfg.policy, cfg.policy_params) if use_trim else None
         self.trim = trim
         sampler = results.SampleWriter(self.out / results.SAMPLES_CSV, SAMPLE_COLUMNS)

@@ -598,3 +598,20 @@ def test_netperf_then_nfs_runs_under_every_fix_and_the_audit_is_clean(tmp_path: 
     assert doc["audit"]["double_owned"] == 0 and doc["audit"]["payload_errors"] == 0, seen
     # the NFS phase made progress (none answers at most one window before it starves)
     assert nfs_rpcs(doc) >= 2 * NetperfNfs.NFS_WINDOW, seen
+
+
+def test_a_run_with_a_page_budget_answers_vm_lowmem_under_none(tmp_path: Path) -> None:
+    """--page-budget reaches the allocator: a 2005-style run (policy none) whose packet
+    cache outgrows the budget drains on vm_lowmem and records it in run.json."""
+    from stress.config import RunConfig
+    from stress.manager import execute
+
+    cfg = RunConfig(cpus=2, duration=2.0, workload="burst", era="modern", policy="none",
+                    refcount="atomic", wakeup="all", nmbclusters=2048, interval=0.25,
+                    trim_interval=0.25, wedge_timeout=5.0, verbosity=-1, page_budget=400)
+    doc = execute(cfg, tmp_path)
+    assert doc["config"]["page_budget"] == 400
+    trim = doc.get("trim") or {}
+    assert trim.get("lowmem_events", 0) >= 1 and trim.get("pages_released", 0) > 0, (doc["verdict"], trim)
+    assert doc["verdict"] == "ok", doc.get("verdict_detail")
+
