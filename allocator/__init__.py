@@ -42,7 +42,10 @@ extra=(), sched_locks=False, lock_profile=False)``
 ``uma.sleepers()``, ``uma.keg_free(k)``, ``uma.cpu_ops()``, ``uma.panics()``,
 ``uma.lock_holders()``, ``uma.lock_profile()``, ``uma.request_stop()``,
 ``uma.zone_drain(z)``, ``uma.request_cache_drain(cpus, zmask)``,
-``uma.observe(z)`` / ``uma.apply(z, ...)`` (trimming), ``uma.close()``.
+``uma.observe(z, lowmem)`` / ``uma.counters(z)`` / ``uma.apply(z, decision)`` (trimming;
+each kernel's working-set statistics are kept by allocator/workingset.py),
+``uma.page_shortage()`` / ``uma.free_pages()`` (the low-memory event, allocator/pageout.py),
+``uma.close()``.
 """
 
 from .audit import AuditReport

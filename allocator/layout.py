@@ -118,9 +118,10 @@ HDR_STOP = 9
 HDR_PANICS = 10  #: number of panic records written
 HDR_NEXTRA = 11  #: number of extra (tester) arrays
 HDR_SEQ = 12  #: generic sequence word (trim interval counter)
+HDR_PAGE_BUDGET = 13  #: pages the VM may give the kegs (0: no budget, no page shortage ever)
 HDR_WORDS = 16
 MAGIC = 0x5A4F4E454C494D54  # "ZONELIMT"
-LAYOUT_VERSION = 2  # 2: per-CPU rows and ub_cnt padded to a cache line each
+LAYOUT_VERSION = 3  # 2: per-CPU rows and ub_cnt padded; 3: working-set state (issue 9)
 
 # knobs bits (hdr[HDR_KNOBS])
 KNOB_REFCOUNT_ATOMIC = 1
@@ -287,6 +288,8 @@ def allocator_arrays(g: Geometry) -> list[ArraySpec]:
         padded("ub_cnt", "i", g.nbuckets, "items in the bucket (its owner CPU writes it per op)"),
         ArraySpec("ub_entries", "i", g.nbuckets, "capacity: one of BUCKET_SIZES"),
         ArraySpec("ub_link", "i", g.nbuckets, "next bucket on its list, -1 end"),
+        ArraySpec("ub_fresh", "i", g.nbuckets,
+                  "1: filled from the keg for an allocation, on the full list until that CPU takes it"),
         ArraySpec("ub_bucket", "i", g.nbuckets * BUCKET_MAX, "item slots, BUCKET_MAX per bucket"),
         ArraySpec("ub_pool", "i", 2, "free bucket pool: head, count"),
         # --- zones ------------------------------------------------------------------
@@ -297,9 +300,25 @@ def allocator_arrays(g: Geometry) -> list[ArraySpec]:
         ArraySpec("uz_free_head", "i", NZONES, "list of empty buckets"),
         ArraySpec("uz_free_cnt", "i", NZONES, "buckets on the empty list"),
         ArraySpec("uz_fills", "i", NZONES, "bucket fills in progress (<= ncpus)"),
-        ArraySpec("uz_imax", "i", NZONES, "max uz_full_items since the last trim interval"),
-        ArraySpec("uz_imin", "i", NZONES, "min uz_full_items since the last trim interval"),
-        ArraySpec("uz_bimin", "i", NZONES, "min uz_full_items seen by allocations this interval"),
+        ArraySpec("uz_count_min", "i", NZONES, "uz_count's floor for a reclaim's decrement (its initial value)"),
+        # --- working-set state (allocator/workingset.py; zone lock) ---------------------
+        ArraySpec("uz_imax", "q", NZONES, "this interval's allocation batch: max items (demand coordinates)"),
+        ArraySpec("uz_bimin", "q", NZONES, "this interval's allocation batch: min seen by allocations"),
+        ArraySpec("uz_swing", "q", NZONES, "largest imax - bimin of the batches closed this interval"),
+        ArraySpec("uz_imin", "q", NZONES, "this interval's min of the list's items (demand coordinates)"),
+        ArraySpec("uzd_nitems", "q", NZONES, "items on the full list, a bucket in transit to its CPU not counted"),
+        ArraySpec("uzd_imax", "q", NZONES, "FreeBSD main: max item count this period (half kept across)"),
+        ArraySpec("uzd_imin", "q", NZONES, "FreeBSD main: min item count this period"),
+        ArraySpec("uzd_bimin", "q", NZONES, "FreeBSD main: min item count this allocation batch"),
+        ArraySpec("uzd_wss", "q", NZONES, "FreeBSD main: working-set size estimate"),
+        ArraySpec("uzd_limin", "q", NZONES, "FreeBSD main: long-term minimum item count"),
+        ArraySpec("uzd_timin", "q", NZONES, "FreeBSD main: periods since limin last hit 0"),
+        ArraySpec("uzd19_imax", "q", NZONES, "FreeBSD 2019: max item count this period"),
+        ArraySpec("uzd19_imin", "q", NZONES, "FreeBSD 2019: min item count this period"),
+        ArraySpec("uzd19_wss", "q", NZONES, "FreeBSD 2019: working-set size estimate"),
+        ArraySpec("ml_total", "q", NZONES, "illumos depot: full magazines (buckets) on the list"),
+        ArraySpec("ml_min", "q", NZONES, "illumos depot: min of ml_total this interval"),
+        ArraySpec("ml_reaplimit", "q", NZONES, "illumos depot: the previous interval's ml_min"),
         ArraySpec("uz_nfill", "q", NZONES, "bucket fills from the keg, ever (cache misses)"),
         ArraySpec("uz_noverflow", "q", NZONES, "frees that went straight to the slab, ever"),
         ArraySpec("uz_ndrained", "q", NZONES, "items returned to the keg by drains and trims, ever"),

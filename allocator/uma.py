@@ -18,7 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from .cpu import Cpu
 from .layout import (
     BUCKET_MAX,
     HDR_KNOBS,
+    HDR_PAGE_BUDGET,
     HDR_PANICS,
     HDR_STOP,
     KEG_CLUSTER,
@@ -53,6 +54,8 @@ from .layout import (
     Geometry,
 )
 from .lock import NPOINTS, POINTS, hold_samples, make_locks
+from .pageout import free_pages, page_shortage
+from .policy._interface import Decision
 from .stats import Stats, compute_stats
 
 INJECTIONS = ("refcount-eq0", "refcount-unlocked", "lost-wakeup", "wake-one", "cache-drain-unsafe",
@@ -75,12 +78,15 @@ class UmaConfig:
     sched_locks: bool = False  #: lock acquires spin through sched points (controlled scheduling)
     lock_profile: bool = False
     mbuf_factor: float = 2.0  #: mbuf keg capacity in mbufs per cluster (no limit in 2005)
+    page_budget: int = 0  #: pages the VM has for the kegs; 0: none, vm_lowmem never fires (pageout.py)
 
     def __post_init__(self) -> None:
         if self.ncpus < 1:
             raise ValueError("ncpus must be >= 1")
         if self.nmbclusters < 2:
             raise ValueError("nmbclusters must be >= 2")
+        if self.page_budget < 0:
+            raise ValueError("page_budget must be >= 0 (0: no budget)")
         if self.refcount not in ("buggy-eq0", "atomic"):
             raise ValueError(f"refcount must be buggy-eq0 or atomic, not {self.refcount}")
         if self.wakeup not in ("one", "all"):
@@ -154,6 +160,7 @@ class Uma:
         knobs |= KNOB_NO_BUCKETS if not cfg.bucket_cache else 0
         knobs |= KNOB_EXHAUSTION_DRAIN if cfg.exhaustion_drain else 0
         a.view("hdr")[HDR_KNOBS] = knobs
+        a.view("hdr")[HDR_PAGE_BUDGET] = cfg.page_budget
         pages = (g.mbuf_pages, g.cluster_pages)
         for k in range(NKEGS):
             a.view("uk_cappages")[k] = pages[k]
@@ -181,6 +188,9 @@ class Uma:
         a.view("uz_count")[0] = BUCKET_MAX
         a.view("uz_count")[1] = 2
         a.view("uz_count")[2] = BUCKET_MAX
+        # A reclaim's uz_count-- stops at the initial size (FreeBSD main's
+        # uz_bucket_size_min, set from the zone's first bucket size in zone_ctor).
+        a.np("uz_count_min")[:] = a.np("uz_count")
         for name in ("uc_allocbucket", "uc_freebucket", "uc_fillbucket", "uc_initem"):
             a.np(name)[:] = -1
 
@@ -345,11 +355,20 @@ class Uma:
         return True
 
     # --- trimming (the callout) ---------------------------------------------------------
-    def observe(self, z: int, previous: Mapping[str, int] | None = None) -> dict[str, int]:
-        """The raw observation of zone ``z`` for a trim interval: reads and resets the
-        interval extremes; counters are totals (the caller differences them)."""
-        m = self.manager()
-        cached, imax, imin, bimin, count = m.zone_observe(z)
+    def observe(self, z: int, lowmem: bool = False) -> dict[str, int]:
+        """The raw observation of zone ``z``: the working-set statistics under the zone
+        lock (``ZoneOps.zone_observe``: at an interval end every kernel's periodic
+        update runs and the demand extremes are reset; with ``lowmem`` only FreeBSD
+        main's reclaim-time update), then :meth:`counters`."""
+        out = self.manager().zone_observe(z, not lowmem)
+        out.update(self.counters(z))
+        return {k: int(v) for k, v in out.items()}
+
+    def counters(self, z: int) -> dict[str, int]:
+        """Zone ``z``'s running totals and per-CPU contents, read without a lock and
+        without touching any statistic (the caller differences the totals).
+        ``cluster_fails`` leaves out the manager's own failed M_NOWAIT pre-fills: they
+        are not consumer exhaustion."""
         g = self.geometry
         rows = g.rows
         a = self.arena
@@ -360,31 +379,54 @@ class Uma:
             b = b[b >= 0]
             percpu += int(ub_cnt[b].sum())
         cl = ZONE_CLUSTER * rows
+        fails = a.np("uc_fails")[cl:cl + rows]
         return {
-            "zone": z, "bucket_size": count, "cached": cached, "percpu": percpu,
-            "imax": imax, "imin": imin, "bimin": bimin,
+            "zone": z, "percpu": percpu,
             "fills": int(a.view("uz_nfill")[z]),
             "allocs": int(a.np("uc_allocs")[z * rows:(z + 1) * rows].sum()),
             "frees": int(a.np("uc_frees")[z * rows:(z + 1) * rows].sum()),
             "overflows": int(a.view("uz_noverflow")[z]),
             "sleepers": int(a.view("uk_nsleep")[KEG_CLUSTER]),
-            "cluster_fails": int(a.np("uc_fails")[cl:cl + rows].sum()),
+            "cluster_fails": int(fails.sum()) - int(fails[g.ncpus]),
             "cluster_sleeps": int(a.np("uc_sleeps")[cl:cl + rows].sum()),
         }
 
-    def apply(self, z: int, drain_buckets: int = 0, prefill_buckets: int = 0,
-              drain_percpu: bool = False) -> dict[str, int]:
-        """Carry out a policy decision for zone ``z`` from the manager's context: whole
-        buckets out (zfini returns a packet's cluster) or in (M_NOWAIT fills)."""
+    def apply(self, z: int, decision: Decision) -> dict[str, int]:
+        """Carry out a policy decision for zone ``z`` from the manager's context, in
+        the order ``Decision`` documents.  Returns what was done: ``drained`` items and
+        ``buckets`` taken off the list, ``prefilled`` items, ``pages`` given back to
+        the VM."""
+        d = decision
         m = self.manager()
-        done = {"drained": 0, "prefilled": 0}
-        if drain_percpu:
+        done = {"drained": 0, "buckets": 0, "prefilled": 0, "pages": 0}
+        if d.drain_percpu:
             self.request_cache_drain(range(self.geometry.ncpus), 1 << z)
-        if drain_buckets > 0:
-            done["drained"] = m.zone_trim(z, drain_buckets)
-        if prefill_buckets > 0:
-            done["prefilled"] = m.zone_prefill(z, prefill_buckets)
+        if d.shrink_bucket:
+            m.zone_shrink_bucket(z)
+        if d.zone_drain:
+            done["buckets"], done["drained"] = m.bucket_cache_drain(z)
+        else:
+            n = (1 << 30) if d.reclaim_to >= 0 else d.drain_buckets
+            if n > 0:
+                done["buckets"], done["drained"] = m.zone_reclaim(z, n, d.reclaim_to)
+        if d.keg_drain or d.zone_drain:
+            done["pages"] = m.zone_keg_drain(z)
+        if d.prefill_buckets > 0:
+            done["prefilled"] = m.zone_prefill(z, d.prefill_buckets)
         return done
+
+    @property
+    def page_budget(self) -> int:
+        """Pages the VM has for the kegs (0: no budget)."""
+        return int(self.arena.view("hdr")[HDR_PAGE_BUDGET])
+
+    def free_pages(self) -> int:
+        """The page budget less the pages both kegs hold (meaningless without a budget)."""
+        return free_pages(self.page_budget, int(self.arena.np("uk_pages").sum()))
+
+    def page_shortage(self) -> bool:
+        """True when the page daemon would fire vm_lowmem now (allocator/pageout.py)."""
+        return page_shortage(self.page_budget, int(self.arena.np("uk_pages").sum()))
 
     def close(self) -> None:
         """Unmap the arena (idempotent)."""

@@ -44,6 +44,7 @@ from .lock import (
     P_ZFREE,
     P_ZFREE_INTERNAL,
 )
+from .workingset import FETCH_ALLOC, FETCH_RECLAIM, PUT_FRESH, PUT_SHIFT, PUT_WS, WorkingSetOps
 
 Ctor = Callable[[int, int, int], int]  # (item, udata, flags) -> 0 or errno
 Dtor = Callable[[int, int], None]  # (item, udata)
@@ -51,7 +52,7 @@ Zinit = Callable[[int, int], int]  # (item, flags) -> 0 or errno
 Zfini = Callable[[int], None]  # (item)
 
 
-class ZoneOps(LimitOps, BucketOps):
+class ZoneOps(LimitOps, BucketOps, WorkingSetOps):
     """Zone allocation and free for one CPU context."""
 
     _ctor: list[Ctor | None]
@@ -147,27 +148,28 @@ class ZoneOps(LimitOps, BucketOps):
         self.zfree = zfree  # type: ignore[method-assign]
 
     # --- zone list helpers (zone lock held) -----------------------------------------------
-    def _full_push(self, z: int, b: int) -> None:
+    def zone_put_bucket(self, z: int, b: int, how: int) -> None:
+        """Push full bucket ``b`` on zone ``z``'s list (LIFO, as LIST_INSERT_HEAD in 2005
+        and STAILQ_INSERT_HEAD in FreeBSD main) and record the event for the working-set
+        statistics: ``how`` is PUT_WS, PUT_SHIFT or PUT_FRESH (allocator/workingset.py)."""
         self.ub_link[b] = self.uz_full_head[z]
         self.uz_full_head[z] = b
         self.uz_full_cnt[z] += 1
-        items = self.uz_full_items[z] + self.ub_cnt[b]
-        self.uz_full_items[z] = items
-        if items > self.uz_imax[z]:
-            self.uz_imax[z] = items
+        cnt = self.ub_cnt[b]
+        self.uz_full_items[z] += cnt
+        self.ws_put(z, b, cnt, how)
 
-    def _full_pop(self, z: int, for_alloc: bool) -> int:
+    def zone_fetch_bucket(self, z: int, how: int) -> int:
+        """Pop the head of zone ``z``'s full list, or -1; ``how`` is FETCH_ALLOC or
+        FETCH_RECLAIM (a drain: the working-set bounds move down with it)."""
         b = self.uz_full_head[z]
         if b < 0:
             return -1
         self.uz_full_head[z] = self.ub_link[b]
         self.uz_full_cnt[z] -= 1
-        items = self.uz_full_items[z] - self.ub_cnt[b]
-        self.uz_full_items[z] = items
-        if items < self.uz_imin[z]:
-            self.uz_imin[z] = items
-        if for_alloc and items < self.uz_bimin[z]:
-            self.uz_bimin[z] = items
+        cnt = self.ub_cnt[b]
+        self.uz_full_items[z] -= cnt
+        self.ws_fetch(z, b, cnt, how)
         return b
 
     def _free_push(self, z: int, b: int) -> None:
@@ -207,7 +209,7 @@ class ZoneOps(LimitOps, BucketOps):
             if ab >= 0:
                 self.uc_allocbucket[ci] = -1
                 self._free_push(z, ab)
-            b = self._full_pop(z, True)
+            b = self.zone_fetch_bucket(z, FETCH_ALLOC)
             if b >= 0 and self.ub_cnt[b] == 0:
                 # KASSERT(bucket->ub_cnt != 0): only a broken cache protocol (the
                 # cache-drain-unsafe injection) can put an empty bucket on this list.
@@ -229,11 +231,12 @@ class ZoneOps(LimitOps, BucketOps):
                 return self.zalloc_internal(z, flags, udata)
             # Restart: the filled bucket is on the full list for whoever gets there first.
 
-    def zone_alloc_bucket(self, z: int, flags: int) -> bool:
+    def zone_alloc_bucket(self, z: int, flags: int, how: int = PUT_FRESH) -> bool:
         """Fill a bucket from the keg and put it on the zone's full list.  Called with
         the zone lock held, returns with it held (drops it around bucket_alloc, zinit
         and any zonelimit sleep).  Fails when the zone already has ``ncpus`` fills
-        running (uz_fills) or no item could be had."""
+        running (uz_fills) or no item could be had.  ``how``: PUT_FRESH for an
+        allocation's fill (the CPU takes it at its restart), PUT_SHIFT for a pre-fill."""
         k = self._zkeg[z]
         origflags = flags
         b = self._free_pop(z)  # try the zone's empty list first: no extra buckets
@@ -282,7 +285,7 @@ class ZoneOps(LimitOps, BucketOps):
         self.uc_fillbucket[ci] = -1
         if cnt[b]:
             self.uz_nfill[z] += 1
-            self._full_push(z, b)
+            self.zone_put_bucket(z, b, how)
             return True
         self.bucket_free(b)
         return False
@@ -343,7 +346,7 @@ class ZoneOps(LimitOps, BucketOps):
             self.uc_freebucket[ci] = -1
             if fb >= 0:
                 self.sched_point("bucket exchange")
-                self._full_push(z, fb)  # the list has no bound and no trimming (2005)
+                self.zone_put_bucket(z, fb, PUT_WS)  # the list has no bound and no trimming (2005)
             b = self._free_pop(z)
             if b >= 0:
                 self.uc_freebucket[ci] = b
@@ -401,11 +404,22 @@ class ZoneOps(LimitOps, BucketOps):
         """Return up to ``nbuckets`` full buckets from the zone's list to the native
         zones (whole buckets; a packet item's zfini frees its cluster).  Returns the
         number of items returned.  Any context; takes the zone lock."""
+        return self.zone_reclaim(z, nbuckets, -1)[1]
+
+    def zone_reclaim(self, z: int, nbuckets: int, target: int) -> tuple[int, int]:
+        """Take buckets off the head of zone ``z``'s list with zone_fetch_bucket(reclaim)
+        and free their items to the keg, at most ``nbuckets`` of them and, if
+        ``target >= 0``, only while the zone counts more than ``target`` items: FreeBSD
+        main's bucket_cache_reclaim_domain loop ("while (STAILQ_FIRST(..) != NULL &&
+        zdom->uzd_nitems > target)").  Returns (buckets, items) freed."""
         k = self._zkeg[z]
-        items = 0
-        for _ in range(nbuckets):
+        items = buckets = 0
+        while buckets < nbuckets:
             self.lock(k, P_DRAIN)
-            b = self._full_pop(z, False)
+            if target >= 0 and self.uzd_nitems[z] <= target:
+                self.unlock(k)
+                break
+            b = self.zone_fetch_bucket(z, FETCH_RECLAIM)
             if b >= 0:
                 self.uc_fillbucket[self._ci[z]] = b  # in hand before the lock drops
             self.unlock(k)
@@ -413,13 +427,31 @@ class ZoneOps(LimitOps, BucketOps):
                 break
             items += self.bucket_drain(z, b)
             self.bucket_free(b)
-        return items
+            buckets += 1
+        return buckets, items
+
+    def zone_shrink_bucket(self, z: int) -> None:
+        """bucket_cache_reclaim: "Shrink the zone bucket size to ensure that the per-CPU
+        caches don't grow too large": uz_count-- down to its initial value."""
+        k = self._zkeg[z]
+        self.lock(k, P_DRAIN)
+        if self.uz_count[z] > self.uz_count_min[z]:
+            self.uz_count[z] -= 1
+        self.unlock(k)
 
     def zone_drain(self, z: int) -> int:
-        """zone_drain (2005): empty the zone's full-bucket list back to the keg
-        (bucket_cache_drain), free its empty buckets, and return wholly free slabs to
-        the VM (keg_drain).  Per-CPU buckets are untouched, as in 2005."""
-        items = self.zone_trim(z, 1 << 30)
+        """zone_drain (2005): empty the zone's full-bucket list back to the keg and free
+        its empty buckets (bucket_cache_drain), then return wholly free slabs to the VM
+        (keg_drain).  Per-CPU buckets are untouched, as in 2005.  Returns items freed."""
+        items = self.bucket_cache_drain(z)[1]
+        self.zone_keg_drain(z)
+        return items
+
+    def bucket_cache_drain(self, z: int) -> tuple[int, int]:
+        """bucket_cache_drain (2005): every full bucket's items back to the keg (as
+        reclaim fetches), every empty bucket back to the bucket pool.  Returns the
+        (full buckets, items) freed."""
+        done = self.zone_reclaim(z, 1 << 30, -1)
         k = self._zkeg[z]
         self.lock(k, P_DRAIN)
         freed = []
@@ -428,11 +460,19 @@ class ZoneOps(LimitOps, BucketOps):
             if b < 0:
                 break
             freed.append(b)
-        self.keg_drain(k)
         self.unlock(k)
         for b in freed:
             self.bucket_free(b)
-        return items
+        return done
+
+    def zone_keg_drain(self, z: int) -> int:
+        """keg_drain of zone ``z``'s keg under its lock: wholly free slabs back to the
+        VM (what frees pages when memory is short).  Returns pages released."""
+        k = self._zkeg[z]
+        self.lock(k, P_DRAIN)
+        n = self.keg_drain(k)
+        self.unlock(k)
+        return n
 
     def zone_prefill(self, z: int, nbuckets: int) -> int:
         """Fill up to ``nbuckets`` buckets from the keg (M_NOWAIT: a policy refill must
@@ -442,7 +482,7 @@ class ZoneOps(LimitOps, BucketOps):
         for _ in range(nbuckets):
             self.lock(k, P_PREFILL)
             before = self.uz_full_items[z]
-            got = self.zone_alloc_bucket(z, M_NOWAIT)
+            got = self.zone_alloc_bucket(z, M_NOWAIT, PUT_SHIFT)  # a refill is not demand
             gained = self.uz_full_items[z] - before if got else 0
             self.unlock(k)
             if not got:
@@ -467,7 +507,7 @@ class ZoneOps(LimitOps, BucketOps):
                     self.sched_point("cache drain")
                     arr[ci] = -1
                     if self.ub_cnt[b]:
-                        self._full_push(z, b)
+                        self.zone_put_bucket(z, b, PUT_SHIFT)  # ws=false: not demand
                     else:
                         self._free_push(z, b)
             self.unlock(k)
@@ -483,16 +523,23 @@ class ZoneOps(LimitOps, BucketOps):
         self.cpu_drained[row] = req
 
     # --- trimming observations ------------------------------------------------------------
-    def zone_observe(self, z: int) -> tuple[int, int, int, int, int]:
-        """Read and reset the interval extremes: (cached now, imax, imin, bimin,
-        uz_count).  Zone lock held while reading."""
+    def zone_observe(self, z: int, interval_end: bool) -> dict[str, int]:
+        """The working-set statistics of zone ``z`` for a policy, under the zone lock.
+
+        ``interval_end`` (the trim callout's period, FreeBSD's zone_timeout): the
+        interval's demand extremes, read and reset, and every kernel's periodic update
+        (allocator/workingset.py).  Otherwise (a reclaim request from vm_lowmem): only
+        FreeBSD main's zone_domain_update_wss, which bucket_cache_reclaim_domain runs
+        before it trims; the demand extremes so far are read and kept."""
         k = self._zkeg[z]
         self.lock(k, P_OBSERVE)
-        cached = self.uz_full_items[z]
-        out = (cached, self.uz_imax[z], self.uz_imin[z], self.uz_bimin[z], self.uz_count[z])
-        self.uz_imax[z] = cached
-        self.uz_imin[z] = cached
-        self.uz_bimin[z] = cached
+        if interval_end:
+            out = self.ws_interval_end(z)
+        else:
+            self.zone_domain_update_wss(z)
+            out = self.ws_demand(z)
+        out.update(self.ws_state(z))
+        out["bucket_size"] = self.uz_count[z]
         self.unlock(k)
         return out
 

@@ -62,6 +62,7 @@ class RunConfig:
     interval: float = 1.0
     wedge_timeout: float = 5.0
     trim_interval: float = 1.0
+    page_budget: int = 0  # pages the VM has for the kegs; 0 = none, vm_lowmem never fires (allocator/pageout.py)
     seed: int = 0
     inject: tuple[str, ...] = ()
     sched: str = "free"

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from allocator import M_NOWAIT, ZONE_CLUSTER, ZONE_MBUF, ZONE_PACKET, Uma, UmaConfig
+from allocator.policy import Decision
 
 CPUS = st.integers(0, 1)
 
@@ -81,7 +82,7 @@ class AllocatorMachine(RuleBasedStateMachine):
 
     @rule(n=st.integers(0, 3))
     def packet_trim_and_prefill(self, n: int) -> None:
-        self.uma.apply(ZONE_PACKET, drain_buckets=n, prefill_buckets=3 - n)
+        self.uma.apply(ZONE_PACKET, Decision(drain_buckets=n, prefill_buckets=3 - n))
 
     @invariant()
     def conservation(self) -> None:

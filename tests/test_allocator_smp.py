@@ -67,7 +67,7 @@ def _consumer(uma: Uma, n: int) -> None:
 def test_alloc_here_free_there_keeps_every_item():
     extra = (ArraySpec("ring", "i", RING, "mbufs in flight CPU0 -> CPU1"),
              ArraySpec("ringctl", "q", 2, "consumer head, producer tail"))
-    uma = Uma.create(UmaConfig(ncpus=2, nmbclusters=1024, extra=extra))
+    uma = Uma.create(UmaConfig(ncpus=2, nmbclusters=4096, extra=extra))
     try:
         n = 60000
         _run([(_producer, (uma, n)), (_consumer, (uma, n))])

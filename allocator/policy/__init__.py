@@ -1,25 +1,29 @@
-"""Trimming policies: how much a zone's bucket cache may keep (issue 4, policies.md).
+"""Trimming policies: how much a zone's bucket cache may keep (issues 4 and 9, policies.md).
 
 The pseudo-leak of Dec 2005 is a cache that never gives back what it holds: packets
-cached in the packet zone keep their clusters.  A policy decides, every trim interval
-and for each zone, how many whole buckets to return to the native zones (a packet's
-zfini frees its cluster) or to pre-fill, and whether to flush the per-CPU buckets
-through the safe cross-CPU protocol.  The mechanism is the allocator's
-(``Uma.observe`` / ``Uma.apply``); the policies here are pure decision logic::
+cached in the packet zone keep their clusters.  A policy decides, at every trim
+interval and on every low-memory event, for each zone, how many whole buckets to
+return to the native zones (a packet's zfini frees its cluster) or to pre-fill, and
+whether to flush the per-CPU buckets through the safe cross-CPU protocol.  The
+mechanism, including each kernel's working-set statistics, is the allocator's
+(``Uma.observe`` / ``Uma.apply``, allocator/workingset.py); the policies here are pure
+decision logic (the callout differences counters into an ``Observation``)::
 
     policy = make_policy("median", {"k": 2.0})          # one instance per zone
-    decision = policy.decide(uma.observe(zone))         # every --trim-interval
+    decision = policy.decide(obs)                       # every --trim-interval
+    decision = policy.vm_lowmem(obs)                    # when free pages run short
     uma.apply(zone, decision)
 
 ======== =================== ==================================================
 name     origin              rule (each module's docstring has the full rule)
 ======== =================== ==================================================
-none     FreeBSD 2005        keep everything
+none     FreeBSD 2005        keep everything; vm_lowmem: zone_drain
 exhaust. FreeBSD c. 2007     drain the packet zone when the cluster zone is exhausted
 waterm.  rejected in 2005    cached > high: drain down to low
-depot    Bonwick & Adams '01 free min(previous minimum, current minimum) buckets
-wss      FreeBSD 2018/2021   wss = max(3/4 wss, imax - bimin); trim to wss
-median   Dec 2005 proposal   drain above median + k*MAD of demand, pre-fill below; quiet: drain all
+depot    illumos kmem.c      vm_lowmem (kmem_reap): reap min(ml_reaplimit, ml_min) buckets
+wss      FreeBSD main 2021   long-term trim after 15 min; vm_lowmem: trim to wss
+wss-2019 FreeBSD 2019-2020   vm_lowmem: trim to max(wss, nitems - imin)
+median   Dec 2005 proposal   packet zone inside median -/+ k * negative/positive deviation
 ======== =================== ==================================================
 
 The registry is plain data so that the CLI can offer every parameter as an option
@@ -30,10 +34,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from allocator.policy import depot, exhaustion, median, none, watermark, wss
+from allocator.policy import depot, exhaustion, median, none, watermark, wss, wss2019
 from allocator.policy._interface import (
     KEEP,
     ZONE_CLUSTER,
+    ZONE_DRAIN,
     ZONE_MBUF,
     ZONE_PACKET,
     Decision,
@@ -51,6 +56,7 @@ __all__ = [
     "POLICY_NAMES",
     "POLICY_PARAMS",
     "ZONE_CLUSTER",
+    "ZONE_DRAIN",
     "ZONE_MBUF",
     "ZONE_PACKET",
     "Decision",
@@ -69,6 +75,7 @@ _REGISTRY: dict[str, tuple[Callable[[dict[str, float]], Policy], dict[str, tuple
     "watermark": (watermark.WatermarkPolicy, watermark.PARAMS),
     "depot": (depot.DepotPolicy, depot.PARAMS),
     "wss": (wss.WssPolicy, wss.PARAMS),
+    "wss-2019": (wss2019.Wss2019Policy, wss2019.PARAMS),
     "median": (median.MedianPolicy, median.PARAMS),
 }
 

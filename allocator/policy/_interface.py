@@ -7,8 +7,14 @@ avoids an import cycle.  ``allocator.policy`` re-exports all of it (the public s
 The mechanism (in the allocator, run by the manager's trim "callout") is, every
 ``--trim-interval`` and for each zone::
 
-    obs = uma.observe(zone)               # counters since the last interval, then reset
-    uma.apply(zone, policy.decide(obs))   # whole buckets: drain, pre-fill, per-CPU flush
+    obs = uma.observe(zone)               # interval end: every kernel's periodic update
+    uma.apply(zone, policy.decide(obs))   # whole buckets: reclaim, drain, pre-fill, per-CPU flush
+
+and, when the page daemon finds free pages short (``vm_lowmem``; only with a page
+budget), for every zone::
+
+    obs = uma.observe(zone, lowmem=True)  # FreeBSD main's reclaim updates its estimate first
+    uma.apply(zone, policy.vm_lowmem(obs))
 
 A policy is pure decision logic over a sequence of :class:`Observation` values, one
 instance per zone, so it can be tested on synthetic sequences without an arena.
@@ -31,7 +37,15 @@ class Observation:
 
     Item counts are items, not buckets; ``bucket_size`` converts.  "Cached" means the
     zone's list of full buckets (the depot, in Bonwick's words); per-CPU buckets are
-    counted apart in ``percpu``.
+    counted apart in ``percpu``.  A bucket just filled from the keg for an allocation
+    belongs to the CPU that filled it (FreeBSD main's ``cache_alloc``) and is in none
+    of the list's counts.
+
+    The demand statistics ``imax``, ``imin``, ``bimin``, ``swing`` are FreeBSD main's
+    allocation batches within the interval (allocator/workingset.py), and move with
+    what a policy or the kernel reclaims, flushes or pre-fills, so none of that ever
+    reads as demand.  The fields after ``cluster_sleeps`` are each kernel's own
+    working-set state, as the allocator keeps it, after this observation's update.
     """
 
     zone: int  #: ZONE_MBUF=0, ZONE_CLUSTER=1, ZONE_PACKET=2
@@ -39,9 +53,9 @@ class Observation:
     bucket_size: int  #: the zone's uz_count (items per bucket)
     cached: int  #: items in the zone's full-bucket list now
     percpu: int  #: items in per-CPU buckets now
-    imax: int  #: max of ``cached`` during the interval
+    imax: int  #: max of ``cached`` in the current allocation batch, plus every bucket filled from the keg for one
     imin: int  #: min of ``cached`` during the interval
-    bimin: int  #: min of ``cached`` seen by allocations that took a bucket from the list
+    bimin: int  #: min of ``cached`` seen by the current batch's allocations
     fills: int  #: allocation batches that had to go to the keg this interval (misses)
     allocs: int  #: consumer allocations this interval (demand)
     frees: int  #: consumer frees this interval
@@ -49,33 +63,66 @@ class Observation:
     sleepers: int  #: CPUs asleep in zonelimit on the cluster keg now
     cluster_fails: int  #: failed no-wait cluster allocations this interval
     cluster_sleeps: int  #: zonelimit sleeps on the cluster keg this interval
+    swing: int = 0  #: largest ``imax - bimin`` of the batches closed this interval (a put raising imax closes one)
+    buckets: int = 0  #: full buckets on the list (illumos' ml_total: magazines, whatever their fill)
+    ws_imax: int = 0  #: FreeBSD main uzd_imax (half of imax - nitems kept across periods)
+    ws_imin: int = 0  #: FreeBSD main uzd_imin
+    ws_bimin: int = 0  #: FreeBSD main uzd_bimin (the current allocation batch's minimum)
+    wss: int = 0  #: FreeBSD main uzd_wss, the working-set estimate
+    limin: int = 0  #: FreeBSD main uzd_limin, the long-term minimum item count
+    timin: int = 0  #: FreeBSD main uzd_timin, periods since limin last went to 0
+    imax19: int = 0  #: FreeBSD 2019 uzd_imax (this period's maximum so far)
+    imin19: int = 0  #: FreeBSD 2019 uzd_imin (this period's minimum so far)
+    wss19: int = 0  #: FreeBSD 2019 uzd_wss, (4 * (imax - imin) + wss) / 5 per period
+    ml_min: int = 0  #: illumos ml_min: fewest buckets on the list this interval
+    ml_reaplimit: int = 0  #: illumos ml_reaplimit: the previous interval's ml_min
 
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do to one zone at the end of an interval.  Counts are whole buckets.
+    """What to do to one zone now.  Counts are whole buckets.
 
-    ``apply`` clamps ``drain_buckets`` to the buckets actually on the full list, so a
-    policy that wants the whole list may ask for :func:`whole_list` of the observation.
+    Every bucket a decision takes off the list is a reclaim (zone_fetch_bucket with
+    reclaim=true): the demand bounds move down with it.  ``apply`` clamps
+    ``drain_buckets`` to the buckets actually on the full list, so a policy that wants
+    the whole list may ask for :func:`whole_list` of the observation.  Order in
+    ``apply``: per-CPU flush request, bucket-size decrement, ``zone_drain`` or the
+    reclaim (``drain_buckets`` / ``reclaim_to``), ``keg_drain``, pre-fill.
     """
 
     drain_buckets: int = 0  #: full buckets to return from the zone's list to the native zones (zfini runs)
     prefill_buckets: int = 0  #: buckets to fill from the native zones (packet zone: mbuf + cluster each)
     drain_percpu: bool = False  #: also flush per-CPU buckets through the safe cross-CPU protocol
+    #: >= 0: reclaim head buckets while the list counts more than this many items
+    #: (bucket_cache_reclaim_domain's loop: the last bucket may take it below)
+    reclaim_to: int = -1
+    shrink_bucket: bool = False  #: uz_count-- down to its initial size (bucket_cache_reclaim)
+    zone_drain: bool = False  #: 2005's zone_drain: the whole list, the empty buckets, then keg_drain
+    keg_drain: bool = False  #: afterwards return the keg's wholly free slabs to the VM (keg_drain)
 
 
 KEEP = Decision()  #: the decision that changes nothing
 
 
 class Policy(Protocol):
-    """A trimming policy: one instance per zone, fed one observation per interval."""
+    """A trimming policy: one instance per zone, fed one observation per interval and
+    one per low-memory event."""
 
     name: str
     exhaustion_drain: bool  #: also drain the packet zone when the cluster zone is exhausted (c. 2007)
 
     def decide(self, obs: Observation) -> Decision:
-        """What to drain or pre-fill now, given this interval's observation."""
+        """What to drain or pre-fill now, at the end of an interval (zone_timeout)."""
         ...
+
+    def vm_lowmem(self, obs: Observation) -> Decision:
+        """What to give back when the page daemon finds free pages short (vm_lowmem)."""
+        ...
+
+
+#: 2005's answer to vm_lowmem, and every kernel's until 2018: uma_reclaim() ran
+#: zone_drain on every zone (bucket_cache_drain, then keg_drain).
+ZONE_DRAIN = Decision(zone_drain=True)
 
 
 # --- helpers shared by the policies -------------------------------------------------

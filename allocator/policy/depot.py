@@ -1,44 +1,73 @@
-"""``depot``: reap what sat unused for a whole interval (Bonwick & Adams, USENIX 2001).
+"""``depot``: reap what fell out of the depot's working set (illumos kmem.c; Bonwick & Adams 2001).
 
-"Magazines and Vmem" (the Solaris/illumos kmem depot): each magazine list records the
-minimum number of magazines it held during an interval (the working-set low-water
-mark); at the next update the previous minimum becomes the reap limit, and a reap
-frees min(reap limit, current minimum) magazines: those nobody touched for a whole
-interval (``kmem_depot_ws_update`` / ``kmem_depot_ws_reap``).
+"Magazines and Vmem" (USENIX 2001) and illumos ``usr/src/uts/common/os/kmem.c``: each
+cache's depot keeps a list of full magazines with ``ml_total`` (magazines on it) and
+``ml_min`` (the fewest it held since the last update; ``kmem_depot_alloc`` lowers it).
+Two separate triggers use them:
 
-Rule, with our full buckets as magazines: at the end of interval i let
-``m_i = imin_i // bucket_size`` (whole full buckets that stayed on the list throughout
-interval i); drain ``min(m_{i-1}, m_i)`` buckets, with ``m_{-1} = 0`` (nothing is
-reaped before one full interval has been seen).  Never pre-fills, no exhaustion drain.
-The rule lags by design: a bucket must be idle for two consecutive interval minima.
+* **every interval** (``kmem_update`` every ``kmem_reap_interval``, 15 s, ->
+  ``kmem_cache_update`` -> ``kmem_depot_ws_update``): ``ml_reaplimit = ml_min;
+  ml_min = ml_total``.  Nothing is freed.
+* **on memory pressure** (``kmem_reap()``, called when the system is short of free
+  memory -> ``kmem_cache_reap`` -> ``kmem_depot_ws_reap``): ``reap = MIN(ml_reaplimit,
+  ml_min)`` magazines are taken with ``kmem_depot_alloc`` (which lowers ``ml_total`` and
+  ``ml_min`` as it goes) and destroyed: those nobody touched for the whole previous
+  interval and all of the current one.
 
-Parameter ``percpu`` (default 0; kmem purges CPU magazines only on a full purge): 1
-also flushes per-CPU buckets when the zone saw no allocation during the interval.
+Here a magazine is a bucket on the zone's full list, whatever its fill, and the
+allocator keeps ``ml_total``, ``ml_min`` and ``ml_reaplimit`` and runs
+``kmem_depot_ws_update`` at every interval end (allocator/workingset.py).  The page
+daemon's low-memory event (allocator/pageout.py; only with a page budget) is
+``kmem_reap()``.  Rule:
+
+* interval end: nothing (the allocator updated the working set);
+* ``vm_lowmem``: drain ``min(ml_reaplimit, ml_min)`` buckets, then ``keg_drain``
+  (illumos frees a slab as soon as its last buffer comes back).
+
+Parameters (both default 0, the kernel's behaviour):
+
+* ``periodic``: 1 also reaps at every interval end (this project's rule before issue 9;
+  for comparison, not illumos).
+* ``percpu``: 1 also flushes per-CPU buckets after an interval with no allocation
+  (illumos purges CPU magazines only when it resizes magazines or destroys the cache).
+
+Left out, with the reason: the empty-magazine list (``cache_empty``) is reaped the same
+way in illumos; empty buckets hold no item and no cluster here, so reaping them would
+change no figure; and illumos grows the magazine size when depot-lock contention
+exceeds ``kmem_depot_contention`` per interval (``kmem_cache_magazine_resize``), where
+our bucket size follows 2005's ``uz_count`` instead.
 """
 
 from __future__ import annotations
 
-from allocator.policy._interface import Decision, Observation
+from allocator.policy._interface import KEEP, Decision, Observation
 
 PARAMS: dict[str, tuple[float, str]] = {
+    "periodic": (0.0, "1: also reap at every interval end (not illumos: for comparison)"),
     "percpu": (0.0, "1: also flush per-CPU buckets after an interval with no allocation"),
 }
 
 
 class DepotPolicy:
-    """Free min(previous minimum, current minimum) full buckets each interval."""
+    """Reap min(ml_reaplimit, ml_min) buckets when memory is short (kmem_depot_ws_reap)."""
 
     name = "depot"
     exhaustion_drain = False
 
     def __init__(self, params: dict[str, float]) -> None:
+        self.periodic = params["periodic"] >= 1
         self.percpu = params["percpu"] >= 1
-        self.reaplimit = 0  #: the previous interval's minimum, in buckets (ml_reaplimit)
 
     def decide(self, obs: Observation) -> Decision:
-        """Reap min(reaplimit, this interval's minimum); remember this minimum."""
-        bs = max(1, obs.bucket_size)
-        cur_min = max(0, obs.imin) // bs
-        reap = min(self.reaplimit, cur_min)
-        self.reaplimit = cur_min
-        return Decision(drain_buckets=reap, drain_percpu=self.percpu and obs.allocs == 0 and obs.percpu > 0)
+        """kmem_cache_update: the working-set update is the allocator's; reap only if
+        ``periodic``; flush per-CPU buckets after an idle interval if ``percpu``."""
+        flush = self.percpu and obs.allocs == 0 and obs.percpu > 0
+        if self.periodic:
+            d = self.vm_lowmem(obs)
+            return Decision(drain_buckets=d.drain_buckets, keg_drain=d.keg_drain, drain_percpu=flush)
+        return Decision(drain_percpu=True) if flush else KEEP
+
+    def vm_lowmem(self, obs: Observation) -> Decision:
+        """kmem_depot_ws_reap: reap = MIN(ml_reaplimit, ml_min) magazines."""
+        reap = min(obs.ml_reaplimit, obs.ml_min)
+        return Decision(drain_buckets=reap, keg_drain=True) if reap > 0 else KEEP

@@ -11,13 +11,15 @@ and a failed no-wait ``m_getcl`` drains once and retries).  Waking all sleepers 
 era's other fix and is the ``--wakeup all`` knob, not this policy.
 
 Parameter ``percpu`` (default 0, as in 2007): 1 also flushes the per-CPU buckets
-through the safe cross-CPU protocol when the drain fires.
+through the safe cross-CPU protocol when the drain fires.  On ``vm_lowmem`` the 2007
+kernel's ``uma_reclaim`` still ran ``zone_drain`` on every zone, and so does this.
 """
 
 from __future__ import annotations
 
 from allocator.policy._interface import (
     KEEP,
+    ZONE_DRAIN,
     ZONE_PACKET,
     Decision,
     Observation,
@@ -44,3 +46,7 @@ class ExhaustionPolicy:
         if obs.zone != ZONE_PACKET or not cluster_exhausted(obs):
             return KEEP
         return Decision(drain_buckets=whole_list(obs), drain_percpu=self.percpu)
+
+    def vm_lowmem(self, obs: Observation) -> Decision:
+        """uma_reclaim (2007): zone_drain."""
+        return ZONE_DRAIN

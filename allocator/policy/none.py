@@ -1,15 +1,18 @@
 """``none``: keep everything (FreeBSD -CURRENT, Dec 2005).
 
-Rule: never drain, never pre-fill, never flush per-CPU buckets.  In 2005 a zone's
-full-bucket list went back to the keg only through ``zone_drain`` under VM page
-shortage, which a machine stuck at ``nmbclusters`` never reaches (uma.md, "Cache
-trimming since then").  This is the baseline every fix is measured against: the
-packet zone keeps every packet it ever cached, each holding a cluster.
+Rule: at an interval end never drain, never pre-fill, never flush per-CPU buckets.
+In 2005 a zone's full-bucket list went back to the keg only through ``zone_drain``
+under VM page shortage (``vm_pageout_scan`` -> ``uma_reclaim`` -> ``zone_foreach(
+zone_drain)``), which a machine stuck at ``nmbclusters`` never reaches (uma.md, "Cache
+trimming since then"): so :meth:`NonePolicy.vm_lowmem` drains the whole list, frees the
+empty buckets and returns free slabs to the VM, and that happens only in a run with a
+page budget (allocator/pageout.py).  This is the baseline every fix is measured
+against: the packet zone keeps every packet it ever cached, each holding a cluster.
 """
 
 from __future__ import annotations
 
-from allocator.policy._interface import KEEP, Decision, Observation
+from allocator.policy._interface import KEEP, ZONE_DRAIN, Decision, Observation
 
 PARAMS: dict[str, tuple[float, str]] = {}
 
@@ -26,3 +29,7 @@ class NonePolicy:
     def decide(self, obs: Observation) -> Decision:
         """Keep everything, whatever the observation."""
         return KEEP
+
+    def vm_lowmem(self, obs: Observation) -> Decision:
+        """uma_reclaim (2005): zone_drain."""
+        return ZONE_DRAIN

@@ -9,12 +9,13 @@ thrashes against the keg), and no single pair fits every load.  It is here to sh
 
 Parameters: ``high`` and ``low`` in items (defaults 1024 and 256, i.e. 8 and 2
 buckets of 128); ``percpu`` (default 0): 1 also flushes per-CPU buckets whenever the
-list is drained.
+list is drained.  On ``vm_lowmem`` the kernel underneath (2005-2018) runs
+``zone_drain``.
 """
 
 from __future__ import annotations
 
-from allocator.policy._interface import KEEP, Decision, Observation
+from allocator.policy._interface import KEEP, ZONE_DRAIN, Decision, Observation
 
 PARAMS: dict[str, tuple[float, str]] = {
     "high": (1024.0, "drain when the zone's bucket list holds more than this many items"),
@@ -43,3 +44,7 @@ class WatermarkPolicy:
             return KEEP
         n = -(-(obs.cached - self.low) // max(1, obs.bucket_size))  # ceil: end at or below low
         return Decision(drain_buckets=n, drain_percpu=self.percpu)
+
+    def vm_lowmem(self, obs: Observation) -> Decision:
+        """uma_reclaim of the kernel underneath: zone_drain."""
+        return ZONE_DRAIN

@@ -1,54 +1,84 @@
-"""``wss``: trim the bucket cache to a working-set estimate (FreeBSD 2018 / 2021).
+"""``wss``: FreeBSD main's working-set estimate (sys/vm/uma_core.c since 2021).
 
-FreeBSD (2018) estimated each zone's working set from the
-max and min of its cached item count per 20 s period and trimmed cached full buckets
-down to it; FreeBSD 13 (2021, ``zone_domain_update_wss``) counts only what allocation
-batches took: ``wss = max(3/4 * wss, imax - bimin)``, where ``imax`` is the cache's
-maximum during the period and ``bimin`` the minimum seen by allocations that took a
-bucket.  The 3/4 lets the estimate decay geometrically after a load drops.
+The allocator keeps FreeBSD main's per-zone state and updates it on the events
+uma_core.c uses (allocator/workingset.py): ``zone_domain_imax_set`` (a put that raises
+``imax`` closes an allocation batch: ``wss = max(wss, old_imax - bimin)``, ``bimin =
+nitems``), ``cache_alloc`` (a bucket freshly filled from the keg adds its count to
+``imax``), ``zone_put_bucket(ws=false)`` and ``zone_fetch_bucket(reclaim=true)`` (a
+flush or a reclaim shifts ``imax``, ``bimin``, ``imin`` and ``limin`` with it), and
+``zone_domain_update_wss`` at every period and before every reclaim::
 
-Rule, per interval: ``wss = max(wss * 3 // 4, max(0, imax - bimin))`` (integer
-arithmetic, as in the kernel); then drain the whole buckets above it:
-``floor((cached - wss) / bucket_size)`` when ``cached > wss``.  Never pre-fills.
-Exhaustion drain as well (``exhaustion_drain`` is set, and on the packet zone a
-cluster-exhausted interval drains the whole list), as modern kern_mbuf.c still does.
+    wss   = max(wss * 3/4, imax - bimin)
+    m     = imin - wss;  m >= 0: limin = m if limin >= m else (m + 255 * limin) / 256,
+                                 timin++
+                         else:   limin = timin = 0
+    imax -= (imax - nitems + 1) / 2;  imin = bimin = nitems
 
-Parameter ``percpu`` (default 0; FreeBSD flushes per-CPU caches only on a full
-reclaim): 1 also flushes per-CPU buckets when the estimate has decayed to zero or on
-the exhaustion drain.
+This policy is the two triggers that decide what is freed:
+
+* **the periodic callout** (``zone_timeout`` every ``UMA_TIMEOUT`` = 20 s; here every
+  ``--trim-interval``) -> ``bucket_cache_reclaim_domain(zone, drain=false, trim=false)``:
+  "voluntarily reclaim 1/4 of items not used for a long time": once ``timin > 900 /
+  UMA_TIMEOUT`` (45 periods), reclaim head buckets while ``nitems > nitems - limin/4``,
+  then ``keg_drain`` if anything was freed.  Otherwise nothing.
+* **a reclaim request** (the page daemon's ``vm_lowmem`` -> ``uma_reclaim(
+  UMA_RECLAIM_TRIM)`` -> ``zone_trim`` -> ``zone_reclaim`` -> ``bucket_cache_reclaim``):
+  ``uz_bucket_size--`` (not below its initial size), then
+  ``bucket_cache_reclaim_domain(trim=true)``: reclaim head buckets while ``nitems >
+  wss``; then ``keg_drain``.  Without a page budget this never happens (the Dec 2005
+  machines had memory to spare), so by default a cache is trimmed only by the
+  long-term rule and by the c. 2007 exhaustion drain (``exhaustion_drain`` is set, as
+  main's kern_mbuf.c drains the packet zone when the cluster zone is exhausted).
+
+Parameters (all default 0, the kernel's behaviour):
+
+* ``periodic``: 1 trims to ``wss`` at every interval end
+  (``bucket_cache_reclaim_domain(trim=true)`` from the callout; not the kernel: for
+  comparison with this project's rule before issue 9);
+* ``percpu``: 1 also flushes per-CPU buckets on a reclaim request (the kernel does
+  that only for ``UMA_RECLAIM_DRAIN_CPU``).
+
+Left out, with the reason: NUMA domains (one domain: the arena is one memory), the
+cross-domain bucket, SMR zones, and ``uz_bucket_max`` (2005's list has no bound).
 """
 
 from __future__ import annotations
 
-from allocator.policy._interface import (
-    ZONE_PACKET,
-    Decision,
-    Observation,
-    buckets_above,
-    cluster_exhausted,
-    whole_list,
-)
+from allocator.policy._interface import KEEP, Decision, Observation
 
 PARAMS: dict[str, tuple[float, str]] = {
-    "percpu": (0.0, "1: also flush per-CPU buckets when wss reaches 0 or on an exhaustion drain"),
+    "periodic": (0.0, "1: also trim to wss at every interval end (not the kernel: for comparison)"),
+    "percpu": (0.0, "1: also flush per-CPU buckets on a reclaim request"),
 }
+
+UMA_TIMEOUT = 20  #: seconds per zone_timeout period in the kernel (sys/vm/uma_int.h)
+LONG_IDLE = 900 // UMA_TIMEOUT  #: "uzd_timin > 900 / UMA_TIMEOUT": 15 minutes of periods
 
 
 class WssPolicy:
-    """Trim to wss = max(3/4 wss, imax - bimin)."""
+    """FreeBSD main: long-term trim every period, trim to wss on a reclaim request."""
 
     name = "wss"
     exhaustion_drain = True
 
     def __init__(self, params: dict[str, float]) -> None:
+        self.periodic = params["periodic"] >= 1
         self.percpu = params["percpu"] >= 1
-        self.wss = 0  #: the working-set estimate in items (uzd_wss)
 
     def decide(self, obs: Observation) -> Decision:
-        """Update the estimate, then drain the whole buckets above it."""
-        self.wss = max(self.wss * 3 // 4, max(0, obs.imax - obs.bimin))
-        if obs.zone == ZONE_PACKET and cluster_exhausted(obs):
-            return Decision(drain_buckets=whole_list(obs), drain_percpu=self.percpu)
-        n = buckets_above(obs.cached, self.wss, obs.bucket_size)
-        flush = self.percpu and self.wss == 0 and obs.percpu > 0
-        return Decision(drain_buckets=n, drain_percpu=flush)
+        """zone_timeout -> bucket_cache_reclaim_domain(zone, false, false) (the
+        estimate was updated by the allocator, zone_domain_update_wss)."""
+        if self.periodic:
+            target = obs.wss  # trim=true: "we reclaim items in excess of the zone's estimated working set size"
+        elif obs.timin > LONG_IDLE:
+            target = obs.cached - obs.limin // 4
+        else:
+            return KEEP
+        if target >= obs.cached:
+            return KEEP
+        return Decision(reclaim_to=target, keg_drain=True)
+
+    def vm_lowmem(self, obs: Observation) -> Decision:
+        """uma_reclaim(UMA_RECLAIM_TRIM): bucket_cache_reclaim(zone, drain=false)."""
+        return Decision(reclaim_to=obs.wss, shrink_bucket=True, keg_drain=True,
+                        drain_percpu=self.percpu and obs.percpu > 0)

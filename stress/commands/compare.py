@@ -151,6 +151,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="policy period (default: run's)")
     parser.add_argument("--wedge-timeout", type=secs(), default=None, metavar="S",
                         help="wedge timeout (default: run's)")
+    parser.add_argument("--page-budget", type=whole(0), default=None, metavar="PAGES",
+                        help="pages the VM has for the kegs, 0 = none (default: run's)")
     parser.add_argument("--seed", type=whole(0, 2**64 - 1), default=0, metavar="N",
                         help="seed of repeat 1; repeat r uses seed + r - 1")
     parser.add_argument("--policy-param", action="append", default=[], metavar="POLICY.PARAM=VALUE",
@@ -174,7 +176,8 @@ def _base_options(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--repeat: must be at least 1 (got {args.repeat})")
     base: dict[str, Any] = {"cpus": cpus, "duration": args.duration, "workload": args.workload,
                             "lock_profile": True, "verbosity": -1}
-    for opt in ("nmbclusters", "rounds", "round_length", "idle", "interval", "trim_interval", "wedge_timeout"):
+    for opt in ("nmbclusters", "rounds", "round_length", "idle", "interval", "trim_interval", "wedge_timeout",
+                "page_budget"):
         if getattr(args, opt) is not None:
             base[opt] = getattr(args, opt)
     return base

@@ -111,6 +111,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    default=d["nmbclusters"], metavar="N", help=f"cluster zone limit (default: {d['nmbclusters']})")
     g.add_argument("--trim-interval", type=options.seconds(), default=d["trim_interval"], metavar="S",
                    help=f"period of the trimming policy's decisions (default: {d['trim_interval']:g})")
+    g.add_argument("--page-budget", type=options.whole_number(0), default=d["page_budget"], metavar="PAGES",
+                   help="pages the VM has for the kegs: when free pages fall below about 2%% of it, "
+                        "vm_lowmem asks every zone's policy to give memory back; 0 = no budget, no "
+                        f"low-memory event ever, as on the Dec 2005 machines (default: {d['page_budget']})")
 
     g = parser.add_argument_group("monitoring and watchdog")
     g.add_argument("--interval", type=options.seconds(), default=d["interval"], metavar="S",
@@ -229,6 +233,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         interval=args.interval,
         wedge_timeout=args.wedge_timeout,
         trim_interval=args.trim_interval,
+        page_budget=args.page_budget,
         seed=args.seed,
         inject=inject,
         sched=sched,

@@ -87,6 +87,7 @@ def uma_config(cfg: RunConfig, extra: tuple[Any, ...]) -> UmaConfig:
         extra=extra,
         sched_locks=cfg.sched in sched.controller.CONTROLLED,
         lock_profile=cfg.lock_profile,
+        page_budget=cfg.page_budget,
     )
 
 
@@ -218,7 +219,8 @@ class Manager:
         self.progress = Progress(planned, enabled=None if self.echo is not None else False)
         ctl = uma.view("wl_ctl")
         dog = Watchdog(uma, cfg.wedge_timeout, st.t0)
-        if cfg.policy != "none" and cfg.sched not in sched.controller.CONTROLLED:
+        # `none` needs the callout only to answer vm_lowmem, which needs a page budget.
+        if (cfg.policy != "none" or cfg.page_budget > 0) and cfg.sched not in sched.controller.CONTROLLED:
             self.trim = TrimCallout(uma, cfg.policy, cfg.policy_params)
         sampler = self.sampler = Sampler(uma, self.out, st.t0, cfg.verbosity > 0, self.say)
         next_sample = st.t0 + cfg.interval
