@@ -1,10 +1,17 @@
 """The page daemon's view of the arena: free pages and the low-memory event.
 
 FreeBSD's page daemon (sys/vm/vm_pageout.c) asks the kernel's caches to give memory
-back when free pages run short: ``vm_pageout_lowmem`` invokes the ``vm_lowmem`` event
-handlers and then ``uma_reclaim`` (2005: ``zone_drain`` of every zone; FreeBSD main:
-``uma_reclaim(UMA_RECLAIM_TRIM)``, every zone trimmed to its working-set estimate).
-illumos' ``kmem_reap`` is the same request for the kmem depot.
+back when free pages run short.  ``vm_pageout_worker`` calls ``vm_pageout_lowmem`` when
+its controller finds a shortage, and that, at most once per ``lowmem_period`` (10 s),
+invokes the ``vm_lowmem`` event handlers ("Decrease registered cache sizes.") and then
+``uma_reclaim(UMA_RECLAIM_TRIM)`` ("We do this explicitly after the caches have been
+drained above."): every zone trimmed to its working-set estimate.  (Verbatim from
+``blubskye/freebsd-src`` sys/vm/vm_pageout.c @ 0c964205c6adeadff3f8c9420bad5e5dfa6fc4f1,
+an unverified fork of modern freebsd-src: the index's upstream copy is of c. 2009.)
+2005's answer was ``uma_reclaim()`` -> ``zone_foreach(zone_drain)`` (``TrustedBSD/sebsd``
+sys/vm/uma_core.c v1.136 @ fd5de6f587183087cf930779701d5713e8ca64cc).  illumos'
+``kmem_reap()`` ("Called from the VM system when memory gets tight") is the same
+request for the kmem depot.
 
 The arena has no VM around it, so a run may give it a **page budget**: the pages the
 VM would have for the two kegs (``UmaConfig.page_budget``, ``--page-budget``).  Free
@@ -14,13 +21,22 @@ pages fall below the page daemon's target.  Without a budget it never fires, as 
 Dec 2005 machines, which wedged at the cluster limit with memory to spare.  The budget
 limits nothing by itself: the cluster limit and the arena's size do.
 
-The target is ``v_free_target`` as ``vm_pageout_init`` sizes it from the page count
-(as we recall it): ``v_free_min = pages / 200``, ``v_free_target = 4 * v_free_min +
-v_free_reserved``, with ``v_free_reserved``'s proportional part ``pages / 768``; its
-fixed parts (sized for a machine's RAM, not a budget of a few thousand pages) are left
-out.  That is about 2% of the budget, at least one page.  The page daemon rate-limits
-the event to one per ``lowmem_period`` (10 s, half a UMA_TIMEOUT); here the trim
-callout checks once per ``--trim-interval`` (one UMA_TIMEOUT), so the limit never binds.
+The target is ``v_free_target`` as ``vm_pageout_init`` sizes it from the page count,
+**as we recall it** (that function is not among the verbatim sources):
+``v_free_min = pages / 200``, ``v_free_target = 4 * v_free_min + v_free_reserved``,
+with ``v_free_reserved``'s proportional part ``pages / 768``; its fixed parts (sized for
+a machine's RAM, not a budget of a few thousand pages) are left out.  That is about 2%
+of the budget, at least one page.
+
+Simplifications, each for a reason (docs/policies.md has them per policy): the trim
+callout checks for a shortage once per ``--trim-interval`` (one ``UMA_TIMEOUT``, 20 s),
+where the kernel's page daemon may fire once per ``lowmem_period`` (10 s), so under a
+lasting shortage the event comes at most half as often as it could -- the page daemon
+has no process of its own here; the severe-shortage path (``vm_page_count_severe()`` ->
+``uma_reclaim_wakeup`` -> ``uma_reclaim_worker``: ``uma_reclaim(UMA_RECLAIM_DRAIN_CPU)``,
+every cache drained, per-CPU ones too) is not modelled, since its threshold is not in
+the verbatim sources; and the ``vm_lowmem`` handlers themselves (kern_mbuf.c's
+``mb_reclaim``: the protocols' drain routines) have no protocols to drain here.
 """
 
 from __future__ import annotations

@@ -395,10 +395,10 @@ class Uma:
         """Carry out a policy decision for zone ``z`` from the manager's context, in
         the order ``Decision`` documents.  Returns what was done: ``drained`` items and
         ``buckets`` taken off the list, ``prefilled`` items, ``pages`` given back to
-        the VM."""
+        the VM, ``keg_drains`` (1 if keg_drain ran)."""
         d = decision
         m = self.manager()
-        done = {"drained": 0, "buckets": 0, "prefilled": 0, "pages": 0}
+        done = {"drained": 0, "buckets": 0, "prefilled": 0, "pages": 0, "keg_drains": 0}
         if d.drain_percpu:
             self.request_cache_drain(range(self.geometry.ncpus), 1 << z)
         if d.shrink_bucket:
@@ -408,9 +408,10 @@ class Uma:
         else:
             n = (1 << 30) if d.reclaim_to >= 0 else d.drain_buckets
             if n > 0:
-                done["buckets"], done["drained"] = m.zone_reclaim(z, n, d.reclaim_to)
-        if d.keg_drain or d.zone_drain:
+                done["buckets"], done["drained"] = m.zone_reclaim(z, n, d.reclaim_to, d.reclaim_past)
+        if d.keg_drain or d.zone_drain or (d.keg_drain_if_freed and done["buckets"] > 0):
             done["pages"] = m.zone_keg_drain(z)
+            done["keg_drains"] = 1
         if d.prefill_buckets > 0:
             done["prefilled"] = m.zone_prefill(z, d.prefill_buckets)
         return done

@@ -16,9 +16,10 @@ The events, named after FreeBSD main's ``zone_put_bucket(..., ws)`` and
     PUT_SHIFT   a bucket that is not demand: a per-CPU flush (cache_drain_safe_cpu passes
                 ws=false), a policy's pre-fill; the bounds move up with it
     PUT_FRESH   a bucket just filled from the keg for an allocation.  In 2005 it goes on
-                the list and the filling CPU takes it at its restart; FreeBSD main's
-                cache_alloc loads it straight into the CPU (imax += its count).  It is
-                marked ``ub_fresh`` and counts in no estimator's item count.
+                the list and the filling CPU takes it at its restart; FreeBSD's
+                cache_alloc (main and 2019) loads it straight into the CPU (imax +=
+                its count).  It is marked ``ub_fresh`` and counts in no estimator's
+                item count.
     FETCH_ALLOC  an allocation takes a bucket (zone_fetch_bucket(reclaim=false))
     FETCH_RECLAIM  a drain or trim takes it (zone_fetch_bucket(reclaim=true)): the
                 bounds move down with it, so what was reclaimed is never demand
@@ -38,13 +39,21 @@ The state kept (layout.py, zone arrays), one set per kernel:
   ``zone_put_bucket``, ``cache_alloc``, ``zone_fetch_bucket`` and
   ``zone_domain_update_wss`` below.
 * **FreeBSD 2019-2020** ``uzd19_imax, uzd19_imin, uzd19_wss`` (the same file then):
-  imax raised by ws puts only, imin lowered by fetches, both moved down by a reclaim,
-  ``uzd_wss = (4 * (imax - imin) + uzd_wss) / 5`` at every ``zone_timeout``.
+  imax raised by ws puts and by ``cache_alloc``'s fresh bucket, imin lowered by
+  fetches, both moved down by a reclaim, ``uzd_wss = (4 * (imax - imin) + uzd_wss) / 5``
+  at every ``zone_timeout``.
 * **illumos** (usr/src/uts/common/os/kmem.c) ``ml_total, ml_min, ml_reaplimit``
   of the full-magazine list, counted in buckets: ``kmem_depot_free``,
   ``kmem_depot_alloc``, ``kmem_depot_ws_update``.
 
-Transcribed from memory of those sources: the commits could not be pinned from here.
+Sources, checked against verbatim excerpts (repository, path, commit):
+FreeBSD main = ``CHERI-Alliance/freebsd-src`` sys/vm/uma_core.c @
+2c440bb08a01d0790f03fef9f35586bf474b03fd (a fork carrying CHERI changes, none in these
+functions; the index's upstream copy predates them); FreeBSD 2019-2020 =
+``freebsd/freebsd-src`` sys/vm/uma_core.c @ 175219a4059342859000ce09d48ec9f8d671b852;
+illumos = ``illumos/illumos-gate`` usr/src/uts/common/os/kmem.c @
+03ba8404acefe94916ad776068d4e3f2f585a224.  tests/kernel_models.py transcribes them and
+tests/test_policy_differential.py holds this module to them step for step.
 Arithmetic is C ``long`` arithmetic on non-negative values (``//`` is C's ``/`` there).
 """
 
@@ -65,11 +74,14 @@ class WorkingSetOps(Context):
     def ws_put(self, z: int, b: int, cnt: int, how: int) -> None:
         """A bucket of ``cnt`` items went onto zone ``z``'s full list."""
         if how == PUT_FRESH:
-            # cache_alloc: "if (new) atomic_add_long(&zdom->uzd_imax, bucket->ub_cnt)"
-            # -- the bucket goes to the CPU, not into the count.  2019 and illumos:
-            # nothing (a keg fill bypassed their lists).
+            # cache_alloc (main): "if (new) atomic_add_long(&ZDOM_GET(zone,
+            # domain)->uzd_imax, bucket->ub_cnt)"; cache_alloc (2019): "zdom->uzd_imax
+            # += bucket->ub_cnt" -- the bucket goes to the CPU, not into the count.
+            # illumos: nothing (kmem_cache_alloc without a full magazine takes a single
+            # buffer from the slab layer, no depot event).
             self.ub_fresh[b] = 1
             self.uzd_imax[z] += cnt
+            self.uzd19_imax[z] += cnt
             self.uz_imax[z] += cnt
             return
         nitems = self.uzd_nitems[z] + cnt
@@ -113,8 +125,10 @@ class WorkingSetOps(Context):
             self.ub_fresh[b] = 0
             if how == FETCH_RECLAIM:
                 # A drain took a bucket that was on its way to a CPU (only when another
-                # CPU pushed in between): undo cache_alloc's imax add.
+                # CPU pushed in between): undo cache_alloc's imax add, keeping each
+                # kernel's MPASS (main: imax >= nitems; 2019: imax >= imin).
                 self.uzd_imax[z] = max(self.uzd_nitems[z], self.uzd_imax[z] - cnt)
+                self.uzd19_imax[z] = max(self.uzd19_imin[z], self.uzd19_imax[z] - cnt)
                 self.uz_imax[z] = max(self.uzd_nitems[z], self.uz_imax[z] - cnt)
             return
         nitems = self.uzd_nitems[z] - cnt
@@ -147,7 +161,7 @@ class WorkingSetOps(Context):
             self.uzd_bimin[z] = nitems
             if self.uzd_imin[z] > nitems:
                 self.uzd_imin[z] = nitems
-        if nitems < self.uzd19_imin[z]:  # 2019 zone_try_fetch_bucket(ws=true)
+        if nitems < self.uzd19_imin[z]:  # 2019 zone_fetch_bucket: "if (zdom->uzd_imin > zdom->uzd_nitems)"
             self.uzd19_imin[z] = nitems
         if self.uz_bimin[z] > nitems:
             self.uz_bimin[z] = nitems

@@ -406,19 +406,25 @@ class ZoneOps(LimitOps, BucketOps, WorkingSetOps):
         number of items returned.  Any context; takes the zone lock."""
         return self.zone_reclaim(z, nbuckets, -1)[1]
 
-    def zone_reclaim(self, z: int, nbuckets: int, target: int) -> tuple[int, int]:
+    def zone_reclaim(self, z: int, nbuckets: int, target: int, past: bool = False) -> tuple[int, int]:
         """Take buckets off the head of zone ``z``'s list with zone_fetch_bucket(reclaim)
         and free their items to the keg, at most ``nbuckets`` of them and, if
-        ``target >= 0``, only while the zone counts more than ``target`` items: FreeBSD
-        main's bucket_cache_reclaim_domain loop ("while (STAILQ_FIRST(..) != NULL &&
-        zdom->uzd_nitems > target)").  Returns (buckets, items) freed."""
+        ``target >= 0``, only while the head bucket fits above ``target`` items:
+        FreeBSD main's bucket_cache_reclaim_domain loop ("while ((bucket =
+        STAILQ_FIRST(&zdom->uzd_buckets)) != NULL && zdom->uzd_nitems >= target +
+        bucket->ub_cnt)").  With ``past``, FreeBSD 2019's bucket_cache_reclaim loop
+        instead ("while (zdom->uzd_nitems > target)": the last bucket may take the
+        count below the target).  Returns (buckets, items) freed."""
         k = self._zkeg[z]
         items = buckets = 0
         while buckets < nbuckets:
             self.lock(k, P_DRAIN)
-            if target >= 0 and self.uzd_nitems[z] <= target:
-                self.unlock(k)
-                break
+            if target >= 0:
+                head = self.uz_full_head[z]
+                nitems = self.uzd_nitems[z]
+                if head < 0 or (nitems <= target if past else nitems < target + self.ub_cnt[head]):
+                    self.unlock(k)
+                    break
             b = self.zone_fetch_bucket(z, FETCH_RECLAIM)
             if b >= 0:
                 self.uc_fillbucket[self._ci[z]] = b  # in hand before the lock drops

@@ -117,8 +117,10 @@ def test_every_policy_answers_vm_lowmem_as_its_kernel_does() -> None:
         for zone in (ZONE_MBUF, ZONE_CLUSTER, ZONE_PACKET):
             assert make_policy(name).vm_lowmem(dataclasses.replace(o, zone=zone)) == ZONE_DRAIN
     assert make_policy("wss").vm_lowmem(o) == Decision(reclaim_to=3 * BS, shrink_bucket=True, keg_drain=True)
-    # 2019: "if nitems - imin is larger than the WSS estimate ... ignore the historical average"
-    assert make_policy("wss-2019").vm_lowmem(o).reclaim_to == 2 * BS
+    # 2019: "if nitems - imin is larger than the WSS estimate ... ignore the historical average",
+    # and its loop is "while (zdom->uzd_nitems > target)" (reclaim_past)
+    assert make_policy("wss-2019").vm_lowmem(o) == Decision(reclaim_to=2 * BS, reclaim_past=True,
+                                                            shrink_bucket=True, keg_drain=True)
     assert make_policy("wss-2019").vm_lowmem(dataclasses.replace(o, imin19=5 * BS)).reclaim_to == 5 * BS
     assert make_policy("depot").vm_lowmem(o) == Decision(drain_buckets=4, keg_drain=True)
     assert make_policy("wss", {"percpu": 1}).vm_lowmem(o).drain_percpu
@@ -193,18 +195,19 @@ def test_wss_trims_nothing_periodically_until_15_minutes_of_long_term_minimum() 
     p = make_policy("wss")
     assert p.decide(obs(cached=40 * BS, wss=BS, limin=30 * BS, timin=45)) == Decision()  # 45: not yet
     d = p.decide(obs(cached=40 * BS, wss=BS, limin=30 * BS, timin=46))
-    assert d == Decision(reclaim_to=40 * BS - 30 * BS // 4, keg_drain=True)  # nitems - limin / 4
+    # nitems - limin / 4, and keg_drain only if a bucket was freed (zone_timeout)
+    assert d == Decision(reclaim_to=40 * BS - 30 * BS // 4, keg_drain_if_freed=True)
     assert p.decide(obs(cached=40 * BS, timin=46, limin=3)) == Decision()  # limin/4 == 0: nothing
     # the comparison parameter: trim to wss every period
     assert make_policy("wss", {"periodic": 1}).decide(obs(cached=40 * BS, wss=5 * BS)) == Decision(
-        reclaim_to=5 * BS, keg_drain=True)
+        reclaim_to=5 * BS, keg_drain_if_freed=True)
 
 
 def test_wss_2019_only_updates_periodically() -> None:
     p = make_policy("wss-2019")
     assert p.decide(obs(cached=40 * BS, wss19=BS, imin19=40 * BS)) == Decision()
     d = make_policy("wss-2019", {"periodic": 1}).decide(obs(cached=40 * BS, wss19=BS, imin19=40 * BS))
-    assert d == Decision(reclaim_to=BS, keg_drain=True)
+    assert d == Decision(reclaim_to=BS, reclaim_past=True, keg_drain=True)
 
 
 # --- median -------------------------------------------------------------------------
@@ -449,6 +452,48 @@ def test_callout_median_returns_hoarded_clusters_on_a_real_arena() -> None:
         uma.close()
 
 
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_a_page_shortage_reaches_every_zone_under_every_policy_on_a_real_arena(name: str) -> None:
+    """The same on the allocator itself: with a page budget the hoarded packets leave
+    the VM short, and at the next tick every zone's policy answers vm_lowmem and its
+    answer is carried out -- keg_drain runs in every zone wherever the kernel's answer
+    includes one (zone_drain, zone_reclaim) -- and, while the shortage lasts, free pages
+    rise."""
+    from allocator import M_NOWAIT, M_PKTHDR, MT_DATA, Uma, UmaConfig
+    from allocator.policy.callout import TrimCallout
+
+    assert set(POLICY_NAMES) == {"none", "exhaustion", "watermark", "depot", "wss", "wss-2019", "median"}
+    uma = Uma.create(UmaConfig(ncpus=1, nmbclusters=2048, page_budget=300))
+    try:
+        cpu = uma.cpu(0)
+        co = TrimCallout(uma, name)
+        ms = [cpu.m_getcl(M_NOWAIT, MT_DATA, M_PKTHDR) for _ in range(700)]
+        assert min(ms) >= 0
+        for m in ms:
+            cpu.m_freem(m)
+        assert uma.page_shortage()
+        free0 = uma.free_pages()
+        lowmem = [t for t in co.tick() if t.lowmem]
+        assert [t.observation.zone for t in lowmem] == [ZONE_MBUF, ZONE_CLUSTER, ZONE_PACKET]
+        for t in lowmem:
+            policy = co.policies[t.observation.zone]
+            assert t.decision == policy.vm_lowmem(t.observation)
+            if t.decision.keg_drain or t.decision.zone_drain:
+                assert t.done["keg_drains"] == 1, (name, t)
+        assert co.summary()["lowmem_events"] == 1
+        # The estimators count the hoarding burst as working set at first (FreeBSD trims
+        # to it, illumos reaps only what sat unused a whole interval); while the
+        # shortage lasts the event recurs at every tick and each answer gives back more.
+        for _ in range(8):
+            if uma.free_pages() > free0:
+                break
+            assert any(t.lowmem for t in co.tick())
+        assert uma.free_pages() > free0 and co.summary()["pages_released"] > 0, (name, co.summary())
+        assert uma.audit([]).ok
+    finally:
+        uma.close()
+
+
 @pytest.mark.parametrize("budget", [0, 300])
 def test_a_page_budget_fires_vm_lowmem_and_none_drains_as_in_2005(budget: int) -> None:
     """With a budget the hoarded packets' pages leave the VM short, vm_lowmem reaches
@@ -507,8 +552,9 @@ def hoard(name: str) -> tuple[Any, Any, Any]:
 @pytest.mark.parametrize("name", POLICY_NAMES)
 def test_a_drain_flush_or_refill_never_reads_as_demand(name: str) -> None:
     """After an interval end, whatever gives back or refills -- a drain of whole
-    buckets, a per-CPU flush through the safe protocol, a refill, and the policy's own
-    decisions after that -- moves the bounds with it: with no allocation in between,
+    buckets, a per-CPU flush through the safe protocol, a refill, the policy's own
+    decisions after that and its own answer to a low-memory event -- moves the bounds
+    with it: with no allocation in between,
     the next observations show no allocation batch at all, and no estimate grows.
     (Before issue 9 the bounds were reset to the level before the drain, and every
     drained bucket read as next interval's demand.)"""
@@ -519,7 +565,9 @@ def test_a_drain_flush_or_refill_never_reads_as_demand(name: str) -> None:
         cpu.serve()
         uma.apply(ZONE_PACKET, Decision(prefill_buckets=1))
         wss = wss19 = 1 << 40
-        for _ in range(4):
+
+        def quiet_tick() -> None:
+            nonlocal wss, wss19
             (t,) = [t for t in co.tick() if not t.lowmem]
             cpu.serve()  # the policy's own flush requests, if any
             o = t.observation
@@ -530,6 +578,17 @@ def test_a_drain_flush_or_refill_never_reads_as_demand(name: str) -> None:
             wss, wss19 = o.wss, o.wss19
             if isinstance(co.policies[ZONE_PACKET], MedianPolicy):
                 assert co.policies[ZONE_PACKET].demands[-1] == 0
+
+        for _ in range(4):
+            quiet_tick()
+        # the policy's own answer to a low-memory event (its reclaim, zone_drain or reap),
+        # then quiet intervals: what it gave back is not demand either
+        cached = int(uma.view("uzd_nitems")[ZONE_PACKET])
+        (lm,) = co.vm_lowmem()
+        cpu.serve()
+        assert lm.done.get("buckets", 0) > 0 or cached == 0, (name, lm)
+        for _ in range(2):
+            quiet_tick()
     finally:
         uma.close()
 

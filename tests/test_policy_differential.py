@@ -5,16 +5,18 @@ The same event trace drives a reference model transcribed from the kernel source
 gets the trace's buckets through the zone's own list functions (``zone_put_bucket``,
 ``zone_fetch_bucket``, ``zone_alloc_bucket``), and the real ``TrimCallout`` with the
 policy under test for interval ends and reclaim requests.  After every event the
-estimator state in the arena, the list's buckets and the buckets each interval end or
-reclaim frees must equal the model's: zero tolerance.
+estimator state in the arena, the list's buckets, the buckets each interval end or
+reclaim frees and whether ``keg_drain`` runs after it must equal the model's: zero
+tolerance.
 
 Events: ``put`` (a consumer's full free bucket, ws=true), ``flush`` (a per-CPU bucket
 flushed, ws=false), ``get`` (an allocation takes a bucket), ``miss`` (an allocation
 found the list empty and filled a bucket from the keg), ``tick`` (an interval end:
 zone_timeout / kmem_update), ``lowmem`` (a reclaim request: vm_lowmem ->
-uma_reclaim(UMA_RECLAIM_TRIM) / kmem_reap).  For ``depot`` a flush is left out of the
-trace: illumos' magazine purge frees a CPU's magazines to the slab layer and has no
-depot event to compare with.
+uma_reclaim(UMA_RECLAIM_TRIM) / kmem_reap).  For ``depot`` a flush is mapped to
+``kmem_depot_free``: illumos has no flush (its magazine purge frees a CPU's magazines
+to the slab layer), and the project's documented stand-in puts the flushed buckets in
+the depot, so that is what is held to the depot's rules.
 
 The last test runs a trace of *consumer* operations (CPU 0's zalloc/zfree, a per-CPU
 flush through the safe protocol) and derives the model's events from what the list
@@ -103,11 +105,15 @@ class ArenaZone:
         m.unlock(K)
         return self._take(b)
 
-    def tick(self) -> int:
-        return sum(t.done.get("buckets", 0) for t in self.callout.tick())
+    def tick(self) -> tuple[int, bool]:
+        """An interval end: (buckets freed, whether keg_drain ran)."""
+        done = [t.done for t in self.callout.tick()]
+        return sum(d.get("buckets", 0) for d in done), any(d.get("keg_drains", 0) for d in done)
 
-    def lowmem(self) -> int:
-        return sum(t.done.get("buckets", 0) for t in self.callout.vm_lowmem())
+    def lowmem(self) -> tuple[int, bool]:
+        """A reclaim request: (buckets freed, whether keg_drain ran)."""
+        done = [t.done for t in self.callout.vm_lowmem()]
+        return sum(d.get("buckets", 0) for d in done), any(d.get("keg_drains", 0) for d in done)
 
     def buckets(self) -> list[int]:
         """The full list's bucket counts, head first."""
@@ -142,11 +148,11 @@ class MainSide:
     def miss(self, cnt: int) -> None:
         self.k.cache_alloc_new(cnt)
 
-    def tick(self) -> int:
+    def tick(self) -> tuple[int, bool | None]:
         return self.k.zone_timeout()
 
-    def lowmem(self) -> int:
-        return self.k.bucket_cache_reclaim(False)
+    def lowmem(self) -> tuple[int, bool | None]:
+        return self.k.zone_reclaim(False)
 
     def check(self, a: ArenaZone, where: str) -> None:
         k = self.k
@@ -169,21 +175,20 @@ class Y2019Side:
         self.k.zone_put_bucket(cnt, ws)
 
     def get(self) -> int | None:
-        return self.k.zone_try_fetch_bucket(True)
+        return self.k.zone_fetch_bucket()
 
     def miss(self, cnt: int) -> None:
-        """2019's cache_alloc loaded a fresh bucket straight into the CPU: no list event."""
+        self.k.cache_alloc_new(cnt)
 
-    def tick(self) -> int:
-        self.k.zone_timeout()
-        return 0
+    def tick(self) -> tuple[int, bool | None]:
+        return self.k.zone_timeout()
 
-    def lowmem(self) -> int:
-        return self.k.bucket_cache_reclaim(False)
+    def lowmem(self) -> tuple[int, bool | None]:
+        return self.k.zone_reclaim(False)
 
     def check(self, a: ArenaZone, where: str) -> None:
         k = self.k
-        want = (k.uzd_nitems, k.uzd_imax, k.uzd_imin, k.uzd_wss, k.uz_count, sorted(k.uzd_buckets))
+        want = (k.uzd_nitems, k.uzd_imax, k.uzd_imin, k.uzd_wss, k.uz_bucket_size, sorted(k.uzd_buckets))
         got = (a.arr("uzd_nitems"), a.arr("uzd19_imax"), a.arr("uzd19_imin"), a.arr("uzd19_wss"),
                a.arr("uz_count"), sorted(a.buckets()))
         assert got == want, f"{where}: (nitems imax imin wss uz_count buckets) {got} != {want}"
@@ -198,8 +203,7 @@ class DepotSide:
         self.k = KmemDepot()
 
     def put(self, cnt: int, ws: bool) -> None:
-        assert ws, "no depot event for a per-CPU flush"
-        self.k.kmem_depot_free(cnt)
+        self.k.kmem_depot_free(cnt)  # a flush too: the project's stand-in (module docstring)
 
     def get(self) -> int | None:
         return self.k.kmem_depot_alloc()
@@ -207,12 +211,15 @@ class DepotSide:
     def miss(self, cnt: int) -> None:
         """kmem_cache_alloc without a full magazine goes to the slab layer: no depot event."""
 
-    def tick(self) -> int:
+    def tick(self) -> tuple[int, bool | None]:
+        """kmem_update -> kmem_cache_update -> kmem_depot_ws_update: nothing freed."""
         self.k.kmem_depot_ws_update()
-        return 0
+        return 0, None
 
-    def lowmem(self) -> int:
-        return self.k.kmem_depot_ws_reap()
+    def lowmem(self) -> tuple[int, bool | None]:
+        """kmem_reap -> kmem_cache_reap -> kmem_depot_ws_reap.  illumos has no keg_drain
+        (a slab goes back when its last buffer does), so that is not compared."""
+        return self.k.kmem_depot_ws_reap(), None
 
     def check(self, a: ArenaZone, where: str) -> None:
         k = self.k
@@ -233,8 +240,6 @@ def run_trace(policy: str, trace: Iterable[Event], bucket_size_min: int = BS) ->
     try:
         for i, (kind, cnt) in enumerate(trace):
             where = f"event {i} {kind} {cnt}"
-            if kind == "flush" and policy == "depot":
-                continue
             if kind in ("put", "flush"):
                 side.put(cnt, kind == "put")
                 arena.put(cnt, kind == "put")
@@ -243,9 +248,11 @@ def run_trace(policy: str, trace: Iterable[Event], bucket_size_min: int = BS) ->
             elif kind == "miss":
                 side.miss(arena.miss())
             elif kind in ("tick", "lowmem"):
-                want = side.tick() if kind == "tick" else side.lowmem()
-                got = arena.tick() if kind == "tick" else arena.lowmem()
+                want, want_keg = side.tick() if kind == "tick" else side.lowmem()
+                got, got_keg = arena.tick() if kind == "tick" else arena.lowmem()
                 assert got == want, f"{where}: buckets freed {got} != {want}"
+                if want_keg is not None:
+                    assert got_keg == want_keg, f"{where}: keg_drain ran {got_keg} != {want_keg}"
                 freed.append((kind, got))
             else:
                 raise AssertionError(kind)
@@ -279,6 +286,15 @@ TRACES: dict[str, list[Event]] = {
     "long-idle": [PUT] * 24 + [TICK] * 120 + [LOWMEM],
     # per-CPU flushes and reclaims interleaved with demand: the bounds shift, demand does not
     "flush-and-reclaim": rep([PUT] * 4 + [FLUSH] * 2 + [GET] * 3 + [LOWMEM] + [FLUSH] + [GET, MISS] + [TICK], 6),
+    # flushed buckets raise the long-term minimum at once (ws=false: limin += ub_cnt), so
+    # the long-term trim's "timin > 900 / UMA_TIMEOUT" is met on the 46th period exactly
+    "flush-then-long-idle": [FLUSH] * 8 + [TICK] * 50 + [LOWMEM],
+    # a reclaim that takes a bucket holding exactly limin items ("if (zdom->uzd_limin >=
+    # bucket->ub_cnt)": limin goes to 0 and timin is kept)
+    "reclaim-at-long-term-minimum": [FLUSH, LOWMEM] + [PUT] * 2 + [TICK] * 2 + [FLUSH, LOWMEM],
+    # allocations draw the depot below the last interval's minimum before the reap:
+    # reap = MIN(ml_reaplimit, ml_min) takes the current minimum
+    "reap-below-reaplimit": [PUT] * 6 + [TICK] * 2 + [GET] * 4 + [PUT] * 4 + [LOWMEM] + [TICK] + [LOWMEM],
 }
 
 
@@ -289,25 +305,94 @@ def test_traces_agree_with_the_kernel_step_for_step(policy: str, trace: str) -> 
     assert freed  # every trace has interval ends and reclaim requests
 
 
+class ProbedMain(UmaZoneDomainMain):
+    """FreeBSD main's model, recording what its rules did (for the test of the traces)."""
+
+    def __init__(self) -> None:
+        super().__init__(BS, BS)
+        self.limin_at_reclaim: list[tuple[int, int]] = []  # (uzd_limin, ub_cnt) of each reclaim fetch
+
+    def zone_fetch_bucket(self, reclaim: bool) -> int | None:
+        if reclaim and self.uzd_buckets:
+            self.limin_at_reclaim.append((self.uzd_limin, self.uzd_buckets[0]))
+        return super().zone_fetch_bucket(reclaim)
+
+
+def model_only(trace: Sequence[Event]) -> dict[str, list[int]]:
+    """Run ``trace`` through the three kernel models alone and record which rules fired."""
+    main, y19, depot = ProbedMain(), UmaZoneDomain2019(BS, BS), KmemDepot()
+    seen: dict[str, list[int]] = {"wss_rose_on_put": [], "stopped_above_target": [], "tick_frees": [],
+                                  "y19_below_target": [], "reap_below_reaplimit": []}
+    ticks = 0
+    for kind, cnt in trace:
+        if kind in ("put", "flush"):
+            before = main.uzd_wss
+            main.zone_put_bucket(cnt, kind == "put")
+            y19.zone_put_bucket(cnt, kind == "put")
+            depot.kmem_depot_free(cnt)
+            if main.uzd_wss > before:
+                seen["wss_rose_on_put"].append(main.uzd_wss - before)
+        elif kind == "get":
+            main.zone_fetch_bucket(False)
+            y19.zone_fetch_bucket()
+            depot.kmem_depot_alloc()
+        elif kind == "miss":
+            main.cache_alloc_new(BS)
+            y19.cache_alloc_new(BS)
+        elif kind == "tick":
+            ticks += 1
+            if main.zone_timeout()[0]:
+                seen["tick_frees"].append(ticks)
+            y19.zone_timeout()
+            depot.kmem_depot_ws_update()
+        else:
+            main.zone_reclaim(False)
+            if main.uzd_buckets and main.uzd_nitems > main.uzd_wss:
+                seen["stopped_above_target"].append(main.uzd_nitems - main.uzd_wss)
+            target = max(y19.uzd_wss, y19.uzd_nitems - y19.uzd_imin)
+            if y19.zone_reclaim(False)[0] and y19.uzd_nitems < target:
+                seen["y19_below_target"].append(target - y19.uzd_nitems)
+            if depot.ml_min < depot.ml_reaplimit:
+                seen["reap_below_reaplimit"].append(depot.ml_reaplimit - depot.ml_min)
+            depot.kmem_depot_ws_reap()
+    seen["limin_is_the_bucket"] = [1 for limin, cnt in main.limin_at_reclaim if limin == cnt]
+    return seen
+
+
 def test_the_traces_reach_the_rules_they_are_named_for() -> None:
-    """The traces are worth comparing on: each kernel rule fires somewhere (a test of
-    the traces, so that agreement is not agreement on doing nothing)."""
-    main = dict.fromkeys(TRACES, 0)
-    for name, trace in TRACES.items():
-        main[name] = sum(n for _, n in run_trace("wss", trace))
-    assert main["long-idle"] > 0  # zone_timeout's trim of nitems - limin/4
-    assert all(n > 0 for n in main.values()), main
-    long_idle = run_trace("wss", TRACES["long-idle"])
-    assert [n for k, n in long_idle[:45] if k == "tick"] == [0] * 45  # nothing before 900 / UMA_TIMEOUT
-    assert any(n for k, n in long_idle if k == "tick")
+    """The traces are worth comparing on: each kernel rule fires where its trace says (a
+    test of the traces, run on the kernel models alone, so that agreement is never
+    agreement on doing nothing)."""
+    main = {name: sum(n for _, n in run_trace("wss", trace)) for name, trace in TRACES.items()}
+    assert all(n > 0 for name, n in main.items() if name != "new-max-mid-period"), main
+    seen = {name: model_only(trace) for name, trace in TRACES.items()}
+    # zone_domain_imax_set: a put raising imax mid-period closes a batch into wss at once
+    assert seen["new-max-mid-period"]["wss_rose_on_put"]
+    # bucket_cache_reclaim_domain never takes the count below its target: the last
+    # reclaim of that trace keeps a bucket that "nitems > target" would have freed
+    assert seen["new-max-mid-period"]["stopped_above_target"]
+    assert main["new-max-mid-period"] == 0
+    # "uzd_timin > 900 / UMA_TIMEOUT": nothing before the 46th period, then the trim
+    assert seen["flush-then-long-idle"]["tick_frees"][0] == 900 // 20 + 1
+    assert seen["long-idle"]["tick_frees"] and min(seen["long-idle"]["tick_frees"]) > 900 // 20
+    # "if (zdom->uzd_limin >= bucket->ub_cnt)" taken with equality
+    assert seen["reclaim-at-long-term-minimum"]["limin_is_the_bucket"]
+    # 2019's "while (zdom->uzd_nitems > target)" goes below its target
+    assert any(v["y19_below_target"] for v in seen.values())
+    # MIN(ml_reaplimit, ml_min) with the current minimum the smaller
+    assert seen["reap-below-reaplimit"]["reap_below_reaplimit"]
     assert sum(n for _, n in run_trace("depot", TRACES["bursts-then-idle"])) > 0
     assert sum(n for _, n in run_trace("wss-2019", TRACES["on-off"])) > 0
 
 
-def test_reclaim_shrinks_the_bucket_size_as_the_kernel_does() -> None:
+@pytest.mark.parametrize("floor", [BS - 8, BS - 2])
+def test_reclaim_shrinks_the_bucket_size_as_the_kernel_does(floor: int) -> None:
+    """``if (zone->uz_bucket_size > zone->uz_bucket_size_min) zone->uz_bucket_size--``
+    on every reclaim request: four of them stay above the first floor and reach the
+    second (the check compares the bucket size after each step)."""
     trace = [PUT] * 6 + [LOWMEM] * 3 + [MISS, MISS, TICK, LOWMEM]
     for policy in ("wss", "wss-2019"):
-        run_trace(policy, trace, bucket_size_min=BS - 8)  # the check compares uz_count each step
+        run_trace(policy, trace, bucket_size_min=floor)
 
 
 # --- random walks --------------------------------------------------------------------
@@ -411,13 +496,15 @@ def test_consumer_operations_report_the_kernel_events() -> None:
             check("flush")
 
         def tick() -> None:
-            got = sum(t.done.get("buckets", 0) for t in callout.tick())
+            done = [t.done for t in callout.tick()]
+            got = (sum(d.get("buckets", 0) for d in done), any(d.get("keg_drains", 0) for d in done))
             assert got == model.zone_timeout()
             check("tick")
 
         def lowmem() -> None:
-            got = sum(t.done.get("buckets", 0) for t in callout.vm_lowmem())
-            assert got == model.bucket_cache_reclaim(False)
+            done = [t.done for t in callout.vm_lowmem()]
+            got = (sum(d.get("buckets", 0) for d in done), any(d.get("keg_drains", 0) for d in done))
+            assert got == model.zone_reclaim(False)
             check("lowmem")
 
         for burst in (1500, 700, 2000, 300):

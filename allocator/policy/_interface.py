@@ -71,7 +71,7 @@ class Observation:
     wss: int = 0  #: FreeBSD main uzd_wss, the working-set estimate
     limin: int = 0  #: FreeBSD main uzd_limin, the long-term minimum item count
     timin: int = 0  #: FreeBSD main uzd_timin, periods since limin last went to 0
-    imax19: int = 0  #: FreeBSD 2019 uzd_imax (this period's maximum so far)
+    imax19: int = 0  #: FreeBSD 2019 uzd_imax (this period's maximum so far, plus every bucket filled from the keg)
     imin19: int = 0  #: FreeBSD 2019 uzd_imin (this period's minimum so far)
     wss19: int = 0  #: FreeBSD 2019 uzd_wss, (4 * (imax - imin) + wss) / 5 per period
     ml_min: int = 0  #: illumos ml_min: fewest buckets on the list this interval
@@ -87,18 +87,26 @@ class Decision:
     ``drain_buckets`` to the buckets actually on the full list, so a policy that wants
     the whole list may ask for :func:`whole_list` of the observation.  Order in
     ``apply``: per-CPU flush request, bucket-size decrement, ``zone_drain`` or the
-    reclaim (``drain_buckets`` / ``reclaim_to``), ``keg_drain``, pre-fill.
+    reclaim (``drain_buckets`` / ``reclaim_to``), ``keg_drain`` (or ``keg_drain_if_freed``),
+    pre-fill.
     """
 
     drain_buckets: int = 0  #: full buckets to return from the zone's list to the native zones (zfini runs)
     prefill_buckets: int = 0  #: buckets to fill from the native zones (packet zone: mbuf + cluster each)
     drain_percpu: bool = False  #: also flush per-CPU buckets through the safe cross-CPU protocol
-    #: >= 0: reclaim head buckets while the list counts more than this many items
-    #: (bucket_cache_reclaim_domain's loop: the last bucket may take it below)
+    #: >= 0: reclaim head buckets while the head bucket fits above this many items,
+    #: ``nitems >= reclaim_to + head's count`` (FreeBSD main's
+    #: bucket_cache_reclaim_domain loop: never below the target)
     reclaim_to: int = -1
+    #: with ``reclaim_to``: FreeBSD 2019's loop instead, ``while (nitems > target)``
+    #: (bucket_cache_reclaim @ 175219a4: the last bucket may take it below)
+    reclaim_past: bool = False
     shrink_bucket: bool = False  #: uz_count-- down to its initial size (bucket_cache_reclaim)
     zone_drain: bool = False  #: 2005's zone_drain: the whole list, the empty buckets, then keg_drain
     keg_drain: bool = False  #: afterwards return the keg's wholly free slabs to the VM (keg_drain)
+    #: keg_drain only if the reclaim freed a bucket (zone_timeout: "if
+    #: (bucket_cache_reclaim_domain(zone, false, false, i) && ...) keg_drain(...)")
+    keg_drain_if_freed: bool = False
 
 
 KEEP = Decision()  #: the decision that changes nothing

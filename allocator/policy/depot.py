@@ -1,6 +1,7 @@
 """``depot``: reap what fell out of the depot's working set (illumos kmem.c; Bonwick & Adams 2001).
 
-"Magazines and Vmem" (USENIX 2001) and illumos ``usr/src/uts/common/os/kmem.c``: each
+"Magazines and Vmem" (USENIX 2001) and illumos ``usr/src/uts/common/os/kmem.c``
+(transcribed from ``illumos/illumos-gate`` @ 03ba8404acefe94916ad776068d4e3f2f585a224): each
 cache's depot keeps a list of full magazines with ``ml_total`` (magazines on it) and
 ``ml_min`` (the fewest it held since the last update; ``kmem_depot_alloc`` lowers it).
 Two separate triggers use them:
@@ -8,11 +9,14 @@ Two separate triggers use them:
 * **every interval** (``kmem_update`` every ``kmem_reap_interval``, 15 s, ->
   ``kmem_cache_update`` -> ``kmem_depot_ws_update``): ``ml_reaplimit = ml_min;
   ml_min = ml_total``.  Nothing is freed.
-* **on memory pressure** (``kmem_reap()``, called when the system is short of free
-  memory -> ``kmem_cache_reap`` -> ``kmem_depot_ws_reap``): ``reap = MIN(ml_reaplimit,
-  ml_min)`` magazines are taken with ``kmem_depot_alloc`` (which lowers ``ml_total`` and
-  ``ml_min`` as it goes) and destroyed: those nobody touched for the whole previous
-  interval and all of the current one.
+* **on memory pressure** (``kmem_reap()``, "Called from the VM system when memory gets
+  tight" -> ``kmem_reap_common`` -> ``kmem_reap_start`` -> ``kmem_cache_reap`` ->
+  ``kmem_depot_ws_reap``): ``reap = MIN(ml_reaplimit, ml_min)`` magazines, computed
+  once, are taken with ``kmem_depot_alloc`` (which lowers ``ml_total`` and ``ml_min``
+  as it goes) and destroyed: those nobody touched for the whole previous interval and
+  all of the current one.  ``kmem_reap`` throttles itself (a flag cleared
+  ``kmem_reap_interval`` after the reap completes); the project's one check per
+  interval never asks more often than that.
 
 Here a magazine is a bucket on the zone's full list, whatever its fill, and the
 allocator keeps ``ml_total``, ``ml_min`` and ``ml_reaplimit`` and runs
@@ -33,9 +37,15 @@ Parameters (both default 0, the kernel's behaviour):
 
 Left out, with the reason: the empty-magazine list (``cache_empty``) is reaped the same
 way in illumos; empty buckets hold no item and no cluster here, so reaping them would
-change no figure; and illumos grows the magazine size when depot-lock contention
-exceeds ``kmem_depot_contention`` per interval (``kmem_cache_magazine_resize``), where
-our bucket size follows 2005's ``uz_count`` instead.
+change no figure.  illumos grows the magazine size when depot-lock contention exceeds
+``kmem_depot_contention`` (3) per interval (``kmem_cache_update`` ->
+``kmem_cache_magazine_resize``: purge every magazine, ``kmem_depot_ws_zero`` +
+``kmem_depot_ws_reap``, then the next ``kmem_magtype``); our bucket size is the system
+under test's (2005's ``uz_count``, +1 per keg fill up to 128, which spans illumos'
+magazine sizes 7..143 for mbuf-sized buffers), and a resize's purge of every CPU's
+magazines cannot be done from the manager (the safe cross-CPU protocol only asks each
+CPU to flush its own).  The cache's reclaim callback and the defragmenter
+(``kmem_cache_reap``'s other steps) have no counterpart in a zone.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """``wss``: FreeBSD main's working-set estimate (sys/vm/uma_core.c since 2021).
 
+Transcribed from ``CHERI-Alliance/freebsd-src`` sys/vm/uma_core.c @
+2c440bb08a01d0790f03fef9f35586bf474b03fd -- a fork of freebsd-src (CHERI changes,
+none in the functions named here); the index's upstream copy predates the 2021 rework.
+
 The allocator keeps FreeBSD main's per-zone state and updates it on the events
 uma_core.c uses (allocator/workingset.py): ``zone_domain_imax_set`` (a put that raises
 ``imax`` closes an allocation batch: ``wss = max(wss, old_imax - bimin)``, ``bimin =
@@ -18,14 +22,16 @@ This policy is the two triggers that decide what is freed:
 
 * **the periodic callout** (``zone_timeout`` every ``UMA_TIMEOUT`` = 20 s; here every
   ``--trim-interval``) -> ``bucket_cache_reclaim_domain(zone, drain=false, trim=false)``:
-  "voluntarily reclaim 1/4 of items not used for a long time": once ``timin > 900 /
-  UMA_TIMEOUT`` (45 periods), reclaim head buckets while ``nitems > nitems - limin/4``,
-  then ``keg_drain`` if anything was freed.  Otherwise nothing.
+  "voluntarily reclaim 1/4 (to reduce first spike) of items not used for a long time":
+  once ``timin > 900 / UMA_TIMEOUT`` (45 periods), target ``nitems - limin / 4``; head
+  buckets are reclaimed while ``nitems >= target + the head bucket's count`` (never
+  below the target), then ``keg_drain`` only if a bucket was freed.  Otherwise
+  nothing.
 * **a reclaim request** (the page daemon's ``vm_lowmem`` -> ``uma_reclaim(
   UMA_RECLAIM_TRIM)`` -> ``zone_trim`` -> ``zone_reclaim`` -> ``bucket_cache_reclaim``):
   ``uz_bucket_size--`` (not below its initial size), then
-  ``bucket_cache_reclaim_domain(trim=true)``: reclaim head buckets while ``nitems >
-  wss``; then ``keg_drain``.  Without a page budget this never happens (the Dec 2005
+  ``bucket_cache_reclaim_domain(trim=true)``: target ``wss``, the same loop; then
+  ``keg_drain`` (``zone_reclaim`` runs it whatever was freed).  Without a page budget this never happens (the Dec 2005
   machines had memory to spare), so by default a cache is trimmed only by the
   long-term rule and by the c. 2007 exhaustion drain (``exhaustion_drain`` is set, as
   main's kern_mbuf.c drains the packet zone when the cluster zone is exhausted).
@@ -51,7 +57,7 @@ PARAMS: dict[str, tuple[float, str]] = {
     "percpu": (0.0, "1: also flush per-CPU buckets on a reclaim request"),
 }
 
-UMA_TIMEOUT = 20  #: seconds per zone_timeout period in the kernel (sys/vm/uma_int.h)
+UMA_TIMEOUT = 20  #: "#define UMA_TIMEOUT 20 /* Seconds for callout interval. */" (sys/vm/uma_core.c)
 LONG_IDLE = 900 // UMA_TIMEOUT  #: "uzd_timin > 900 / UMA_TIMEOUT": 15 minutes of periods
 
 
@@ -76,7 +82,7 @@ class WssPolicy:
             return KEEP
         if target >= obs.cached:
             return KEEP
-        return Decision(reclaim_to=target, keg_drain=True)
+        return Decision(reclaim_to=target, keg_drain_if_freed=True)
 
     def vm_lowmem(self, obs: Observation) -> Decision:
         """uma_reclaim(UMA_RECLAIM_TRIM): bucket_cache_reclaim(zone, drain=false)."""

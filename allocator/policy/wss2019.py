@@ -1,8 +1,12 @@
 """``wss-2019``: FreeBSD's first working-set estimate (sys/vm/uma_core.c, 2019-2020).
 
+Transcribed from ``freebsd/freebsd-src`` sys/vm/uma_core.c @
+175219a4059342859000ce09d48ec9f8d671b852 (upstream, early 2020).
+
 The history ``wss`` replaced, kept so the two can be compared.  State (the allocator's,
-allocator/workingset.py): ``imax`` (raised only by puts with ``ws=true``: a consumer's
-free), ``imin`` (lowered by an allocation's ``zone_try_fetch_bucket``), both moved down
+allocator/workingset.py): ``imax`` (raised by puts with ``ws=true``, a consumer's free,
+and by ``cache_alloc``'s ``zdom->uzd_imax += bucket->ub_cnt`` for a bucket just filled
+from the keg), ``imin`` (lowered by an allocation's ``zone_fetch_bucket``), both moved down
 by a reclaim (``imax -= lmin(imax, tofree)``, likewise ``imin``); at every
 ``zone_timeout`` ``zone_domain_update_wss``::
 
@@ -54,9 +58,9 @@ class Wss2019Policy:
         if not self.periodic:
             return KEEP
         target = max(obs.wss19, obs.cached - obs.imin19)
-        return Decision(reclaim_to=target, keg_drain=True) if target < obs.cached else KEEP
+        return Decision(reclaim_to=target, reclaim_past=True, keg_drain=True) if target < obs.cached else KEEP
 
     def vm_lowmem(self, obs: Observation) -> Decision:
         """bucket_cache_reclaim(zone, drain=false) of 2019."""
-        return Decision(reclaim_to=max(obs.wss19, obs.cached - obs.imin19), shrink_bucket=True,
-                        keg_drain=True, drain_percpu=self.percpu and obs.percpu > 0)
+        return Decision(reclaim_to=max(obs.wss19, obs.cached - obs.imin19), reclaim_past=True,
+                        shrink_bucket=True, keg_drain=True, drain_percpu=self.percpu and obs.percpu > 0)
