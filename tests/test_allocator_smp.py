@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,6 +65,7 @@ def _consumer(uma: Uma, n: int) -> None:
         ctl[0] = ctl[0] + 1
 
 
+@pytest.mark.smp
 @needs_two_cores
 def test_alloc_here_free_there_keeps_every_item():
     """CPU 0 allocates, CPU 1 frees: CPU 1's full free buckets reach CPU 0 through the
@@ -134,12 +136,14 @@ def _shared_frees(refcount: str, pairs: int, rounds: int) -> int:
         uma.close()
 
 
+@pytest.mark.smp
 @needs_two_cores
 def test_concurrent_frees_of_shared_clusters_lose_clusters_with_the_2005_test():
     lost = _shared_frees("buggy-eq0", pairs=3000, rounds=20)
     assert lost > 0, "no cluster lost in the budget: the 2005 refcount race did not fire"
 
 
+@pytest.mark.smp
 @needs_two_cores
 def test_concurrent_frees_of_shared_clusters_never_lose_with_atomic():
     lost = _shared_frees("atomic", pairs=3000, rounds=3)
@@ -185,6 +189,7 @@ def _two_sleepers(cfg: UmaConfig) -> Iterator[tuple[Uma, Any, list[int]]]:
         uma.close()
 
 
+@pytest.mark.smp
 def test_wakeup_one_leaves_the_second_sleeper_asleep():
     """One free wakes exactly one of two sleepers in 2005; the other sleeps on with a
     free item in the keg once the first allocated and freed again."""
@@ -199,6 +204,7 @@ def test_wakeup_one_leaves_the_second_sleeper_asleep():
         assert uma.stats().zone("mbuf_cluster").sleep == 2
 
 
+@pytest.mark.smp
 def test_wakeup_all_wakes_every_sleeper():
     with _two_sleepers(UmaConfig(ncpus=3, nmbclusters=16, wakeup="all", extra=_GOT)) as (uma, c2, held):
         wakeups = uma.view("uk_wakeups")[KEG_CLUSTER]
@@ -211,6 +217,7 @@ def test_wakeup_all_wakes_every_sleeper():
         assert _wait_for(lambda: sum(1 for k in (0, 1) if uma.view("got")[k]) == 2)
 
 
+@pytest.mark.smp
 def test_wake_one_injection_wakes_one_even_when_configured_to_wake_all():
     """races.md wake-one: a free at the limit wakes one sleeper (and clears FULL), even
     with --wakeup all; the second sleeper sleeps on."""
@@ -237,4 +244,39 @@ def test_keg_drain_leaves_full_set_until_the_next_free():
         m.zfree(ZONE_CLUSTER, held[4])  # the next free clears it (pages < limit)
         assert not uma.keg_full(KEG_CLUSTER)
     finally:
+        uma.close()
+
+
+def _stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped (state T in /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.smp
+def test_a_woken_cpu_is_not_a_sleeper_before_it_runs_again():
+    """``Uma.sleepers()`` lists CPUs asleep, not those a wakeup already chose.  CPU 0
+    sleeps in zonelimit and is stopped (SIGSTOP) before a free wakes it, so it cannot
+    run to clear its wait channel: the window of a woken CPU that is not scheduled yet
+    (a loaded machine) held open.  It must not count as asleep beside the free cluster
+    that woke it, or a watchdog would call it a lost wakeup."""
+    uma = Uma.create(UmaConfig(ncpus=2, nmbclusters=16, extra=_GOT))
+    p = FORK.Process(target=_sleeper, args=(uma, 0))
+    try:
+        c1 = uma.cpu(1)
+        held = [c1.zalloc(ZONE_CLUSTER, M_WAITOK) for _ in range(16)]
+        p.start()
+        assert _wait_for(lambda: [s.cpu for s in uma.sleepers()] == [0])
+        os.kill(p.pid, signal.SIGSTOP)
+        assert _wait_for(lambda: _stopped(p.pid))
+        c1.zfree(ZONE_CLUSTER, held.pop())  # FULL: straight to the slab, and wakes CPU 0
+        assert uma.view("cpu_woken")[0] == 1 and uma.view("cpu_wchan")[0] != 0, "the window is open"
+        assert uma.sleepers() == []
+        os.kill(p.pid, signal.SIGCONT)
+        assert _wait_for(lambda: uma.view("got")[0] != 0)
+        assert uma.view("cpu_wchan")[0] == 0 and uma.sleepers() == []
+    finally:
+        if p.pid is not None:
+            p.kill()
+            p.join()
         uma.close()

@@ -81,6 +81,7 @@ def _stress(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
                           text=True, timeout=timeout)
 
 
+@pytest.mark.smp
 def test_race_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
     p = _stress("race", "--inject", "no-such-race")
     assert p.returncode == 2 and "Traceback" not in p.stderr
@@ -91,6 +92,7 @@ def test_race_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
     assert p.returncode == 2 and "--jitter" in p.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.smp
 def test_hunt_then_replay_reproduces_the_verdict(tmp_path: Path) -> None:
     """The issue's "done when": one command hunts, prints a replay command, and the
     replay shows the same failure."""
@@ -131,6 +133,7 @@ def test_profiles_run_the_race_workloads() -> None:
     assert cfg.cpus == 2
 
 
+@pytest.mark.smp
 @pytest.mark.parametrize("inject", ["lost-wakeup", "wake-one"])
 def test_hunt_then_replay_a_wakeup_row(tmp_path: Path, inject: str) -> None:
     """A wakeup row through full runs: the race workload wedges with free items in the
@@ -153,6 +156,7 @@ def test_hunt_then_replay_a_wakeup_row(tmp_path: Path, inject: str) -> None:
 
 @pytest.mark.parametrize("workload,nmb,cpus", [("race-limit", 8, 2), ("race-wakeone", 512, 3),
                                                ("race-drain", 512, 2)])
+@pytest.mark.smp
 @pytest.mark.parametrize("sched", ["pct", "free"])
 def test_race_workloads_run_clean_without_injection(tmp_path: Path, workload: str, nmb: int, cpus: int,
                                                      sched: str) -> None:
@@ -165,6 +169,7 @@ def test_race_workloads_run_clean_without_injection(tmp_path: Path, workload: st
     assert doc["ops"]["packets"] > 0
 
 
+@pytest.mark.smp
 @pytest.mark.slow
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two real cores: with one, CPUs never overlap")
 @pytest.mark.parametrize("inject", ["lost-wakeup", "wake-one"])
@@ -175,6 +180,7 @@ def test_full_run_hunt_on_parallel_cores(tmp_path: Path, inject: str) -> None:
     assert p.returncode == 1 and "found in 1 of " in p.stdout, p.stdout + p.stderr
 
 
+@pytest.mark.smp
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two real cores: with one, CPUs never overlap")
 def test_full_run_hunt_finds_cache_drain_unsafe_on_parallel_cores(tmp_path: Path) -> None:
     """race-drain on two real cores: the unsafe drain leaves an empty bucket on the
