@@ -118,7 +118,7 @@ def test_hunt_then_replay_reproduces_the_verdict(tmp_path: Path) -> None:
     # was seen under heavy load, so only the verdict -- races.md's requirement -- is asserted)
     assert again["schedule"]["mode"] == "replay" and again["schedule"]["replayed"] > 0
     # the load-off of the final drain is part of the schedule: no divergence at the end
-    assert again["schedule"]["divergences"] == 0
+    assert again["schedule"]["divergences"] == 0, again["schedule"]
     assert again["stop"]["reason"] == "completed"
 
 
@@ -151,7 +151,7 @@ def test_hunt_then_replay_a_wakeup_row(tmp_path: Path, inject: str) -> None:
     assert r.returncode == 1, r.stdout + r.stderr
     again = json.loads((folder / "replay-1" / "run.json").read_text())
     assert again["verdict"] == "wedged" and again["wedge"]["free_items_meanwhile"]
-    assert again["schedule"]["divergences"] == 0
+    assert again["schedule"]["divergences"] == 0, again["schedule"]
 
 
 @pytest.mark.parametrize("workload,nmb,cpus", [("race-limit", 8, 2), ("race-wakeone", 512, 3),
