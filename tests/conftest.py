@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing.util
 import os
 import sys
+import time
 from collections.abc import Generator
 from typing import Any
 
@@ -50,7 +51,17 @@ def _spawn_audited(spawn: Any) -> Any:
     return spawnv_passfds
 
 
+def _sleep_audited(sleep: Any) -> Any:
+    """``time.sleep`` raises its audit event only from Python 3.13 on: raise it here."""
+    def audited_sleep(secs: float) -> None:
+        sys.audit("time.sleep", secs)
+        sleep(secs)
+    return audited_sleep
+
+
 sys.addaudithook(_audit)  # cannot be removed; costs one comparison per event outside a test
+if sys.version_info < (3, 13):
+    time.sleep = _sleep_audited(time.sleep)
 os.register_at_fork(after_in_child=_forget_in_child)
 multiprocessing.util.spawnv_passfds = _spawn_audited(multiprocessing.util.spawnv_passfds)  # type: ignore[attr-defined]
 

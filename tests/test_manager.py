@@ -228,6 +228,7 @@ def test_a_worker_exception_ends_the_run_with_exit_3_and_its_traceback(
     assert (tmp_path / "run" / "run.json").exists()
 
 
+@pytest.mark.smp  # a run: the host block asks uname (a process) the first time
 def test_more_cpus_than_cores_without_oversubscribe_is_refused_cleanly(tmp_path: Path) -> None:
     import os
 
