@@ -66,6 +66,9 @@ os.register_at_fork(after_in_child=_forget_in_child)
 multiprocessing.util.spawnv_passfds = _spawn_audited(multiprocessing.util.spawnv_passfds)  # type: ignore[attr-defined]
 
 
+_HOG = pytest.StashKey[Hog]()  #: the session's hog, when --hog
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("zonelimit")
     group.addoption("--hog", action="store_true",
@@ -80,9 +83,6 @@ def pytest_configure(config: pytest.Config) -> None:
         hog = Hog.start(lifetime)
         config.stash[_HOG] = hog
         config.add_cleanup(hog.stop)
-
-
-_HOG = pytest.StashKey[Hog]()
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
