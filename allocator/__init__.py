@@ -39,13 +39,18 @@ extra=(), sched_locks=False, lock_profile=False)``
 ``uma.audit(held_mbufs) -> AuditReport``
     The conservation audit at a quiescent point: free / cached / held / stranded / LOST.
 
-``uma.sleepers()``, ``uma.keg_free(k)``, ``uma.cpu_ops()``, ``uma.panics()``,
-``uma.lock_holders()``, ``uma.lock_profile()``, ``uma.request_stop()``,
+``uma.sleepers()`` (CPUs asleep; one a wakeup already chose is not), ``uma.keg_free(k)``,
+``uma.cpu_ops()``, ``uma.panics()``, ``uma.lock_holders()``, ``uma.lock_profile()``, ``uma.request_stop()``,
 ``uma.zone_drain(z)``, ``uma.request_cache_drain(cpus, zmask)``,
 ``uma.observe(z, lowmem)`` / ``uma.counters(z)`` / ``uma.apply(z, decision)`` (trimming;
 each kernel's working-set statistics are kept by allocator/workingset.py),
 ``uma.page_shortage()`` / ``uma.free_pages()`` (the low-memory event, allocator/pageout.py),
 ``uma.close()``.
+
+``uma.manager().lock_within(lock, point, timeout) -> bool``, ``.lock_holder(lock) -> int``
+    A lock taken with a timeout, for the manager, which must never block forever on a
+    lock a stopped worker holds.  Returns: False with nothing taken on timeout; then the
+    owner word names the holder's row (-1: free).
 """
 
 from .audit import AuditReport

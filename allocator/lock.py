@@ -106,6 +106,33 @@ class LockOps:
         self.lock_owner[i] = 0
         self._mp[i].release()
 
+    # --- the bounded path (the manager) ----------------------------------------------
+    def lock_within(self, i: int, point: int, timeout: float) -> bool:
+        """Take lock ``i`` at ``point`` if it comes free within ``timeout`` seconds.
+
+        Returns True with the lock held (owner word set, WITNESS hooks told, released
+        with :meth:`unlock` as usual), or False with nothing taken.  For the manager:
+        a worker stopped (SIGSTOP, or descheduled for long) while it holds a zone lock
+        must never make the manager block forever and deaf to signals; on False the
+        caller names the holder with :meth:`lock_holder` and gives up.  FreeBSD has no
+        such call for a mutex (mtx_trylock is the nearest); this is the tester's guard,
+        not a UMA behaviour.  Not under the controlled scheduler (the manager never
+        holds the token) and not counted in LOCK_PROFILING."""
+        if not self._mp[i].acquire(True, max(timeout, 0.0)):
+            return False
+        self.lock_owner[i] = self.row1
+        hk = self.lock_hooks
+        if hk is not None:
+            hk[0](i, POINTS[point])
+        return True
+
+    def lock_holder(self, i: int) -> int:
+        """The row (CPU number, or the manager's row) whose owner word holds lock ``i``,
+        or -1 if the word says free.  The word is written just after the acquire and
+        cleared just before the release, so a lock changing hands can read -1 for an
+        instant; a holder that stays (stopped, killed) is always named."""
+        return self.lock_owner[i] - 1
+
     # --- instrumented path ----------------------------------------------------------
     def lock_mode(self, *, sched: bool, spin: bool, profile: bool, hooks: bool) -> None:
         """Choose the lock implementation for this context (once, before use, and again

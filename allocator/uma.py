@@ -254,12 +254,21 @@ class Uma:
         return compute_stats(self.arena.np, g.rows, g.nclusters)
 
     def sleepers(self) -> list[Sleeper]:
-        """CPUs asleep on a wait channel right now."""
+        """CPUs asleep on a wait channel right now.
+
+        A CPU that a wakeup already chose (``cpu_woken``, set by the waker under the keg
+        lock) is not asleep: it is runnable, and keeps its wait channel only until it
+        runs again and re-takes the keg lock (msleep's return).  Counting it would make a
+        CPU woken but not yet scheduled -- a loaded machine, a stopped process -- look
+        like a sleeper beside the very item that woke it: a false lost wakeup.  The
+        sleeper clears ``cpu_woken`` before it sets ``cpu_wchan`` (limit.py keg_sleep),
+        so reading the channel first never sees a new sleep with a stale woken flag."""
         a = self.arena
+        wchan, woken = a.view("cpu_wchan"), a.view("cpu_woken")
         out = []
         for r in range(self.geometry.rows):
-            w = a.view("cpu_wchan")[r]
-            if w:
+            w = wchan[r]
+            if w and not woken[r]:
                 out.append(Sleeper(r, WCHAN_NAMES.get(w, str(w)), ("mbuf", "mbuf_cluster")[a.view("cpu_wkeg")[r]],
                                    ZONE_NAMES[a.view("cpu_wzone")[r]], a.view("cpu_wsince")[r]))
         return out

@@ -46,6 +46,7 @@ def test_layout_overhead_meets_p8_at_default_size():
     assert lay.size / lay.payload_bytes <= 1.10
 
 
+@pytest.mark.smp
 def test_arena_is_anonymous_and_attachable_from_another_process(uma):
     assert os.readlink(uma.path).startswith("/memfd:zonelimit-arena")  # no /dev/shm name
     c = uma.cpu(0)

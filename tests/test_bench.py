@@ -24,6 +24,7 @@ def _bench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]
                           text=True, timeout=timeout)
 
 
+@pytest.mark.smp
 def test_quick_bench_writes_every_figure(tmp_path):
     proc = _bench("--quick", "--repeat", "1", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -78,6 +79,7 @@ def test_p8_is_arena_over_payload():
     (["--repeat", "lots"], "--repeat"),
     (["--only", "P9"], "--only"),
 ])
+@pytest.mark.smp
 def test_bad_options_are_one_line_and_exit_2(args, option):
     proc = _bench(*args, timeout=60)
     assert proc.returncode == 2
@@ -85,6 +87,7 @@ def test_bad_options_are_one_line_and_exit_2(args, option):
     assert option in last and "Traceback" not in proc.stderr
 
 
+@pytest.mark.smp
 def test_out_that_is_a_file_is_refused(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")

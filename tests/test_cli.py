@@ -189,6 +189,7 @@ def test_unknown_command_is_named(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize(("argv", "option"), [(["--cpus", "two"], "--cpus"), (["--era", "1999"], "--era"),
                                               (["--no-such-option"], "--no-such-option")])
+@pytest.mark.smp
 def test_bad_value_as_a_user_sees_it(argv: list[str], option: str) -> None:
     """Through `python -m stress`, as contract-check runs it: exit 2, no traceback."""
     r = subprocess.run([sys.executable, "-m", "stress", *argv, "--duration", "1"], capture_output=True,
@@ -276,6 +277,7 @@ def test_tester_crash_exits_3_with_traceback(capsys: pytest.CaptureFixture[str],
     assert "Traceback" in err and "arena could not be created" in err
 
 
+@pytest.mark.smp
 def test_closed_stdout_is_not_a_crash() -> None:
     """`zonelimit report RUN | head -1`: no traceback when the reader goes away."""
     script = ("import sys; from stress import cli; from stress.commands import report; "
@@ -415,6 +417,7 @@ RUN_KEYS = ["format", "version", "config", "host", "duration_s", "verdict", "exi
             "ops", "zones", "netstat", "peak", "wedge", "audit"]
 
 
+@pytest.mark.smp
 def test_json_output_has_the_cli_md_fields(tmp_path: Path) -> None:
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "stress", "--cpus", "1", "--duration", "2", "--json",

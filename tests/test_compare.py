@@ -214,6 +214,7 @@ def test_policy_params_reach_the_run_config(tmp_path: Path) -> None:
     assert fake.calls[0].policy_params == {"k": 3.0} and fake.calls[1].policy_params == {}
 
 
+@pytest.mark.smp
 def test_compare_tiny_with_the_real_runner(tmp_path: Path) -> None:
     out = tmp_path / "real"
     args = parse(["--cpus", "2", "--duration", "1", "--nmbclusters", "512", "--repeat", "1",

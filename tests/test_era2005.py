@@ -34,6 +34,7 @@ def clusters_current(rounds: list[dict[str, Any]]) -> list[int]:
     return [r["clusters"][0] for r in rounds]
 
 
+@pytest.mark.smp
 @needs_smp
 def test_2005_leaks_round_over_round_and_wedges_in_zonelimit(tmp_path: Path) -> None:
     cfg = era2005(nmbclusters=2048, rounds=80, round_length=0.25, idle=0.25, wedge_timeout=1.5)
@@ -56,6 +57,7 @@ def test_2005_leaks_round_over_round_and_wedges_in_zonelimit(tmp_path: Path) -> 
     assert audit["double_owned"] == 0 and audit["payload_errors"] == 0
 
 
+@pytest.mark.smp
 @needs_smp
 def test_2005_with_the_refcount_fixed_loses_nothing(tmp_path: Path) -> None:
     """--refcount atomic takes the true leak away; what stays cached is stranded, not lost."""
@@ -66,6 +68,7 @@ def test_2005_with_the_refcount_fixed_loses_nothing(tmp_path: Path) -> None:
     assert doc["audit"]["stranded"]["clusters_in_packet_cache"] > 0, "the packet zone cached nothing"
 
 
+@pytest.mark.smp
 @pytest.mark.slow
 @needs_smp
 def test_2005_full_size_reproduction(tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.smp  # every test here runs stress workers (docs/testing.md)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -92,6 +92,7 @@ def test_table_has_freebsd_columns_and_one_row_per_point():
     assert lock_profile_lines([]) == ["lock profile: no lock acquisitions recorded"]
 
 
+@pytest.mark.smp
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="contention needs two usable cores")
 def test_two_cores_without_caches_contend_on_the_keg_lock():
     for _ in range(3):  # two pinned workers at a barrier overlap; a busy host may still starve one
@@ -105,6 +106,7 @@ def test_two_cores_without_caches_contend_on_the_keg_lock():
     pytest.fail("no contended acquisition of the keg lock in three two-core runs")
 
 
+@pytest.mark.smp
 def test_run_records_lock_rows_in_run_json(tmp_path: Path):
     from stress.config import RunConfig
     from stress.engine import runner

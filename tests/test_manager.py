@@ -175,6 +175,7 @@ class FakeUma:
         return self.free
 
 
+@pytest.mark.smp  # the sleeper's since_ns is real time: a long pause would starve it
 def test_watchdog_declares_a_wedge_only_without_progress() -> None:
     uma = FakeUma()
     t0 = time.monotonic()
@@ -206,6 +207,7 @@ def test_describe_death_names_signal_and_locks() -> None:
 # --- failure paths, for real -------------------------------------------------------------
 
 
+@pytest.mark.smp
 def test_a_worker_exception_ends_the_run_with_exit_3_and_its_traceback(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from stress.workloads.netperf import Netperf
@@ -228,6 +230,7 @@ def test_a_worker_exception_ends_the_run_with_exit_3_and_its_traceback(
     assert (tmp_path / "run" / "run.json").exists()
 
 
+@pytest.mark.smp  # a run: the host block asks uname (a process) the first time
 def test_more_cpus_than_cores_without_oversubscribe_is_refused_cleanly(tmp_path: Path) -> None:
     import os
 
@@ -237,6 +240,7 @@ def test_more_cpus_than_cores_without_oversubscribe_is_refused_cleanly(tmp_path:
     assert "--oversubscribe" in doc["error"] and "Traceback" not in doc["error"]
 
 
+@pytest.mark.smp
 def test_a_worker_killed_holding_a_lock_is_named_and_nobody_hangs(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """CPU 1 dies by SIGKILL holding the mbuf keg lock: CPU 0 blocks on that lock for good,

@@ -636,6 +636,7 @@ def nfs_rpcs(doc: dict[str, Any]) -> int:
     return int(doc["ops"]["packets"])
 
 
+@pytest.mark.smp
 def test_netperf_then_nfs_starves_under_none(tmp_path: Path) -> None:
     doc = run_netperf_nfs(tmp_path, "none")
     cluster = next(z for z in doc["zones"] if z["name"] == "mbuf_cluster")
@@ -648,6 +649,7 @@ def test_netperf_then_nfs_starves_under_none(tmp_path: Path) -> None:
     assert doc["audit"]["stranded"]["clusters_in_packet_cache"] >= NetperfNfs.NFS_WINDOW * NetperfNfs.CHAIN, seen
 
 
+@pytest.mark.smp
 @pytest.mark.parametrize("policy", FIXES)
 def test_netperf_then_nfs_runs_under_every_fix_and_the_audit_is_clean(tmp_path: Path, policy: str) -> None:
     doc = run_netperf_nfs(tmp_path, policy)
@@ -659,6 +661,7 @@ def test_netperf_then_nfs_runs_under_every_fix_and_the_audit_is_clean(tmp_path: 
     assert nfs_rpcs(doc) >= 2 * NetperfNfs.NFS_WINDOW, seen
 
 
+@pytest.mark.smp
 def test_a_run_with_a_page_budget_answers_vm_lowmem_under_none(tmp_path: Path) -> None:
     """--page-budget reaches the allocator: a 2005-style run (policy none) whose packet
     cache outgrows the budget drains on vm_lowmem and records it in run.json."""

@@ -69,6 +69,7 @@ def test_missing_py_spy_is_one_line_and_no_files(tmp_path, monkeypatch):
     assert not (tmp_path / profile.SVG_FILE).exists()
 
 
+@pytest.mark.smp
 def test_py_spy_that_cannot_attach_says_what_to_do(tmp_path, monkeypatch):
     fake = tmp_path / "py-spy"
     fake.write_text("#!/bin/sh\necho 'Error: Permission Denied (os error 13)' >&2\nexit 1\n")
@@ -94,6 +95,7 @@ def _pyspy_usable() -> str | None:
     return None
 
 
+@pytest.mark.smp
 def test_profile_run_writes_speedscope_and_flamegraph(tmp_path):
     why = _pyspy_usable()
     if why:

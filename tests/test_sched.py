@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import random
 import signal
 import time
 from collections.abc import Callable
@@ -24,11 +23,9 @@ from stress.config import RunConfig
 from stress.documents import Schedule, load_schedule
 from stress.engine import sched
 from stress.engine.sched import (
-    BLOCKED,
     CTL_DIVERGED,
     CTL_NDIVERGED,
     CTL_NLOG,
-    CTL_STEP,
     CTL_TOKEN,
     EXITED,
     TokenScheduler,
@@ -103,12 +100,24 @@ def test_load_schedule_of_uncontrolled_run_says_so(tmp_path: Path) -> None:
         load_schedule(tmp_path)
 
 
-def test_jitter_point_zero_probability_is_inert() -> None:
+def test_jitter_point_acts_with_probability_p(monkeypatch: pytest.MonkeyPatch) -> None:
+    """P = 0 never yields nor spins (free mode's cost is one random draw); P = 1 acts at
+    every point, half of the time by yielding the core.  Draws are seeded: exact counts."""
+    yields = []
+    monkeypatch.setattr(os, "sched_yield", lambda: yields.append(1))
     p = sched.jitter_point(0.0, 1)
     for _ in range(1000):
         p("x")
+    assert yields == []
     q = sched.jitter_point(1.0, 1)
-    q("x")  # delays, but returns
+    for _ in range(1000):
+        q("x")
+    assert 400 < len(yields) < 600
+    yields.clear()
+    r = sched.jitter_point(0.1, 1)
+    for _ in range(2000):
+        r("x")
+    assert 50 < len(yields) < 150  # about 2000 * 0.1 * 0.5
 
 
 def test_controller_refuses_replay_without_schedule() -> None:
@@ -171,12 +180,14 @@ def _pct_run(seed: int, depth: int = 2, steps: int = 4 * ROUNDS) -> tuple[int, S
     return arr.view("counter")[0], read_schedule(arr.view, 2, seed, depth, steps)
 
 
+@pytest.mark.smp
 def test_pct_is_deterministic_per_seed() -> None:
     a = _pct_run(11)
     b = _pct_run(11)
     assert a == b
 
 
+@pytest.mark.smp
 def test_pct_finds_the_lost_update_and_free_order_does_not_matter() -> None:
     results = {seed: _pct_run(seed)[0] for seed in range(12)}
     assert all(ROUNDS <= v <= 2 * ROUNDS for v in results.values())
@@ -184,6 +195,7 @@ def test_pct_finds_the_lost_update_and_free_order_does_not_matter() -> None:
     assert any(v == 2 * ROUNDS for v in results.values()), results  # and not in every seed
 
 
+@pytest.mark.smp
 def test_pct_records_every_switch_and_steps() -> None:
     _, s = _pct_run(3)
     assert s.switches[0][0] == 0  # who started
@@ -193,6 +205,7 @@ def test_pct_records_every_switch_and_steps() -> None:
     assert all(cpu in (-1, 0, 1) for _, cpu, _ in s.switches)
 
 
+@pytest.mark.smp
 def test_replay_reproduces_a_failing_schedule() -> None:
     failing = next((seed, r) for seed in range(20) for r in [_pct_run(seed)] if r[0] < 2 * ROUNDS)
     seed, (value, recorded) = failing
@@ -205,6 +218,7 @@ def test_replay_reproduces_a_failing_schedule() -> None:
     assert ctl[CTL_NLOG] == len(recorded.switches)
 
 
+@pytest.mark.smp
 def test_replay_of_a_different_program_reports_divergence() -> None:
     seed = 5
     _, recorded = _pct_run(seed)
@@ -240,6 +254,7 @@ def _blocker(arr: SharedArrays, k: int) -> None:
         os._exit(0)
 
 
+@pytest.mark.smp
 def test_blocked_cpu_passes_the_token_and_gets_it_back() -> None:
     for seed in range(4):
         arr = _arrays()
@@ -266,18 +281,13 @@ def _dies_holding(arr: SharedArrays, k: int) -> None:
         os._exit(0)
 
 
+@pytest.mark.smp
 def test_token_of_a_dead_holder_is_taken_over() -> None:
     arr = _arrays()
     prepare_arena(arr.view, 2, "pct", 1, 2, 50)
     _run_children(arr, _dies_holding, timeout=30)
     assert arr.view("counter")[0] == 11
     assert arr.view("sc_ctl")[sched.CTL_ORPHANS] >= 1
-
-
-def test_state_names_cover_states() -> None:
-    assert sched.STATE_NAMES[BLOCKED] == "blocked" and sched.STATE_NAMES[EXITED] == "exited"
-    assert CTL_STEP != CTL_TOKEN
-    assert random.Random(1).random() == random.Random(1).random()
 
 
 def _until_stopped(arr: SharedArrays, k: int) -> None:
@@ -300,6 +310,7 @@ def _stop_arrays() -> SharedArrays:
                         + (ArraySpec("flag", "q", 1, "manager stop"), ArraySpec("turns", "q", 2, "per CPU")))
 
 
+@pytest.mark.smp
 def test_stop_is_raised_at_a_sched_point_and_replayed_at_the_same_step() -> None:
     arr = _stop_arrays()
     prepare_arena(arr.view, 2, "pct", 4, 2, 100)
@@ -335,6 +346,7 @@ def _busy_then_idle(arr: SharedArrays, k: int) -> None:
         os._exit(0)
 
 
+@pytest.mark.smp
 def test_load_flag_changes_at_a_sched_point_and_replays_at_the_same_step() -> None:
     """The manager's load-off (final drain, idle between rounds) is seen at a recorded
     step, so a replay goes idle exactly where the recorded run did."""

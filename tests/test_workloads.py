@@ -16,6 +16,8 @@ from stress.engine.runner import execute
 from stress.workloads import WORKLOADS, arena_arrays, workload_class
 from stress.workloads.common import pairs
 
+pytestmark = pytest.mark.smp  # every test here runs stress workers (docs/testing.md)
+
 #: the workloads where every CPU works all along: not the race-* ones (each stages one race,
 #: tests/race) nor burst (one CPU at a time by design, so a 1 s run leaves the others idle)
 GENERAL = tuple(name for name in WORKLOADS if not name.startswith("race-") and name != "burst")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from allocator import M_NOWAIT, M_PKTHDR, M_WAITOK, MT_DATA, ZONE_MBUF, Uma, UmaConfig, UmaPanic
-from allocator.layout import KEG_CLUSTER, ArraySpec
+from allocator.layout import KEG_CLUSTER, KEG_NAMES, ArraySpec
 from allocator.witness import findings, witness_arrays
 from stress.audit import assess
 from stress.engine import sched
@@ -360,24 +360,36 @@ def _fork(uma: Uma, scenario: str, k: int, parts: int, ncpus: int, mode: str, se
         os._exit(code)
 
 
+def wedged_with_free_items(uma: Uma, asleep: list[Any]) -> bool:
+    """The wedge oracle of the wakeup rows: a CPU asleep in zonelimit while *its own*
+    keg has free items (a wakeup was lost).  Another keg's free items say nothing: a CPU
+    asleep for a cluster while the mbuf keg holds 14 free mbufs is a true exhaustion."""
+    return any(uma.keg_free(KEG_NAMES.index(s.keg)) > 0 for s in asleep)
+
+
 def _wait(uma: Uma, pids: list[int], ncpus: int, timeout: float, wedge_wait: float) -> bool:
     """Wait for every participant; a CPU asleep in zonelimit while every other one has
-    finished, for ``wedge_wait`` seconds, with free items in its keg, is a wedge."""
+    finished, for ``wedge_wait`` seconds, with free items in its keg, is a wedge.  Asleep
+    with nothing free in its keg is the scenario's own deadlock: an error, not a verdict."""
     left = dict(enumerate(pids))
     end = time.monotonic() + timeout
     asleep_since: float | None = None
     wedged = False
+    exhausted: list[int] = []
     while left:
         for k, pid in list(left.items()):
             if os.waitpid(pid, os.WNOHANG)[0]:
                 del left[k]
         if not left:
             break
-        sleepers = {s.cpu for s in uma.sleepers()}
+        asleep = uma.sleepers()
+        sleepers = {s.cpu for s in asleep}
         if sleepers and set(left) <= sleepers:
             asleep_since = asleep_since or time.monotonic()
             if time.monotonic() - asleep_since > wedge_wait:
-                wedged = any(uma.keg_free(k) > 0 for k in range(2))
+                wedged = wedged_with_free_items(uma, asleep)
+                if not wedged:
+                    exhausted = sorted(sleepers)
                 break
         else:
             asleep_since = None
@@ -387,6 +399,9 @@ def _wait(uma: Uma, pids: list[int], ncpus: int, timeout: float, wedge_wait: flo
     for pid in left.values():
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+    if exhausted:
+        raise RuntimeError(f"CPUs {exhausted} asleep in zonelimit with nothing free in their keg: the "
+                           "scenario exhausted its limit (a resource deadlock, no row's oracle)")
     if left and not wedged:
         raise TimeoutError(f"scenario did not finish in {timeout} s; still running: {sorted(left)}")
     return wedged

@@ -19,12 +19,17 @@ conservation audit, the wedge check.
 from __future__ import annotations
 
 import os
+import signal
+import time
 
 import pytest
 
+from allocator import KEG_CLUSTER, KEG_MBUF, M_WAITOK, ZONE_CLUSTER, ZONE_MBUF, Uma, UmaConfig
+from allocator.layout import LOCK_KEG_CLUSTER
+from allocator.lock import P_ZFREE_INTERNAL
 from tests.race import harness as h
 
-pytestmark = pytest.mark.race
+pytestmark = [pytest.mark.race, pytest.mark.smp]
 
 #: verdict classes each row's oracle reports (stress/race.py HUNTS says the same for full runs)
 CLASSES = {
@@ -110,3 +115,42 @@ def test_no_injection_no_finding_on_parallel_cores(scenario: str) -> None:
 def test_pct_sweep_finds_every_race(inject: str) -> None:
     found = [s for s in range(40) if _run(inject, "pct", s).verdict in CLASSES[inject]]
     assert found, f"{inject}: no pct seed of 0..39 fails"
+
+
+def _ask_for_a_cluster(uma: Uma) -> None:
+    uma.cpu(0).zalloc(ZONE_CLUSTER, M_WAITOK)  # sleeps in zonelimit: CPU 1 holds every cluster
+    os._exit(0)
+
+
+def test_wedge_oracle_reads_the_sleepers_own_keg() -> None:
+    """The harness calls a wedge a lost wakeup only when the sleeper's own keg has free
+    items.  CPU 0 asleep for a cluster while the mbuf keg has free mbufs (a true
+    exhaustion) is not one; a cluster freed without a wakeup is."""
+    uma = Uma.create(UmaConfig(ncpus=2, nmbclusters=h.LIMIT))
+    pid = 0
+    try:
+        c1 = uma.cpu(1)
+        clusters = [c1.zalloc(ZONE_CLUSTER, M_WAITOK) for _ in range(h.LIMIT)]
+        c1.zfree(ZONE_MBUF, c1.zalloc(ZONE_MBUF, M_WAITOK))  # the mbuf keg now has a slab of free mbufs
+        pid = os.fork()
+        if pid == 0:
+            _ask_for_a_cluster(uma)
+        end = time.monotonic() + 30
+        while not uma.sleepers() and time.monotonic() < end:
+            time.sleep(0.01)
+        asleep = uma.sleepers()
+        assert [(s.cpu, s.keg) for s in asleep] == [(0, "mbuf_cluster")]
+        assert uma.keg_free(KEG_MBUF) > 0 and uma.keg_free(KEG_CLUSTER) == 0
+        assert not h.wedged_with_free_items(uma, asleep)
+        # A free that wakes nobody (what lost-wakeup and wake-one leave behind).
+        mgr = uma.manager()
+        mgr.lock(LOCK_KEG_CLUSTER, P_ZFREE_INTERNAL)
+        mgr.slab_free_item(KEG_CLUSTER, clusters.pop())
+        mgr.unlock(LOCK_KEG_CLUSTER)
+        asleep = uma.sleepers()
+        assert [s.cpu for s in asleep] == [0] and h.wedged_with_free_items(uma, asleep)
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        uma.close()

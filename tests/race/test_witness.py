@@ -12,6 +12,8 @@ import mmap
 import os
 from collections.abc import Callable
 
+import pytest
+
 from allocator.layout import ITEMSIZE, LOCK_BUCKET, LOCK_KEG_CLUSTER, LOCK_KEG_MBUF, NLOCKS, ArraySpec
 from allocator.witness import (
     CLASS_NAMES,
@@ -62,6 +64,7 @@ def _take(w: Witness, first: tuple[int, str], second: tuple[int, str]) -> None:
     w.on_release(first[0])
 
 
+@pytest.mark.smp
 def test_reversal_across_processes_names_both_points() -> None:
     a = Arrays(witness_arrays(2))
     _in_child(lambda: _take(Witness(a.view, 0), (LOCK_KEG_MBUF, "zone_alloc_bucket"),
@@ -78,6 +81,7 @@ def test_reversal_across_processes_names_both_points() -> None:
     assert "lock order reversal" in line and "zone_alloc_bucket" in line and "keg_free" in line
 
 
+@pytest.mark.smp
 def test_same_order_everywhere_is_clean() -> None:
     a = Arrays(witness_arrays(2))
     for row in (0, 1):

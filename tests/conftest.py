@@ -1,0 +1,130 @@
+"""pytest setup for zonelimit: the ``smp`` marker rule and the ``--hog`` option.
+
+The rule (docs/testing.md): a test is marked ``smp`` when it starts a second process
+(fork, multiprocessing, subprocess, a stress run and its workers) or depends on the wall
+clock (sleeps, deadlines, durations, time budgets).  Every such test must hold beside a
+CPU hog on every core: ``tox -e hog`` runs ``pytest -m smp --hog --count 20``.
+
+The rule is enforced where it can be seen: an unmarked test whose setup or call starts a
+process or sleeps fails, naming the marker.  Python's audit hooks (PEP 578) see every
+``os.fork``, ``subprocess.Popen``, ``os.posix_spawn``, ``os.system`` and ``time.sleep``;
+a deadline computed from ``time.monotonic`` has no audit event and is marked by hand.
+"""
+
+from __future__ import annotations
+
+import multiprocessing.util
+import os
+import sys
+import time
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from tests.hog import Hog
+
+#: audit events that mean "this test uses another process or the wall clock"
+WATCHED = frozenset({"os.fork", "os.forkpty", "subprocess.Popen", "os.posix_spawn", "os.posix_spawnp",
+                     "os.system", "os.exec", "time.sleep"})
+#: the events seen during the current test's setup or call; None when no test is watched
+_seen: set[str] | None = None
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if _seen is not None and event in WATCHED:
+        _seen.add(event)
+
+
+def _forget_in_child() -> None:
+    """A forked child is not the test: it stops recording (and pays one test per event)."""
+    global _seen
+    _seen = None
+
+
+def _spawn_audited(spawn: Any) -> Any:
+    """multiprocessing's spawn and forkserver start methods exec a fresh interpreter
+    through ``_posixsubprocess.fork_exec``, which raises no audit event: raise one."""
+    def spawnv_passfds(path: Any, args: Any, passfds: Any) -> Any:
+        sys.audit("os.posix_spawn", path, args)
+        return spawn(path, args, passfds)
+    return spawnv_passfds
+
+
+def _sleep_audited(sleep: Any) -> Any:
+    """``time.sleep`` raises its audit event only from Python 3.13 on: raise it here."""
+    def audited_sleep(secs: float) -> None:
+        sys.audit("time.sleep", secs)
+        sleep(secs)
+    return audited_sleep
+
+
+sys.addaudithook(_audit)  # cannot be removed; costs one comparison per event outside a test
+if sys.version_info < (3, 13):
+    time.sleep = _sleep_audited(time.sleep)
+os.register_at_fork(after_in_child=_forget_in_child)
+multiprocessing.util.spawnv_passfds = _spawn_audited(multiprocessing.util.spawnv_passfds)  # type: ignore[attr-defined]
+
+
+_HOG = pytest.StashKey[Hog]()  #: the session's hog, when --hog
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("zonelimit")
+    group.addoption("--hog", action="store_true",
+                    help="run the session beside a CPU hog: one busy-loop process per usable core, "
+                         "pinned, same nice value, killed at the end (docs/testing.md)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("hog") and not config.option.collectonly:
+        budget = config.getoption("session_timeout", None)
+        lifetime = float(budget) + 600 if budget else 4 * 3600.0  # a hog never outlives a stuck session
+        hog = Hog.start(lifetime)
+        config.stash[_HOG] = hog
+        config.add_cleanup(hog.stop)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    hog = config.stash.get(_HOG, None)
+    if hog is None:
+        return None
+    pids = ", ".join(f"core {c}: pid {p.pid}" for c, p in zip(hog.cores, hog.procs, strict=False))
+    return f"hog: {len(hog.procs)} busy-loop processes ({pids})"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A hog that died during the session means it did not run beside a hog: say so, and
+    fail the session rather than report a hog run that was not one."""
+    hog = session.config.stash.get(_HOG, None)
+    if hog is None:
+        return
+    hog.stop()
+    if hog.died_early:
+        sys.stderr.write(f"hog: the hog on core(s) {hog.died_early} died during the session: "
+                         "the tests did not all run beside a hog\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _watching(item: pytest.Item) -> Generator[None, Any, Any]:
+    """Record the watched events of one phase; fail an unmarked test that had any."""
+    global _seen
+    _seen = seen = set()
+    try:
+        res = yield
+    finally:
+        _seen = None
+    if seen and item.get_closest_marker("smp") is None:
+        pytest.fail(f"this test uses {', '.join(sorted(seen))} but is not marked smp: mark it "
+                    "(pytest.mark.smp) so that it runs beside the CPU hog (docs/testing.md)", pytrace=False)
+    return res
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, Any]:
+    return (yield from _watching(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    return (yield from _watching(item))
