@@ -33,6 +33,7 @@ from typing import Any
 from stress import config as _config
 from stress import documents, options
 from stress.config import RunConfig, resolve_era
+from stress.commands.run import MAX_STEPS, STEPS_PER_S
 from stress.cpulist import usable_cores
 from stress.options import EX_FAIL, EX_OK, EX_TESTER, UsageError
 from stress.workloads import WORKLOADS
@@ -112,7 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oversubscribe", action="store_true",
                         help="allow more CPUs than usable cores (default: off)")
     parser.add_argument("--duration", type=options.seconds(), default=None, metavar="S",
-                        help="seconds per seed (default: the injection's hunt profile, see docs/races.md)")
+                        help="seconds per seed; under pct, converted to scheduling steps at "
+                             f"{STEPS_PER_S:,} per second (default: the injection's hunt profile, see "
+                             "docs/races.md)")
+    parser.add_argument("--steps", type=options.whole_number(1, MAX_STEPS), default=None, metavar="N",
+                        help="with --sched pct: scheduling steps per seed; the run, its callout and its "
+                             "wedge test are placed by step, so a seed gives the same verdict on any machine "
+                             "(default: the duration's)")
     parser.add_argument("--workload", type=options.one_of(tuple(WORKLOADS)), default=None, metavar="NAME",
                         help="workload (default: the injection's hunt profile)")
     parser.add_argument("--era", type=options.one_of(_config.ERAS), default=None, metavar="ERA",
@@ -137,7 +144,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def hunt_config(inject: tuple[str, ...], seed: int, sched: str, *, cpus: int | None = None, pct_depth: int = 3,
                 jitter: float | None = None, duration: float | None = None, workload: str | None = None,
                 era: str | None = None, nmbclusters: int | None = None, wedge_timeout: float | None = None,
-                invariants: bool = True, oversubscribe: bool = False, out: str | None = None) -> RunConfig:
+                invariants: bool = True, oversubscribe: bool = False, out: str | None = None,
+                steps: int = 0) -> RunConfig:
     """The RunConfig of one hunt run: the first injection's profile, overridden by
     explicit values; the era preset's knobs (modern by default: fixed allocator)."""
     h = HUNTS[inject[0]]
@@ -153,7 +161,8 @@ def hunt_config(inject: tuple[str, ...], seed: int, sched: str, *, cpus: int | N
         interval=1.0, wedge_timeout=wedge_timeout if wedge_timeout is not None else h.wedge_timeout,
         seed=seed, inject=inject, sched=sched,
         jitter=(jitter if jitter is not None else 0.05) if sched == "jitter" else 0.0,
-        pct_depth=pct_depth, invariants=invariants, oversubscribe=oversubscribe, out=out, verbosity=-1,
+        pct_depth=pct_depth, steps=steps if sched == "pct" else 0, invariants=invariants,
+        oversubscribe=oversubscribe, out=out, verbosity=-1,
     )
 
 
@@ -280,6 +289,8 @@ def _hunt(args: argparse.Namespace) -> int:
         raise UsageError("--inject: name at least one race: " + ", ".join(_config.INJECTIONS))
     if args.jitter is not None and args.sched != "jitter":
         raise UsageError(f"--jitter: only with --sched jitter (got --sched {args.sched})")
+    if args.steps is not None and args.sched != "pct":
+        raise UsageError(f"--steps: only with --sched pct (got --sched {args.sched})")
     oversubscribe = args.oversubscribe
     cpus = args.cpus
     if cpus is None:  # the profile's: its roles need that many, so oversubscribe if must
@@ -292,7 +303,7 @@ def _hunt(args: argparse.Namespace) -> int:
                         jitter=args.jitter,
                         duration=args.duration, workload=args.workload, era=args.era,
                         nmbclusters=args.nmbclusters, wedge_timeout=args.wedge_timeout,
-                        invariants=not args.no_invariants, oversubscribe=oversubscribe)
+                        invariants=not args.no_invariants, oversubscribe=oversubscribe, steps=args.steps or 0)
             for seed in args.seeds]
     quiet = args.quiet or args.json
 

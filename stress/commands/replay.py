@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oversubscribe", action="store_true",
                         help="allow the recorded CPU count to exceed this machine's usable cores "
                              "(default: as recorded)")
+    parser.add_argument("--steps", type=options.whole_number(1, run.MAX_STEPS), default=None, metavar="N",
+                        help="replaying a recorded schedule: stop at step N, to look at the state just "
+                             "before a failure (default: where the recorded run stopped)")
     run.add_output_arguments(parser, run_folder=False)
 
 
@@ -108,6 +111,11 @@ def _replay_config(args: argparse.Namespace) -> tuple[RunConfig, dict[str, objec
         followed = prepare_replay(run_dir, cfg)
     except ValueError as exc:
         raise UsageError(f"RUN_DIR: {run_dir}: schedule: {exc}") from None
+    if args.steps is not None:
+        if followed.sched != "replay":
+            raise UsageError(f"--steps: {run_dir} holds no recorded schedule (a {cfg.sched} run re-runs its "
+                             "seed): there is no step to stop at")
+        followed = followed.replace(steps=args.steps)
     out = Path(args.out) if args.out is not None else new_folder(run_dir, "replay", numbered=True)
     return followed.replace(out=str(out), json=args.json, verbosity=verbosity, oversubscribe=oversubscribe), doc
 

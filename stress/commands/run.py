@@ -38,6 +38,9 @@ from stress.options import UsageError
 from stress.output import monitor
 from stress.workloads import WORKLOADS
 
+STEPS_PER_S = 30_000  #: nominal steps per second of a pct run (stress.engine.sched.plan, next commit)
+MAX_STEPS = 10**12  #: a bound no run reaches: about a year at the nominal rate
+
 HELP = "one stress run (the default command)"
 DESCRIPTION = ("One stress run: workers pinned to cores, live netstat -m, watchdog, audit, run folder.\n"
                "Exit 0 ok, 1 the allocator failed, 2 usage, 3 the tester failed, 130 interrupted.")
@@ -137,6 +140,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pct-depth", type=options.whole_number(1, 64), default=d["pct_depth"], metavar="D",
                    help="PCT bug depth: D-1 priority change points, with --sched pct "
                         f"(default: {d['pct_depth']})")
+    g.add_argument("--steps", type=options.whole_number(1, MAX_STEPS), default=None, metavar="N",
+                   help="with --sched pct: the run's length in scheduling steps; its rounds, trimming "
+                        "callout and wedge test are placed by step too, so one seed gives one schedule and "
+                        "one verdict on any machine (default: --duration, or the rounds, at "
+                        f"{STEPS_PER_S:,} steps per second)")
 
     g = parser.add_argument_group("debugging and profiling")
     g.add_argument("--invariants", action="store_true",
@@ -202,6 +210,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                          "here allowed: free, jitter, pct")
     if args.jitter and sched != "jitter":
         raise UsageError(f"--jitter: only with --sched jitter (got --sched {sched})")
+    if args.steps is not None and sched != "pct":
+        raise UsageError(f"--steps: only with --sched pct (a run placed by step; got --sched {sched})")
     jitter = args.jitter if args.jitter is not None else (0.01 if sched == "jitter" else _DEFAULTS["jitter"])
 
     inject = tuple(dict.fromkeys(n for group in (args.inject or []) for n in group))
@@ -239,6 +249,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         sched=sched,
         jitter=jitter,
         pct_depth=args.pct_depth,
+        steps=args.steps or 0,
         invariants=args.invariants,
         lock_profile=args.lock_profile,
         profile=args.profile,
