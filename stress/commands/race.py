@@ -32,9 +32,10 @@ from typing import Any
 
 from stress import config as _config
 from stress import documents, options
+from stress.commands.run import MAX_STEPS
 from stress.config import RunConfig, resolve_era
-from stress.commands.run import MAX_STEPS, STEPS_PER_S
 from stress.cpulist import usable_cores
+from stress.engine.sched.plan import STEPS_PER_S
 from stress.options import EX_FAIL, EX_OK, EX_TESTER, UsageError
 from stress.workloads import WORKLOADS
 
@@ -175,6 +176,18 @@ def detection_time(doc: dict[str, Any]) -> float:
     return float(doc.get("duration_s", 0.0) or 0.0)
 
 
+def detection_step(doc: dict[str, Any]) -> int | None:
+    """The step of detection in a run placed by step: the wedge's, else the step at
+    which the run stopped (the audit's findings are known then); None otherwise."""
+    wedge = doc.get("wedge")
+    if isinstance(wedge, dict) and isinstance(wedge.get("at_step"), int):
+        return int(wedge["at_step"])
+    schedule = doc.get("schedule")
+    if isinstance(schedule, dict) and schedule.get("budget") and isinstance(schedule.get("total_steps"), int):
+        return int(schedule["total_steps"])
+    return None
+
+
 def caught_by_oracle(doc: dict[str, Any], verdicts: frozenset[str]) -> bool:
     """Whether a run's verdict is the class the row's oracle reports.
 
@@ -204,11 +217,17 @@ class SeedResult:
     detected_s: float
     folder: Path
     expected: bool  #: the verdict is one the injection's oracle reports
+    detected_step: int | None = None  #: pct: the step of the wedge (or of the stop), placed by step
 
     @property
     def failed(self) -> bool:
         """The system under test failed (any verdict class)."""
         return self.exit_code == EX_FAIL
+
+    @property
+    def interrupted(self) -> bool:
+        """A stop signal cut this seed's run: no verdict on the allocator."""
+        return self.verdict == "interrupted"
 
     @property
     def found(self) -> bool:
@@ -221,13 +240,17 @@ class SeedResult:
     def line(self) -> str:
         """``seed 3: leak after 1.42 s  replay: python -m stress replay ...``."""
         what = self.verdict if self.expected or not self.failed else f"{self.verdict} (not this row's oracle)"
+        if self.interrupted:
+            return f"seed {self.seed}: interrupted (no verdict)"
         if not self.failed:
             return f"seed {self.seed}: {what}"
-        return f"seed {self.seed}: {what} after {self.detected_s:.2f} s  replay: {self.replay_command()}"
+        when = f"at step {self.detected_step:,}" if self.detected_step is not None else f"after {self.detected_s:.2f} s"
+        return f"seed {self.seed}: {what} {when}  replay: {self.replay_command()}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "verdict": self.verdict, "exit_code": self.exit_code,
-                "detected_s": round(self.detected_s, 3), "folder": str(self.folder),
+                "detected_s": round(self.detected_s, 3), "detected_step": self.detected_step,
+                "folder": str(self.folder),
                 "expected_class": self.expected, "replay": self.replay_command()}
 
 
@@ -241,18 +264,32 @@ def _execute() -> Execute:
 
 
 def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
-             echo: Callable[[str], None] | None = None, stop_first: bool = False) -> list[SeedResult]:
-    """Run each configuration (one per seed) into ``root/seed-N`` and classify it."""
+             echo: Callable[[str], None] | None = None, stop_first: bool = False,
+             stop: Any = None) -> list[SeedResult]:
+    """Run each configuration (one per seed) into ``root/seed-N`` and classify it.
+
+    ``stop`` (the command's stress.engine.stopping.StopSignals): after a stop signal no
+    new seed starts; the seed it cut is kept, with its verdict ``interrupted``."""
     ex = execute or _execute()
     out = []
     for cfg in cfgs:
+        if stop is not None and stop.requested:
+            break
         folder = root / f"seed-{cfg.seed}"
         folder.mkdir(parents=True, exist_ok=True)
-        doc = ex(cfg.replace(out=str(folder)), folder)
+        try:
+            doc = ex(cfg.replace(out=str(folder)), folder)
+        except KeyboardInterrupt:  # stopped before the run started (stopping.Stopped)
+            if not any(folder.iterdir()):
+                folder.rmdir()
+            if stop is None:
+                raise
+            break
         verdict = str(doc.get("verdict", "error"))
         code = int(doc.get("exit_code", EX_TESTER))
-        expected = caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts) if cfg.inject else verdict == "ok"
-        r = SeedResult(cfg.seed, verdict, code, detection_time(doc), folder, expected)
+        expected = (verdict != "interrupted" and
+                    (caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts) if cfg.inject else verdict == "ok"))
+        r = SeedResult(cfg.seed, verdict, code, detection_time(doc), folder, expected, detection_step(doc))
         out.append(r)
         if echo is not None:
             echo(r.line())
@@ -261,13 +298,17 @@ def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
     return out
 
 
-def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str) -> str:
+def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str, stopped: str | None = None) -> str:
     """``found in k of n seeds (inject refcount-eq0, sched pct)``, plus the seeds that
-    failed some other way, if any."""
-    k = sum(r.found for r in results)
-    other = sum(r.failed and not r.found for r in results)
+    failed some other way, if any, and the stop signal that cut the hunt short.  A seed
+    the signal cut is not counted among the n."""
+    done = [r for r in results if not r.interrupted]
+    k = sum(r.found for r in done)
+    other = sum(r.failed and not r.found for r in done)
     extra = f"; {other} other failures" if other else ""
-    return f"found in {k} of {len(results)} seeds (inject {','.join(inject)}, sched {sched}){extra}"
+    if stopped:
+        extra += f"; interrupted by {stopped} after {len(done)} seeds"
+    return f"found in {k} of {len(done)} seeds (inject {','.join(inject)}, sched {sched}){extra}"
 
 
 def default_root(inject: tuple[str, ...]) -> Path:
@@ -313,16 +354,23 @@ def _hunt(args: argparse.Namespace) -> int:
     if not quiet:
         print(f"hunting {','.join(inject)} over seeds {args.seeds.start}..{args.seeds.stop - 1} "
               f"({args.sched}, {cpus} CPUs) into {root}", flush=True)
-    results = run_hunt(cfgs, root, echo=None if quiet else echo, stop_first=args.stop_first)
-    line = summary_line(results, inject, args.sched)
+    from stress.engine import stopping
+
+    with stopping.command_signals() as stop:
+        results = run_hunt(cfgs, root, echo=None if quiet else echo, stop_first=args.stop_first, stop=stop)
+        stopped = stop.freeze()  # race.json, written next, says whether a signal cut the hunt
+    line = summary_line(results, inject, args.sched, stopped)
     doc = documents.race_document(inject=list(inject), sched=args.sched, folder=root,
                                   seeds=[r.to_dict() for r in results], found=sum(r.found for r in results),
                                   summary=line)
+    doc["interrupted"] = stopped  # the signal that cut the hunt short, or null
     documents.write_race_json(root, doc)
     if args.json:
         print(documents.doc_text(doc, documents.RACE_FORMAT, indent=1), end="")
     else:
         print(line)
+    if stopped:
+        return stopping.EXIT_CODES.get(stopped, options.EX_SIGINT)
     if any(r.failed for r in results):
         return EX_FAIL
     if any(r.exit_code not in (EX_OK, EX_FAIL) for r in results):

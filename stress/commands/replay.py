@@ -83,10 +83,13 @@ def prepare_replay(run_dir: Path, cfg: RunConfig) -> RunConfig:
         raise ValueError(f"{SCHEDULE_FILE} unreadable: {exc}") from None
     if s.ncpus != cfg.cpus:
         raise ValueError(f"{SCHEDULE_FILE} was recorded for {s.ncpus} CPUs, run.json says {cfg.cpus}")
-    # The replay stops its workers when the recording is used up; give it room to get
-    # there even if following a schedule is slower than recording it was.  (The manager
-    # still runs out its duration: it does not end when every worker has left.)
-    return cfg.replace(sched="replay", replay_from=str(run_dir), duration=cfg.duration * 2 + 2.0)
+    # A schedule with a step plan (every pct run since issue 11) is placed by step: its
+    # budget, rounds, callout and wedge test come from schedule.json, the replay ends where
+    # the recording stops, and its own ``steps`` (``--steps``) only cuts it shorter.  An
+    # older schedule, recorded against the wall clock, stops its workers when the
+    # recording is used up: give it room to get there even if following a schedule is
+    # slower than recording it was.
+    return cfg.replace(sched="replay", replay_from=str(run_dir), duration=cfg.duration * 2 + 2.0, steps=0)
 
 
 def _replay_config(args: argparse.Namespace) -> tuple[RunConfig, dict[str, object]]:

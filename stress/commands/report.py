@@ -17,6 +17,7 @@ from typing import Any
 
 from stress import options
 from stress.documents import PLOT_PNG, DocumentError, load_run
+from stress.engine import stopping
 from stress.output import monitor
 from stress.output.plots import plot_run
 from stress.samples import NETSTAT_TXT, SAMPLES_CSV, SamplesError
@@ -85,7 +86,10 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         docs = [doc for _, doc in runs]
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
         return 0
+    stop = stopping.current()
     for i, (folder, doc) in enumerate(runs):
+        if stop is not None and stop.requested:  # a stop signal: no further folder
+            break
         if i:
             print()
         for line in report_lines(doc, folder, netstat=not args.no_netstat):

@@ -34,11 +34,11 @@ from stress import config as _config
 from stress import documents, options
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import format_cpulist, usable_cores
+from stress.engine.sched.plan import STEPS_PER_S
 from stress.options import UsageError
 from stress.output import monitor
 from stress.workloads import WORKLOADS
 
-STEPS_PER_S = 30_000  #: nominal steps per second of a pct run (stress.engine.sched.plan, next commit)
 MAX_STEPS = 10**12  #: a bound no run reaches: about a year at the nominal rate
 
 HELP = "one stress run (the default command)"
@@ -279,13 +279,25 @@ def start_run(cfg: RunConfig, what: str = "run") -> int:
 def main_run(cfg: RunConfig) -> int:
     """Print the configuration and the CPU map, run, print the summary (or only run.json
     with --json); return the run's exit code."""
+    from stress.engine import stopping
     from stress.engine.pinning import PinningError, cpu_map
-    from stress.engine.runner import execute
+    from stress.engine.runner import execute, mark_interrupted
 
     try:
         mapping = cpu_map(cfg.cpus, cfg.oversubscribe)
     except PinningError as exc:
         return options.usage_error(f"--cpus: {exc}")
+    with stopping.command_signals() as stop:
+        stop.check()  # stopped before the run: no folder
+        return _run_and_print(cfg, mapping, execute, mark_interrupted, stop)
+
+
+def _run_and_print(cfg: RunConfig, mapping: dict[int, int], execute: Callable[..., dict[str, Any]],
+                   mark_interrupted: Callable[..., dict[str, Any]], stop: Any) -> int:
+    """The run, then what a person reads.  Once run.json is written the signals are
+    frozen: one that came before is written into run.json (``interrupted``), one that
+    comes while the summary prints changes nothing (the result is complete and says
+    how the run ended), so the process's exit code is always run.json's."""
     folder = Path(cfg.out) if cfg.out else documents.default_run_dir(cfg)
     talk = not cfg.json and cfg.verbosity >= 0
     echo: Callable[[str], None] | None = None
@@ -297,6 +309,10 @@ def main_run(cfg: RunConfig) -> int:
         for line in monitor.mapping_lines(mapping):
             echo(line)
     doc = execute(cfg, folder, echo)
+    late = stop.freeze()
+    if late and doc.get("verdict") != "interrupted":
+        doc = mark_interrupted(doc, late, "while the results were written")
+        documents.write_run_json(folder, doc)
     if cfg.json:
         sys.stdout.write(documents.run_json_text(doc))
         sys.stdout.flush()
