@@ -136,7 +136,6 @@ class RunState:
     stall: Stall | None = None
     panicked: bool = False
     stopped_at: float | None = None  #: time.monotonic() when the run's stop began
-    signal_elapsed: float | None = None  #: seconds into the run when the stop signal came
     workers_gone_s: float | None = None  #: seconds from the stop signal until every worker was reaped
 
 
@@ -191,7 +190,6 @@ class Manager:
                 if self.signals.requested:  # stopped while the arena was made: start nothing
                     self.uma.request_stop()
                     self.state.stop_reason = "interrupted"
-                    self.state.signal_elapsed = 0.0
                 else:
                     if cfg.profile:  # py-spy must attach before the fork to follow the workers
                         self.profile_handle = profile.start(self.out, os.getpid())
@@ -237,8 +235,6 @@ class Manager:
     def _signalled(self) -> None:
         """The stop hook (called from the signal handler): raise the arena's stop flag,
         so every worker leaves at its next loop turn whatever the manager is doing."""
-        if self.state.signal_elapsed is None and self.state.t0:
-            self.state.signal_elapsed = time.monotonic() - self.state.t0
         if self.uma is not None:
             self.uma.request_stop()
 
@@ -576,6 +572,11 @@ class Manager:
         signal_name = self.signals.name
         at = (self.signals.at - st.t0) if (self.signals.at is not None and st.t0) else 0.0
         interrupted = f"interrupted at {min(at, duration):.1f} s of {o.planned_s:g} s by {signal_name}"
+        ctrl = self.controller
+        if signal_name and ctrl is not None and ctrl.by_step and uma is not None:
+            ctl = uma.view("sc_ctl")  # the step at which the workers saw the stop
+            stopped = int(ctl[sched.schedule.CTL_STOPSTEP]) or int(ctl[sched.CTL_STEP])
+            interrupted = f"interrupted at step {stopped:,} of {ctrl.plan.budget:,} by {signal_name}"
         verdict = audit.assess(report, payload_errors=payload_errors, panics=panics,
                                wedged=st.wedge is not None, lock_order_findings=lock_order, error=error,
                                stalled=st.stall.reason() if st.stall is not None else None,
