@@ -257,6 +257,8 @@ def run_document(cfg: RunConfig, outcome: RunOutcome) -> dict[str, Any]:
         doc["audit_lines"] = o.audit_lines
     if o.schedule is not None:
         doc["schedule"] = o.schedule
+    if o.noise is not None:
+        doc["noise"] = o.noise
     return doc
 
 
