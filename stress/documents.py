@@ -8,7 +8,8 @@ Every document and where it lives (cli.md, "The run folder"; docs/results-format
       netstat.txt     netstat -m as printed  stress.samples: append_netstat
       schedule.json   zonelimit.schedule/1   Schedule.save / load_schedule        (pct, replay)
     results/<stamp>-compare-<workload>-cpus<N>/compare.json
-                      zonelimit.compare/1    compare_document / write_compare_json / read_compare
+                      zonelimit.compare/2    compare_document / write_compare_json / read_compare
+                                             (reads /1 too: upgrade_compare)
     results/race-<stamp>-<inject>/race.json
                       zonelimit.race/1       race_document / write_race_json
     results/bench/<stamp>.json
@@ -41,6 +42,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +53,7 @@ from stress.samples import SAMPLES_CSV
 
 RUN_FORMAT = "zonelimit.run/1"  #: the number after the slash is the major version
 SCHEDULE_FORMAT = "zonelimit.schedule/1"
-COMPARE_FORMAT = "zonelimit.compare/1"
+COMPARE_FORMAT = "zonelimit.compare/2"
 RACE_FORMAT = "zonelimit.race/1"
 BENCH_FORMAT = "zonelimit.bench/1"
 
@@ -352,18 +354,44 @@ def load_schedule(run_dir: Path) -> Schedule:
 # --- compare.json, race.json, the bench document --------------------------------------------
 
 
-def compare_document(*, base: dict[str, Any], seeds: list[int], figures: list[dict[str, str]],
-                     rows: list[dict[str, Any]], max_spread: float, warnings: list[str],
-                     target: dict[str, Any]) -> dict[str, Any]:
-    """compare.json (``zonelimit.compare/1``): one row per configuration (docs/policies.md)."""
-    return {"format": COMPARE_FORMAT, "version": package_version(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-            "base": base, "repeat": len(seeds), "seeds": seeds, "figures": figures, "rows": rows,
-            "max_spread": max_spread, "warnings": warnings, "target": target}
+def iso_now() -> str:
+    """Now as ISO 8601 with the local offset and a colon in it: ``2026-12-08T10:11:12+01:00``."""
+    return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+
+
+#: RunConfig fields that are not run options: where a run writes and how it talks, and the
+#: seed a comparison sets per repeat.  compare.json's ``base`` never holds them.
+NOT_RUN_OPTIONS = ("out", "json", "verbosity", "seed", "replay_from")
+
+
+def compare_document(*, base: dict[str, Any], plan: dict[str, Any], variants: list[dict[str, Any]],
+                     created: str) -> dict[str, Any]:
+    """A new compare.json (``zonelimit.compare/2``, docs/results-format.md): the plan and
+    the variants, no run yet; stress.output.comparison.analyse fills the statistics."""
+    return {"format": COMPARE_FORMAT, "version": package_version(), "created": created, "finished": None,
+            "state": "running", "stop": None, "history": [],
+            "base": {k: v for k, v in base.items() if k not in NOT_RUN_OPTIONS},
+            "plan": plan, "variants": variants}
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a text file of a result folder (compare.txt) atomically, as :func:`write_doc`
+    writes a document: a temporary file, fsynced, renamed over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def compare_json_text(doc: dict[str, Any]) -> str:
-    """compare.json's text; an undefined figure (an infinite spread) is null."""
+    """compare.json's text; an undefined figure (an infinite half-width) is null."""
     return doc_text(finite_or_null(doc), COMPARE_FORMAT)
 
 
@@ -373,12 +401,49 @@ def write_compare_json(folder: Path, doc: dict[str, Any]) -> Path:
 
 
 def read_compare(folder: Path) -> dict[str, Any]:
-    """Read and check ``folder/compare.json``."""
+    """Read and check ``folder/compare.json``, upgraded to the current format (every
+    earlier version the project wrote is read: :func:`upgrade_compare`)."""
     path = Path(folder) / COMPARE_JSON
     try:
-        return read_doc(path, COMPARE_FORMAT)
+        doc = read_doc(path, COMPARE_FORMAT)
     except FileNotFoundError:
         raise DocumentError(f"{folder}: no {COMPARE_JSON} (not a comparison folder)") from None
+    try:
+        return upgrade_compare(doc)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DocumentError(f"{path}: damaged {doc.get('format')} document: {exc!r}") from None
+
+
+def upgrade_compare(doc: dict[str, Any]) -> dict[str, Any]:
+    """A compare document of any version this project wrote, as ``zonelimit.compare/2``.
+
+    ``zonelimit.compare/1`` (0.1.0, the references in results/reference/policies): a
+    ``rows`` list, one per ``--configs`` item (``label``, ``era``, ``policy``,
+    ``refcount``, ``wakeup``, ``policy_params``, ``runs``) and ``base`` with the display
+    options in it.  Its runs and their figures are kept as they were; the statistics
+    are recomputed by the reader (stress.output.comparison.analyse); the baseline is the
+    first row; ``upgraded_from`` names the original format."""
+    major = int(str(doc["format"]).partition("/")[2].split(".", 1)[0])
+    if major >= 2:
+        return doc
+    variants = []
+    for i, row in enumerate(doc["rows"]):
+        params = {f"{row['policy']}.{k}": f"{v:g}" for k, v in (row.get("policy_params") or {}).items()}
+        era, _, policy = str(row["label"]).partition(":")
+        options = {"era": era, **({"policy": policy} if policy else {}), **params}
+        config = {k: row[k] for k in ("era", "policy", "refcount", "wakeup") if k in row}
+        config["policy_params"] = dict(row.get("policy_params") or {})
+        runs = [{k: run.get(k) for k in ("dir", "seed", "verdict", "exit_code", "figures")} for run in row["runs"]]
+        variants.append({"name": str(row["label"]), "options": options, "config": config, "baseline": i == 0,
+                         "runs": runs})
+    seeds = [int(s) for s in doc.get("seeds") or []]
+    plan = {"seed": min(seeds) if seeds else 0, "repeat": int(doc.get("repeat") or len(seeds)),
+            "precision": None, "max_repeat": None, "baseline": variants[0]["name"] if variants else None}
+    return {"format": COMPARE_FORMAT, "version": doc.get("version"), "created": doc.get("created"),
+            "finished": doc.get("created"), "state": "complete", "stop": None, "history": [],
+            "upgraded_from": doc["format"],
+            "base": {k: v for k, v in (doc.get("base") or {}).items() if k not in NOT_RUN_OPTIONS},
+            "plan": plan, "variants": variants}
 
 
 def race_document(*, inject: list[str], sched: str, folder: Path, seeds: list[dict[str, Any]],
@@ -408,6 +473,17 @@ def bench_document(figures: list[dict[str, Any]], *, quick: bool, repeat_n: int,
         "missed": [f["id"] for f in figures if f["met"] is False],
         "figures": finite_or_null({f["id"]: f for f in figures}),
     }
+
+
+def read_bench(path: Path) -> dict[str, Any]:
+    """Read and check a bench file (``zonelimit.bench/1``), for ``bench --compare``."""
+    try:
+        doc = read_doc(Path(path), BENCH_FORMAT)
+    except FileNotFoundError:
+        raise DocumentError(f"{path}: no such bench file") from None
+    if not isinstance(doc.get("figures"), dict):
+        raise DocumentError(f"{path}: no \"figures\" object")
+    return doc
 
 
 def write_bench(out_dir: Path, doc: dict[str, Any]) -> Path:

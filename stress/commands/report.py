@@ -3,6 +3,8 @@
 ``python -m stress report RUN_DIR [RUN_DIR...]`` reads each folder through
 ``stress.documents.load_run`` and prints with the very functions a live run uses
 (``stress.output.monitor``), so a report reads exactly like the end of the run it describes.
+A comparison's folder (compare.json, of any format version the project wrote) prints its
+table, the statistics recomputed from its runs (``stress.commands.compare.compare_report``).
 Every folder is checked before anything is printed: one bad folder means exit 2 and
 no half report.
 """
@@ -16,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from stress import options
-from stress.documents import PLOT_PNG, DocumentError, load_run
-from stress.output import monitor
+from stress.documents import COMPARE_JSON, PLOT_PNG, RUN_JSON, DocumentError, finite_or_null, load_run, read_compare
+from stress.options import UsageError
+from stress.output import comparison, monitor
 from stress.output.plots import plot_run
 from stress.samples import NETSTAT_TXT, SAMPLES_CSV, SamplesError
 
@@ -27,7 +30,8 @@ DESCRIPTION = __doc__ or HELP
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``report``."""
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders holding run.json")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="run folders holding run.json, or comparison folders holding compare.json")
     parser.add_argument("--no-netstat", action="store_true",
                         help="leave out the netstat -m lines (default: print them)")
     parser.add_argument("--replot", action="store_true",
@@ -35,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print the run.json documents instead (one run: the document; several: a "
                              "JSON list) (default: off)")
+    parser.add_argument("--baseline", default=None, metavar="NAME",
+                        help="comparison folders: the variant the others are compared with (default: the one "
+                             "the comparison chose, or its first)")
 
 
 def netstat_section(doc: dict[str, Any], folder: Path) -> list[str]:
@@ -57,6 +64,19 @@ def ensure_plot(folder: Path, force: bool = False) -> Path | None:
     return plot_run(folder)
 
 
+def compare_document(folder: Path, baseline: str | None) -> dict[str, Any]:
+    """A comparison folder's compare.json (any format version), analysed, with the
+    baseline the user asked for."""
+    doc = read_compare(folder)
+    names = [v["name"] for v in doc["variants"]]
+    if baseline is not None:
+        if baseline not in names:
+            raise UsageError(f"--baseline: no variant named {baseline!r} in {folder} (variants: {', '.join(names)})")
+        for v in doc["variants"]:
+            v["baseline"] = v["name"] == baseline
+    return comparison.analyse(doc)
+
+
 def report_lines(doc: dict[str, Any], folder: Path, netstat: bool = True) -> list[str]:
     """Everything ``report`` prints for one run."""
     lines = [f"== {folder}"]
@@ -76,18 +96,26 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
     for name in args.run_dirs:
         folder = Path(name)
         try:
-            runs.append((folder, load_run(folder)))
-        except DocumentError as exc:
+            if (folder / COMPARE_JSON).is_file() and not (folder / RUN_JSON).is_file():
+                runs.append((folder, compare_document(folder, args.baseline)))
+            else:
+                runs.append((folder, load_run(folder)))
+        except (DocumentError, UsageError) as exc:
             if parser is not None:
                 parser.error(f"RUN_DIR: {exc}")
             return options.usage_error(f"RUN_DIR: {exc}")
     if args.json:
         docs = [doc for _, doc in runs]
-        print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+        print(json.dumps(finite_or_null(docs[0] if len(docs) == 1 else docs), indent=2))
         return 0
     for i, (folder, doc) in enumerate(runs):
         if i:
             print()
+        if "variants" in doc:  # a comparison
+            print(f"== {folder}")
+            for line in comparison.report_lines(doc):
+                print(line)
+            continue
         for line in report_lines(doc, folder, netstat=not args.no_netstat):
             print(line)
         try:
