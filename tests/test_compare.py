@@ -11,6 +11,7 @@ write the very document an uninterrupted one writes.  One test runs the real run
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from stress import stats
@@ -32,6 +34,16 @@ from stress.samples import SampleWriter
 COLUMNS = ["t", "running", "clusters_current", "packets_cache", "clusters_max", "ops"]
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference" / "policies"
 TIMINGS = ("created", "finished", "history", "version")  #: what may differ between two writes of one result
+
+
+SCHEMA = json.loads(importlib.resources.files("stress.schemas").joinpath("compare.schema.json").read_text())
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+
+def valid(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc``, checked against stress/schemas/compare.schema.json."""
+    VALIDATOR.validate(doc)
+    return doc
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -60,6 +72,8 @@ class FakeRunner:
     def __call__(self, cfg: RunConfig, out_dir: Path, echo: Any = None) -> dict[str, Any]:
         self.calls.append(cfg)
         assert out_dir.is_dir() and not any(out_dir.iterdir()), "compare claims a new, empty folder"
+        if (out_dir.parent / "compare.json").exists():
+            valid(json.loads((out_dir.parent / "compare.json").read_text()))  # as written while running
         if self.stranded is not None:
             stranded = self.stranded(cfg)
         else:
@@ -96,7 +110,7 @@ def run(argv: list[str], fake: FakeRunner | None = None) -> int:
 
 
 def load(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "compare.json").read_text())
+    return valid(json.loads((folder / "compare.json").read_text()))
 
 
 def without_timings(doc: dict[str, Any]) -> dict[str, Any]:
@@ -212,7 +226,7 @@ def test_report_of_the_committed_v1_references_recomputes_the_statistics(capsys:
 
 @pytest.mark.parametrize("folder", sorted(p.name for p in REFERENCE.iterdir() if (p / "compare.json").exists()))
 def test_every_committed_reference_is_read(folder: str) -> None:
-    doc = comparison.analyse(read_compare(REFERENCE / folder))
+    doc = valid(json.loads(json.dumps(comparison.analyse(read_compare(REFERENCE / folder)))))
     assert doc["repeats"] == 3 and all(len(v["runs"]) == 3 for v in doc["variants"])
     assert comparison.report_lines(doc)
 
@@ -521,6 +535,18 @@ def test_merge_reads_the_first_format_and_refuses_other_variants(tmp_path: Path,
     assert compare.main(parse(["--merge", str(REFERENCE / "steady"), str(REFERENCE / "burst-percpu"),
                                "--out", str(tmp_path / "o"), "-q"])) == 2
     assert "has other variants" in capsys.readouterr().err
+
+
+def test_the_schema_can_fail() -> None:
+    doc = {"format": "zonelimit.compare/2", "version": "0.1.0", "created": "2026-12-08T10:11:12+01:00",
+           "finished": None, "state": "running", "stop": None, "history": [], "base": {"cpus": 2},
+           "plan": {"seed": 0, "repeat": 3, "precision": None, "max_repeat": None, "baseline": "a"},
+           "variants": [{"name": "a", "options": {}, "config": {}, "baseline": True, "runs": []}]}
+    valid(doc)
+    for bad in ({"base": {"cpus": 2, "verbosity": -1}}, {"created": "2026-12-08T10:11:12+0100"},
+                {"state": "complete"}, {"stop": {"reason": "SIGHUP", "exit_code": 129}}):
+        with pytest.raises(jsonschema.ValidationError):
+            valid({**doc, **bad})
 
 
 def test_json_prints_the_document(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
