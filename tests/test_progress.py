@@ -56,6 +56,13 @@ def test_the_bar_shows_runs_done_the_current_run_and_an_eta() -> None:
     assert "k1 seed 0: ok, 1,000 ops/s" in text
 
 
+def test_eta_is_the_pace_so_far() -> None:
+    assert progress_module.eta(30.0, 0, 6) == "-"
+    assert progress_module.eta(30.0, 2, 6) == "0:01:00"
+    assert progress_module.eta(4000.0, 1, 2) == "1:06:40"
+    assert progress_module.eta(30.0, 6, 6) == "0:00:00"
+
+
 def test_no_fork_while_the_bar_is_drawn() -> None:
     """The at-fork hook holds the bar's lock around a fork, so the refresh thread is
     never half-way through writing stdout when a worker is forked."""

@@ -611,8 +611,9 @@ def run_session(args: argparse.Namespace, out: Path, doc: dict[str, Any], cfgs: 
             print(line)
         print(f"compare folder: {out}")
     if stopped:
-        print(f"{options.PROG}: compare: stopped by {stopped}: {sum(len(v['runs']) for v in doc['variants'])} runs "
-              f"kept; complete it with: python -m stress compare --resume {out}", file=sys.stderr)
+        kept = sum(len(v["runs"]) for v in doc["variants"])
+        print(f"{options.PROG}: compare: stopped by {stopped}: {kept} run{'' if kept == 1 else 's'} kept; "
+              f"complete it with: python -m stress compare --resume {out}", file=sys.stderr)
     return exit_code(doc)
 
 

@@ -313,7 +313,7 @@ def warnings_for(doc: dict[str, Any]) -> list[str]:
         stop = doc.get("stop") or {}
         how = f"stopped by {stop['reason']}" if stop.get("reason") else "did not finish (killed?)"
         out.append(f"WARNING: PARTIAL comparison: {how}; every figure is from the runs that finished. "
-                   "Complete it with: python -m stress compare --resume FOLDER")
+                   "Complete it with: python -m stress compare --resume <this folder>")
     prec = doc.get("precision")
     if prec and prec.get("gave_up"):
         wide = ", ".join(f"{w['variant']} {BY_KEY[w['figure']].label} "

@@ -13,7 +13,8 @@ A person watching a comparison of forty runs wants to know how far it is and whe
 will end: runs done of the total, the current run's elapsed time and an ETA (rich's,
 from the pace of the runs done so far).  It is drawn only for a person: off under
 ``--quiet`` and whenever stdout is not a terminal (a pipe, a file, CI), where the
-commands' own lines are all there is.
+commands' own lines are all there is.  The ETA is the pace of the runs done so far
+(elapsed / done x left): the runs of one command are alike in length.
 
 Why our own refresh thread, and the fork guard.  The bar must tick while a run goes on,
 and a run is made in this very process: the manager forks its workers while the bar
@@ -57,6 +58,14 @@ os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                     after_in_child=_after_fork_in_child)
 
 
+def eta(elapsed: float, done: int, total: int) -> str:
+    """The time left at the pace so far (``h:mm:ss``), ``-`` before the first run ends."""
+    if done <= 0 or total <= done:
+        return "-" if done <= 0 else "0:00:00"
+    left = int(round(elapsed / done * (total - done)))
+    return f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+
+
 def wanted(quiet: bool, stream: TextIO | None = None) -> bool:
     """Whether to draw: not ``--quiet``, and the stream (stdout) is a terminal."""
     stream = stream if stream is not None else sys.stdout
@@ -79,6 +88,7 @@ class RunProgress:
         self.stream = stream if stream is not None else sys.stdout
         self.quiet_lines = quiet_lines
         self.lock = threading.Lock()
+        self.t0 = time.monotonic()
         self.run_started: float | None = None
         self.completed = 0
         self._done = threading.Event()
@@ -90,22 +100,15 @@ class RunProgress:
 
     def _open(self) -> None:
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         console = Console(file=self.stream, force_terminal=True)
         self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(self.what),
-            TextColumn("{task.fields[run]}"), TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(), console=console, auto_refresh=False, transient=True,
+            TextColumn("{task.fields[run]}"), TextColumn("elapsed"), TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}"), console=console, auto_refresh=False, transient=True,
             redirect_stdout=False, redirect_stderr=False)
-        self._task = self._progress.add_task("", total=self.total, run="")
+        self._task = self._progress.add_task("", total=self.total, run="", eta="ETA -")
         self._progress.start()
         _LIVE.append(self)
         self._thread = threading.Thread(target=self._refresh_loop, name="progress", daemon=True)
@@ -120,8 +123,9 @@ class RunProgress:
         """Redraw (the caller holds :attr:`lock`)."""
         if self._progress is None:
             return
-        run = "" if self.run_started is None else f"run {time.monotonic() - self.run_started:5.1f} s"
-        self._progress.update(self._task, run=run)
+        now = time.monotonic()
+        run = "" if self.run_started is None else f"run {now - self.run_started:5.1f} s"
+        self._progress.update(self._task, run=run, eta=f"ETA {eta(now - self.t0, self.completed, self.total)}")
         self._progress.refresh()
 
     def start(self, label: str) -> None:
