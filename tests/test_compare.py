@@ -442,6 +442,28 @@ def test_sigterm_between_runs_stops_before_the_next_run(tmp_path: Path) -> None:
     assert sum(len(v["runs"]) for v in doc["variants"]) == 3  # the run that finished is kept
 
 
+def test_a_stop_before_the_first_run_writes_a_truthful_empty_result(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = compare.new_plan
+
+    def interrupted_plan(args: argparse.Namespace) -> Any:
+        out = plan(args)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while compare prepares
+        return out
+
+    monkeypatch.setattr(compare, "new_plan", interrupted_plan)
+    fake = FakeRunner()
+    assert run(["--cpus", "1", "--configs", "modern:none,modern:median", "--out", str(tmp_path / "c"), "-q"],
+               fake) == 130
+    assert not fake.calls
+    doc = load(tmp_path / "c")
+    assert doc["state"] == "partial" and doc["repeats"] == 0 and doc["seeds"] == []
+    assert all(v["runs"] == [] and v["summary"]["stranded_avg"]["n"] == 0 for v in doc["variants"])
+    assert "no seed finished" in (tmp_path / "c" / "compare.txt").read_text()
+    assert compare.main(parse(["--resume", str(tmp_path / "c"), "-q"]), execute=fake) == 0
+    assert len(fake.calls) == 2 * compare.DEFAULT_REPEAT
+
+
 @pytest.mark.parametrize("cut", [1, 5, 8, 13])
 def test_resume_completes_a_cut_comparison_to_the_document_an_uninterrupted_one_writes(
         tmp_path: Path, cut: int) -> None:

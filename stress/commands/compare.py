@@ -652,14 +652,15 @@ def merge(args: argparse.Namespace) -> int:
             if diff:
                 raise UsageError(f"--merge: variant {v['name']} differs between {dirs[0]} and {d}: {diff[0]} "
                                  f"{a.get(diff[0])!r} vs {b.get(diff[0])!r}")
-    out = Path(args.out) if args.out else documents.new_folder(
-        Path("results"), f"{time.strftime('%Y%m%d-%H%M%S')}-compare-merged")
-    if args.out:
-        options.check_out(args.out)
-        out.mkdir(parents=True, exist_ok=True)
     baseline = args.baseline if args.baseline is not None else first["plan"].get("baseline") or names[0]
     if baseline not in names:
         raise UsageError(f"--baseline: no variant named {baseline!r} (variants: {', '.join(names)})")
+    if args.out:
+        options.check_out(args.out)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        out = documents.new_folder(Path("results"), f"{time.strftime('%Y%m%d-%H%M%S')}-compare-merged")
     merged_variants = []
     for v in first["variants"]:
         runs = []
