@@ -28,7 +28,7 @@ from stress.commands import compare, report
 from stress.config import RunConfig
 from stress.documents import COMPARE_FORMAT, read_compare, write_run_json
 from stress.output import comparison
-from stress.output.plots import idle_spans, limit_in_range, palette
+from stress.output.plots import idle_spans, limit_in_range, palette, planned_idle
 from stress.samples import SampleWriter
 
 COLUMNS = ["t", "running", "clusters_current", "packets_cache", "clusters_max", "ops"]
@@ -601,8 +601,12 @@ def test_palette_has_no_grey_and_limits_are_drawn_only_in_range() -> None:
 
 def test_idle_spans_are_where_the_load_was_off() -> None:
     t = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
-    assert idle_spans(t, [1, 1, 0, 0, 1, 0, 0]) == [(1.0, 4.0), (4.0, 6.0)]
+    assert idle_spans(t, [1, 1, 0, 0, 1, 0, 0]) == [(2.0, 4.0), (5.0, 6.0)]
     assert idle_spans(t, [1] * 7) == [] and idle_spans([], []) == []
+    rounds = {"rounds": 3, "round_length": 2.0, "idle": 1.0}
+    assert planned_idle(rounds, 9.0) == [(2.0, 3.0), (5.0, 6.0), (8.0, 9.0)]
+    assert planned_idle(rounds, 6.7) == [(2.0, 3.0), (5.0, 6.0)]  # a wedge ended it early
+    assert planned_idle({**rounds, "idle": 0.0}, 9.0) is None and planned_idle({}, 9.0) is None
 
 
 # --- the real runner --------------------------------------------------------------------------------

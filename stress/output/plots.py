@@ -88,13 +88,13 @@ def _no_samples(ax: Any) -> None:
     ax.text(0.5, 0.5, "no samples", ha="center", va="center", transform=ax.transAxes)
 
 
-def _plot_context(folder: Path) -> tuple[str, float | None, int]:
+def _plot_context(folder: Path) -> tuple[str, float | None, int, dict[str, Any]]:
     """From run.json when it is there: a title (what ran, how it ended), the wedge time,
-    and the clusters the final audit found lost (a true leak)."""
+    the clusters the final audit found lost (a true leak), and the configuration."""
     try:
         doc = load_run(folder)
     except DocumentError:
-        return folder.name, None, 0
+        return folder.name, None, 0, {}
     c = doc["config"]
     what = (f"{c.get('workload', '?')}, era {c.get('era', '?')} (refcount {c.get('refcount', '?')}, "
             f"wakeup {c.get('wakeup', '?')}, policy {c.get('policy', '?')}), {c.get('cpus', '?')} CPUs")
@@ -103,18 +103,32 @@ def _plot_context(folder: Path) -> tuple[str, float | None, int]:
     lost = ((doc.get("audit") or {}).get("lost") or {}).get("cluster") if isinstance(doc.get("audit"), dict) else 0
     return (f"{folder.name}\n{what}: verdict {doc.get('verdict', '?')}",
             float(at) if isinstance(at, (int, float)) else None,
-            int(lost) if isinstance(lost, int) else 0)
+            int(lost) if isinstance(lost, int) else 0, c)
+
+
+def planned_idle(config: dict[str, Any], end: float) -> list[tuple[float, float]] | None:
+    """The idle part of each round as the run planned it (``--rounds R --round-length S
+    --idle S``: the manager's schedule), cut at ``end``; None without rounds and idle."""
+    try:
+        rounds, length, idle = int(config["rounds"]), float(config["round_length"]), float(config["idle"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if rounds <= 0 or idle <= 0:
+        return None
+    spans = [(k * (length + idle) + length, (k + 1) * (length + idle)) for k in range(rounds)]
+    return [(a, min(b, end)) for a, b in spans if a < end]
 
 
 def idle_spans(t: list[float], running: list[float]) -> list[tuple[float, float]]:
-    """The stretches of time with the load off (samples.csv ``running`` 0): the idle
-    part of each round, and the final drain."""
+    """The stretches of time with the load off as the samples saw it (samples.csv
+    ``running`` 0), from the first idle sample to the next busy one: the samples bound
+    them, every ``--interval``."""
     spans: list[tuple[float, float]] = []
     start: float | None = None
-    for i, (ti, r) in enumerate(zip(t, running, strict=False)):
+    for ti, r in zip(t, running, strict=False):
         idle = not math.isnan(r) and r == 0
         if idle and start is None:
-            start = t[i - 1] if i else ti  # the load went off after the previous sample
+            start = ti
         elif not idle and start is not None:
             spans.append((start, ti))
             start = None
@@ -131,7 +145,8 @@ def plot_run(folder: Path, title: str | None = None) -> Path:
     numbers, with the cluster limit ``clusters_max`` as a dashed line.  The 2005 wedge
     shows as clusters current climbing to the limit while mbufs current stays flat.
     When the limit is far above every curve it is named in the legend instead of drawn,
-    so that it does not flatten them.  The idle part of each round (load off) is shaded.
+    so that it does not flatten them.  The idle part of each round (load off) is shaded,
+    as the run planned it (run.json's rounds), else as the samples saw it.
     Clusters the final audit found lost (the refcount race's true leak) are drawn apart
     from those in use: a red bar at the end of the run, from 0 to the lost count (netstat
     -m counts them in "current": nothing short of an audit can tell them apart while the
@@ -140,7 +155,7 @@ def plot_run(folder: Path, title: str | None = None) -> Path:
     folder = Path(folder)
     samples_path = folder / SAMPLES_CSV
     cols = read_samples(samples_path) if samples_path.exists() else {}
-    default_title, wedged_at, lost = _plot_context(folder)
+    default_title, wedged_at, lost, config = _plot_context(folder)
     t = cols.get("t", [])
 
     fig, ax_m, ax_c = _new_figure(9, 6, (1, 1))
@@ -150,7 +165,8 @@ def plot_run(folder: Path, title: str | None = None) -> Path:
         (ax_c, "mbuf clusters", (("clusters_current", current), ("clusters_cache", "cache"),
                                  ("packets_cache", "cached in packet zone"))),
     )
-    spans = idle_spans(t, cols.get("running", []))
+    planned = planned_idle(config, t[-1]) if t else None
+    spans = planned if planned is not None else idle_spans(t, cols.get("running", []))
     for ax, label, series in panels:
         drawn = [(name, ys) for col, name in series if (ys := cols.get(col)) and t]
         for name, ys in drawn:
