@@ -152,7 +152,13 @@ def write_doc(path: Path, doc: dict[str, Any], fmt: str, *, indent: int | None =
               exclusive: bool = False) -> Path:
     """Write ``doc`` to ``path`` atomically: a temporary file, fsynced, then renamed over
     ``path`` -- or, ``exclusive``, linked to ``path`` (FileExistsError if it exists)."""
-    text = doc_text(doc, fmt, indent)
+    return write_text(path, doc_text(doc, fmt, indent), exclusive=exclusive)
+
+
+def write_text(path: Path, text: str, *, exclusive: bool = False) -> Path:
+    """Write a file of a result folder atomically (a document, compare.txt): a temporary
+    file, fsynced, then renamed over ``path`` -- or, ``exclusive``, linked to ``path``
+    (FileExistsError if it exists)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -372,22 +378,6 @@ def compare_document(*, base: dict[str, Any], plan: dict[str, Any], variants: li
             "state": "running", "stop": None, "history": [],
             "base": {k: v for k, v in base.items() if k not in NOT_RUN_OPTIONS},
             "plan": plan, "variants": variants}
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write a text file of a result folder (compare.txt) atomically, as :func:`write_doc`
-    writes a document: a temporary file, fsynced, renamed over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def compare_json_text(doc: dict[str, Any]) -> str:

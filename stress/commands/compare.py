@@ -484,6 +484,16 @@ def write_all(out: Path, doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def show(args: argparse.Namespace, out: Path, doc: dict[str, Any], lines: list[str]) -> None:
+    """The table and the folder on stdout, or compare.json with --json."""
+    if args.json:
+        print(documents.compare_json_text(doc), end="")
+        return
+    for line in lines:
+        print(line)
+    print(f"compare folder: {out}")
+
+
 def exit_code(doc: dict[str, Any]) -> int:
     """130 / 143 after a stop; 3 if a run failed as a tester; else 0."""
     if doc.get("stop"):
@@ -603,13 +613,7 @@ def run_session(args: argparse.Namespace, out: Path, doc: dict[str, Any], cfgs: 
         if not quiet:
             progress.say(f"compare: {len(doc['variants'])} variants into {out}")
         stopped = Session(out, doc, cfgs, executor, progress, signals).run()
-    lines = finish(out, doc, stopped)
-    if args.json:
-        print(documents.compare_json_text(doc), end="")
-    else:
-        for line in lines:
-            print(line)
-        print(f"compare folder: {out}")
+    show(args, out, doc, finish(out, doc, stopped))
     if stopped:
         kept = sum(len(v["runs"]) for v in doc["variants"])
         print(f"{options.PROG}: compare: stopped by {stopped}: {kept} run{'' if kept == 1 else 's'} kept; "
@@ -682,11 +686,5 @@ def merge(args: argparse.Namespace) -> int:
                           enumerate(zip(dirs, docs, strict=True))]
     doc["state"] = "complete" if all(x.get("state") == "complete" for x in docs) else "partial"
     doc["finished"] = doc["created"]
-    lines = write_all(out, comparison.analyse(doc))
-    if args.json:
-        print(documents.compare_json_text(doc), end="")
-    else:
-        for line in lines:
-            print(line)
-        print(f"compare folder: {out}")
+    show(args, out, doc, write_all(out, comparison.analyse(doc)))
     return exit_code(doc)
