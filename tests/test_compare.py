@@ -299,6 +299,7 @@ def test_an_era_sweep_keeps_each_era_preset_and_explicit_options_beat_it(tmp_pat
     (["--variant", "a:nmbclusters=1"], "--variant a: --nmbclusters: must be a whole number"),
     (["--variant", "a:seed=3"], "--variant a: seed: not an option a variant can set"),
     (["--variant", "a:colour=red"], "--variant a: colour: not an option a variant can set"),
+    (["--variant", "a:lock-profile=0"], "--variant a: lock_profile: not an option a variant can set"),
     (["--variant", "a:policy=median,wss.periodic=1"], "--variant a: --policy-param: wss.periodic is a parameter"),
     (["--variant", "a:invariants=maybe"], "a switch takes 1 or 0"),
     (["--variant", "a:round-length=2"], "--variant a: --round-length: only meaningful with --rounds"),

@@ -79,9 +79,10 @@ DEFAULT_CONFIGS = ("2005", "2007") + tuple(f"modern:{p}" for p in POLICY_PARAMS)
 """The default comparison: --era 2005, --era 2007, --era modern with each policy."""
 DEFAULT_REPEAT = 3
 DEFAULT_MAX_REPEAT = 30
-#: run options a variant may not set: where the run writes and how it talks, and the seed
-#: (compare sets the seeds: that is what pairs the variants)
-NOT_VARIED = {"out", "json", "quiet", "verbose", "seed", "policy_param", "help"}
+#: run options a variant may not set: where the run writes and how it talks, the seed
+#: (compare sets the seeds: that is what pairs the variants) and --lock-profile (on in
+#: every run, the same cost for all, so that lock wait per op is measured)
+NOT_VARIED = {"out", "json", "quiet", "verbose", "seed", "policy_param", "help", "lock_profile"}
 #: compare's own options that shape the plan (refused with --resume / --merge)
 PLAN_OPTIONS = ("cpus", "duration", "workload", "configs", "variant", "sweep", "baseline", "repeat", "precision",
                 "max_repeat", "nmbclusters", "rounds", "round_length", "idle", "interval", "trim_interval",
