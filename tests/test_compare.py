@@ -306,6 +306,7 @@ def test_an_era_sweep_keeps_each_era_preset_and_explicit_options_beat_it(tmp_pat
     (["--variant", "a:policy=none", "--variant", "a:policy=wss"], "variant 'a' is listed twice"),
     (["--sweep", "nmbclusters=1024,0"], "--sweep nmbclusters=0: --nmbclusters: must be a whole number"),
     (["--baseline", "nope"], "--baseline: no variant named 'nope'"),
+    (["--seed", str(2**64 - 2), "--repeat", "3"], "--seed: the last repeat's seed must fit in 64 bits"),
     (["--max-repeat", "8"], "--max-repeat: only with --precision"),
     (["--precision", "5%", "--repeat", "9", "--max-repeat", "8"], "--max-repeat: must be at least the 9"),
 ])

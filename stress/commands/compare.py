@@ -342,6 +342,8 @@ def new_plan(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunConfig]]
         if max_repeat < repeat:
             raise UsageError(f"--max-repeat: must be at least the {repeat} repeats --precision starts with "
                              f"(got {max_repeat})")
+    if args.seed + (max_repeat or repeat) - 1 >= 2**64:
+        raise UsageError(f"--seed: the last repeat's seed must fit in 64 bits; at most {2**64 - (max_repeat or repeat)}")
     for cfg in cfgs:
         options.check_cpus(cfg.cpus, cfg.oversubscribe, remedy="or give the variant oversubscribe=1")
     base, own = shared_and_own(cfgs)
