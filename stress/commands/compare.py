@@ -342,8 +342,9 @@ def new_plan(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunConfig]]
         if max_repeat < repeat:
             raise UsageError(f"--max-repeat: must be at least the {repeat} repeats --precision starts with "
                              f"(got {max_repeat})")
-    if args.seed + (max_repeat or repeat) - 1 >= 2**64:
-        raise UsageError(f"--seed: the last repeat's seed must fit in 64 bits; at most {2**64 - (max_repeat or repeat)}")
+    most = max_repeat or repeat
+    if args.seed + most - 1 >= 2**64:
+        raise UsageError(f"--seed: the last repeat's seed must fit in 64 bits; at most {2**64 - most}")
     for cfg in cfgs:
         options.check_cpus(cfg.cpus, cfg.oversubscribe, remedy="or give the variant oversubscribe=1")
     base, own = shared_and_own(cfgs)
