@@ -280,6 +280,14 @@ def test_a_sweep_runs_the_cartesian_product(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "c").iterdir() if p.is_dir())[0] == "median.k=1_nmbclusters=1024-s0"
 
 
+def test_without_variants_the_default_configurations_run(tmp_path: Path) -> None:
+    fake = FakeRunner()
+    assert run(["--cpus", "1", "--repeat", "1", "--out", str(tmp_path / "c"), "-q"], fake) == 0
+    assert [v["name"] for v in load(tmp_path / "c")["variants"]] == list(compare.DEFAULT_CONFIGS)
+    assert [(c.era, c.policy) for c in fake.calls][:3] == [("2005", "none"), ("2007", "exhaustion"),
+                                                          ("modern", "none")]
+
+
 def test_an_era_sweep_keeps_each_era_preset_and_explicit_options_beat_it(tmp_path: Path) -> None:
     fake = FakeRunner()
     assert run(["--cpus", "1", "--repeat", "1", "--out", str(tmp_path / "c"), "-q",
