@@ -39,13 +39,13 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stress.config import RunConfig
 from stress.cpulist import format_cpulist, usable_cores
+from stress.files import new_folder, write_atomic
 from stress.outcome import RunOutcome
 from stress.samples import SAMPLES_CSV
 
@@ -75,35 +75,12 @@ def package_version() -> str:
         return "0+unknown"  # running from a checkout that was never installed
 
 
-# --- names that are never reused ------------------------------------------------------------
-
-
-def _claim(parent: Path, name: str, make: Callable[[Path], object], *, numbered: bool = False,
-           suffix: str = "") -> Path:
-    """The first of ``name``, ``name-2``, ``name-3``, ... (``name-1``, ... when ``numbered``),
-    plus ``suffix``, that ``make`` can create without replacing anything (it raises
-    FileExistsError when the name is taken)."""
-    n = 1
-    while True:
-        path = parent / ((f"{name}-{n}" if numbered or n > 1 else name) + suffix)
-        try:
-            make(path)
-        except FileExistsError:
-            n += 1
-            continue
-        return path
-
-
-def new_folder(parent: Path, name: str, *, numbered: bool = False) -> Path:
-    """Create and return a folder ``parent/name`` that did not exist (``name-2`` ... on a
-    clash; always numbered ``name-1``, ``name-2`` ... with ``numbered``)."""
-    parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
-    return _claim(parent, name, lambda p: p.mkdir(), numbered=numbered)
+# --- folders that are never reused -----------------------------------------------------------
 
 
 def default_run_dir(cfg: RunConfig, root: Path = Path("results")) -> Path:
-    """Create and return a fresh run folder ``root/<timestamp>-<workload>-<era>-<policy>-cpus<N>``."""
+    """Create and claim a fresh run folder ``root/<timestamp>-<workload>-<era>-<policy>-cpus<N>``
+    (:func:`stress.files.new_folder`; release it with :func:`stress.files.release_folder`)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return new_folder(root, f"{stamp}-{cfg.workload}-{cfg.era}-{cfg.policy}-cpus{cfg.cpus}")
 
@@ -150,22 +127,8 @@ def write_doc(path: Path, doc: dict[str, Any], fmt: str, *, indent: int | None =
               exclusive: bool = False) -> Path:
     """Write ``doc`` to ``path`` atomically: a temporary file, fsynced, then renamed over
     ``path`` -- or, ``exclusive``, linked to ``path`` (FileExistsError if it exists)."""
-    text = doc_text(doc, fmt, indent)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if exclusive:
-            os.link(tmp, path)
-        else:
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    data = doc_text(doc, fmt, indent).encode("utf-8")
+    return write_atomic(Path(path), lambda f: f.write(data), exclusive=exclusive)
 
 
 def check_format(fmt: object, expected: str, where: str) -> None:
@@ -409,6 +372,15 @@ def bench_document(figures: list[dict[str, Any]], *, quick: bool, repeat_n: int,
 
 
 def write_bench(out_dir: Path, doc: dict[str, Any]) -> Path:
-    """Write ``out_dir/<timestamp>.json``; an existing file is never replaced (``-2``, ...)."""
+    """Write ``out_dir/<timestamp>.json``; an existing file is never replaced (``-2``, ...):
+    each name is tried with ``link(2)``, which fails rather than replace."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return _claim(Path(out_dir), stamp, lambda p: write_doc(p, doc, BENCH_FORMAT, exclusive=True), suffix=".json")
+    n = 1
+    while True:
+        path = out_dir / (f"{stamp}-{n}.json" if n > 1 else f"{stamp}.json")
+        try:
+            return write_doc(path, doc, BENCH_FORMAT, exclusive=True)
+        except FileExistsError:
+            n += 1

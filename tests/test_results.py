@@ -1,4 +1,4 @@
-"""The run folder: naming never overwrites, samples survive a kill, run.json round-trips
+"""The run folder: naming never overwrites, samples are published whole, run.json round-trips
 and refuses what it cannot read, netstat.txt keeps order, plot.png is drawn."""
 
 from __future__ import annotations
@@ -62,14 +62,20 @@ def test_samples_round_trip(tmp_path: Path) -> None:
     assert path.read_text().splitlines()[2] == "1.0,4341,"
 
 
-def test_samples_are_on_disk_before_close(tmp_path: Path) -> None:
-    """A run killed mid-way keeps its samples: every row is flushed as written."""
+def test_samples_are_on_disk_before_close_under_a_temporary_name(tmp_path: Path) -> None:
+    """A run killed mid-way keeps its samples in the temporary (every row is flushed as
+    written); samples.csv appears only when the writer closes: a torn file never passes
+    as complete."""
     path = tmp_path / "samples.csv"
     w = SampleWriter(path, ["t", "x"])
     w.write({"t": 1, "x": 2})
-    assert path.read_text() == "t,x\n1,2\n"
+    assert not path.exists()
+    assert w.writing.parent == tmp_path and w.writing.name.startswith(".samples.csv.")
+    assert w.writing.read_text() == "t,x\n1,2\n"
     w.close()
     w.close()  # idempotent
+    assert path.read_text() == "t,x\n1,2\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["samples.csv"]
 
 
 def test_samples_refuse_unknown_columns(tmp_path: Path) -> None:
@@ -81,10 +87,13 @@ def test_samples_refuse_unknown_columns(tmp_path: Path) -> None:
         w.write({"t": 2})
 
 
-def test_torn_last_row_is_dropped(tmp_path: Path) -> None:
+def test_a_torn_row_is_damage_not_a_kill(tmp_path: Path) -> None:
+    """samples.csv is published whole, so a short row anywhere is refused (a kill leaves
+    only the temporary, never a torn samples.csv)."""
     path = tmp_path / "samples.csv"
     path.write_text("t,x\n1,2\n2,3\n3")
-    assert read_samples(path) == {"t": [1.0, 2.0], "x": [2.0, 3.0]}
+    with pytest.raises(SamplesError, match=":4: 1 cells for 2 columns"):
+        read_samples(path)
     path.write_text("t,x\n1\n2,3\n")
     with pytest.raises(SamplesError):
         read_samples(path)

@@ -47,6 +47,7 @@ from allocator.policy import POLICY_NAMES, POLICY_PARAMS
 from stress import documents, options
 from stress.config import ERAS, RunConfig, resolve_era
 from stress.cpulist import usable_cores
+from stress.files import FolderError, claim_folder, new_folder, write_text
 from stress.options import EX_OK, EX_SIGINT, EX_SIGTERM, EX_TESTER, UsageError
 from stress.output.comparison import figure_specs, rank_warnings, report_lines, row_summary, run_figures, target_check
 from stress.output.plots import plot_compare
@@ -185,13 +186,13 @@ def _base_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _compare_dir(args: argparse.Namespace, base: dict[str, Any]) -> Path:
     """--out (new or empty), or a new results/<stamp>-compare-<workload>-cpus<N>/."""
-    if args.out:
-        options.check_out(args.out)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        return out
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return documents.new_folder(Path("results"), f"{stamp}-compare-{base['workload']}-cpus{base['cpus']}")
+    try:  # claimed: this comparison's alone (stress/files.py), released by the command line
+        if args.out:
+            return claim_folder(Path(args.out))
+        return new_folder(Path("results"), f"{stamp}-compare-{base['workload']}-cpus{base['cpus']}")
+    except FolderError as exc:
+        raise UsageError(f"--out: {exc}") from None
 
 
 def run_compare(args: argparse.Namespace, execute: Execute,
@@ -242,7 +243,7 @@ def write_compare(out: Path, doc: dict[str, Any]) -> list[str]:
     """Write compare.json, compare.txt and compare.png into ``out``; return the report lines."""
     lines = report_lines(doc)
     documents.write_compare_json(out, doc)
-    (out / documents.COMPARE_TXT).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(out / documents.COMPARE_TXT, "\n".join(lines) + "\n")
     plot_compare(out, doc["rows"], out, doc["base"].get("nmbclusters"))
     return lines
 

@@ -34,6 +34,7 @@ from stress import config as _config
 from stress import documents, options
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import usable_cores
+from stress.files import FolderError, claim_folder, new_folder
 from stress.options import EX_FAIL, EX_OK, EX_TESTER, UsageError
 from stress.workloads import WORKLOADS
 
@@ -262,8 +263,8 @@ def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str)
 
 
 def default_root(inject: tuple[str, ...]) -> Path:
-    """Create results/race-<timestamp>-<inject>/, never an existing folder."""
-    return documents.new_folder(Path("results"), f"race-{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(inject)}")
+    """Create and claim results/race-<timestamp>-<inject>/, never an existing folder."""
+    return new_folder(Path("results"), f"race-{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(inject)}")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -287,7 +288,10 @@ def _hunt(args: argparse.Namespace) -> int:
         oversubscribe = oversubscribe or cpus > len(usable_cores())
     options.check_cpus(cpus, oversubscribe)
     options.check_out(args.out)
-    root = Path(args.out) if args.out else default_root(inject)
+    try:  # claimed: this hunt's alone (stress/files.py), released by the command line
+        root = claim_folder(Path(args.out)) if args.out else default_root(inject)
+    except FolderError as exc:
+        raise UsageError(f"--out: {exc}") from None
     cfgs = [hunt_config(inject, seed, args.sched, cpus=cpus, pct_depth=args.pct_depth,
                         jitter=args.jitter,
                         duration=args.duration, workload=args.workload, era=args.era,

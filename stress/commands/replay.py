@@ -21,7 +21,8 @@ from stress import config as _config
 from stress import options
 from stress.commands import run
 from stress.config import RunConfig
-from stress.documents import SCHEDULE_FILE, DocumentError, load_run, load_schedule, new_folder
+from stress.documents import SCHEDULE_FILE, DocumentError, load_run, load_schedule
+from stress.files import new_folder
 from stress.options import UsageError
 
 HELP = "re-run exactly what RUN_DIR/run.json recorded"
@@ -108,22 +109,24 @@ def _replay_config(args: argparse.Namespace) -> tuple[RunConfig, dict[str, objec
         followed = prepare_replay(run_dir, cfg)
     except ValueError as exc:
         raise UsageError(f"RUN_DIR: {run_dir}: schedule: {exc}") from None
-    out = Path(args.out) if args.out is not None else new_folder(run_dir, "replay", numbered=True)
-    return followed.replace(out=str(out), json=args.json, verbosity=verbosity, oversubscribe=oversubscribe), doc
+    return followed.replace(json=args.json, verbosity=verbosity, oversubscribe=oversubscribe), doc
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``replay RUN_DIR``: re-run exactly what RUN_DIR/run.json recorded, into a fresh folder."""
     try:
         cfg, doc = _replay_config(args)
+        # checked first, claimed last: a replay refused for any reason leaves no folder
+        folder = run.claim_out(args.out, lambda: new_folder(Path(args.run_dir), "replay", numbered=True))
     except UsageError as exc:
         parser.error(str(exc))
+    cfg = cfg.replace(out=str(folder))
     talk = not args.json and cfg.verbosity >= 0
     if talk:
         print(f"replay of {args.run_dir} (recorded verdict {doc.get('verdict', '?')}, exit "
               f"{doc.get('exit_code', '?')}) into {cfg.out}", file=sys.stderr, flush=True)
     options.oversubscription_warning(cfg.cpus)
-    code = run.start_run(cfg, "replay")
+    code = run.start_run(cfg, "replay", folder)
     recorded = doc.get("exit_code")
     if talk and isinstance(recorded, int) and code in (0, 1) and code != recorded:
         print(f"replay: exit {code} differs from the recorded exit {recorded}", file=sys.stderr)

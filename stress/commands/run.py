@@ -31,7 +31,7 @@ from typing import Any
 
 from allocator.policy import POLICY_NAMES, POLICY_PARAMS
 from stress import config as _config
-from stress import documents, options
+from stress import documents, files, options
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import format_cpulist, usable_cores
 from stress.options import UsageError
@@ -260,22 +260,40 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return start_run(cfg)
 
 
-def start_run(cfg: RunConfig, what: str = "run") -> int:
+def start_run(cfg: RunConfig, what: str = "run", folder: Path | None = None) -> int:
     """Hand a resolved configuration to :func:`main_run`, guarded (cli.md's exit codes)."""
-    return options.call_guarded(what, lambda: main_run(cfg))
+    return options.call_guarded(what, lambda: main_run(cfg, folder))
 
 
-def main_run(cfg: RunConfig) -> int:
-    """Print the configuration and the CPU map, run, print the summary (or only run.json
-    with --json); return the run's exit code."""
+def main_run(cfg: RunConfig, folder: Path | None = None) -> int:
+    """Claim the run folder (``folder``, already claimed, else --out or a new one), print
+    the configuration and the CPU map, run, print the summary (or only run.json with
+    --json); return the run's exit code."""
     from stress.engine.pinning import PinningError, cpu_map
-    from stress.engine.runner import execute
 
     try:
         mapping = cpu_map(cfg.cpus, cfg.oversubscribe)
     except PinningError as exc:
         return options.usage_error(f"--cpus: {exc}")
-    folder = Path(cfg.out) if cfg.out else documents.default_run_dir(cfg)
+    if folder is None:
+        folder = claim_out(cfg.out, lambda: documents.default_run_dir(cfg))
+    with files.holding(folder):  # released however the run ends; removed if nothing was written
+        return _run_into(cfg, folder, mapping)
+
+
+def claim_out(out: str | None, default: Callable[[], Path]) -> Path:
+    """Claim ``--out`` (new, or an empty folder) or make the default folder: the folder is
+    this run's alone (stress/files.py); any problem is a usage error naming --out."""
+    try:
+        return files.claim_folder(Path(out)) if out else default()
+    except files.FolderError as exc:
+        raise UsageError(f"--out: {exc}") from None
+
+
+def _run_into(cfg: RunConfig, folder: Path, mapping: dict[int, int]) -> int:
+    """The run itself, into a claimed ``folder``."""
+    from stress.engine.runner import execute
+
     talk = not cfg.json and cfg.verbosity >= 0
     echo: Callable[[str], None] | None = None
     if talk:
