@@ -128,7 +128,9 @@ def write_doc(path: Path, doc: dict[str, Any], fmt: str, *, indent: int | None =
     """Write ``doc`` to ``path`` atomically: a temporary file, fsynced, then renamed over
     ``path`` -- or, ``exclusive``, linked to ``path`` (FileExistsError if it exists)."""
     data = doc_text(doc, fmt, indent).encode("utf-8")
-    return write_atomic(Path(path), lambda f: f.write(data), exclusive=exclusive)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(path, lambda f: f.write(data), exclusive=exclusive)
 
 
 def check_format(fmt: object, expected: str, where: str) -> None:

@@ -35,8 +35,10 @@ class Recorder:
         self.exc = exc
         self.configs: list[RunConfig] = []
 
-    def __call__(self, cfg: RunConfig) -> int:
+    def __call__(self, cfg: RunConfig, folder: Path | None = None) -> int:
         self.configs.append(cfg)
+        if folder is not None:  # a claimed folder the run writes into (an empty one is removed)
+            (folder / "run.log").write_text("recorded\n")
         if self.exc is not None:
             raise self.exc
         return self.code
@@ -234,9 +236,13 @@ def test_rounds_set_the_duration(capsys: pytest.CaptureFixture[str], runner: Rec
     assert (cfg.rounds, cfg.round_length, cfg.idle, cfg.duration) == (3, 2.0, 0.5, 7.5)
 
 
-def test_explicit_duration_beats_rounds(capsys: pytest.CaptureFixture[str], runner: Recorder) -> None:
-    run_main(capsys, "--cpus", "1", "--rounds", "3", "--round-length", "2", "--duration", "4")
-    assert runner.cfg.duration == 4.0
+def test_duration_with_rounds_is_refused(capsys: pytest.CaptureFixture[str], runner: Recorder) -> None:
+    """The rounds decide a run's length; a --duration beside them would be recorded and
+    not honoured (a 2 s run became 60 s), so the pair is refused."""
+    code, _, err = run_main(capsys, "--cpus", "1", "--rounds", "3", "--round-length", "2", "--duration", "4")
+    assert code == 2 and runner.configs == []
+    assert err.strip().splitlines()[-1] == ("zonelimit: error: --duration: not with --rounds: a run of rounds "
+                                            "lasts rounds x (round-length + idle) = 6 s; give one or the other")
 
 
 def test_race_options(capsys: pytest.CaptureFixture[str], runner: Recorder) -> None:

@@ -185,18 +185,29 @@ def test_compare_one_repeat_says_no_spread_is_known(tmp_path: Path) -> None:
 @pytest.mark.parametrize("argv,needle", [
     (["--configs", "2006"], "--configs: unknown era '2006'"),
     (["--configs", "modern:lru"], "--configs: unknown policy 'lru'"),
-    (["--repeat", "0"], "--repeat: must be at least 1"),
+    (["--repeat", "0"], "--repeat: must be a whole number from 1 to 1000"),
     (["--policy-param", "median.q=1"], "has no parameter 'q'"),
-    (["--policy-param", "median.k=x"], "is not a number"),
-    (["--workload", "nope"], "--workload: unknown workload 'nope'"),
-    (["--cpus", "999"], "--cpus: must be 1 to"),
+    (["--policy-param", "median.k=x"], "is not a finite number"),
+    (["--policy-param", "median.k=nan"], "is not a finite number"),
+    (["--workload", "nope"], "--workload: must be one of"),
+    (["--cpus", "999"], "--cpus: must be a whole number from 1 to 256"),
+    (["--interval", "nan"], "--interval: must be a number of seconds"),
+    (["--duration", "inf"], "--duration: must be a number of seconds"),
+    (["--nmbclusters", "1"], "--nmbclusters: must be a whole number from"),
+    (["--rounds", "2", "--duration", "3"], "--duration: not with --rounds"),
+    (["--round-length", "2"], "--round-length: only meaningful with --rounds"),
+    (["--seed", "18446744073709551615", "--repeat", "2"], "--seed: repeat r runs seed + r - 1"),
 ])
 def test_bad_compare_options_give_one_line_and_exit_2(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
-    args = parse(["--cpus", "1", "--out", str(tmp_path / "c"), "-q", *argv])  # a later --cpus wins
-    assert compare.main(args, execute=FakeRunner()) == 2
+    """Refused before any run starts (nothing is executed: the engine is never reached)."""
+    from stress import cli
+
+    code = cli.main(["compare", "--cpus", "1", "--out", str(tmp_path / "c"), "-q", *argv])
     err = capsys.readouterr().err
-    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert code == 2, err
+    assert needle in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert not (tmp_path / "c").exists(), "a refused comparison leaves no folder"
 
 
 def test_compare_refuses_to_overwrite_a_previous_comparison(tmp_path: Path) -> None:

@@ -110,10 +110,10 @@ def parse_policy_params(items: Sequence[str]) -> dict[str, dict[str, float]]:
             allowed = ", ".join(POLICY_PARAMS[policy]) or "none"
             raise UsageError(
                 f"--policy-param: policy {policy!r} has no parameter {param!r} (allowed: {allowed})")
-        try:
-            out.setdefault(policy, {})[param] = float(value)
-        except ValueError:
-            raise UsageError(f"--policy-param: {item!r}: {value!r} is not a number") from None
+        number = options.finite_number(value)
+        if number is None:
+            raise UsageError(f"--policy-param: {item!r}: {value!r} is not a finite number")
+        out.setdefault(policy, {})[param] = number
     return out
 
 
@@ -132,29 +132,32 @@ def variant_config(base: dict[str, Any], v: Variant, seed: int,
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``python -m stress compare``."""
     whole, secs = options.whole_number, options.seconds
-    parser.add_argument("--cpus", type=whole(1), default=None, metavar="N",
+    parser.add_argument("--cpus", type=whole(1, options.MAX_CPUS), default=None, metavar="N",
                         help="simulated CPUs (default: usable cores)")
-    parser.add_argument("--duration", type=secs(), default=10.0, metavar="S", help="seconds per run (default 10)")
-    parser.add_argument("--workload", default="netperf", metavar="NAME",
+    parser.add_argument("--duration", type=secs(), default=None, metavar="S",
+                        help="seconds per run; not with --rounds (default 10)")
+    parser.add_argument("--workload", type=options.one_of(tuple(WORKLOADS)), default="netperf", metavar="NAME",
                         help="workload shape of every run, e.g. netperf, burst, netperf-nfs (default netperf)")
     parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), metavar="LIST",
                         help="comma-separated ERA or ERA:POLICY (default: %(default)s)")
-    parser.add_argument("--repeat", type=whole(), default=3, metavar="R", help="runs per configuration (default 3)")
+    parser.add_argument("--repeat", type=whole(1, options.MAX_REPEAT), default=3, metavar="R",
+                        help="runs per configuration (default 3)")
     parser.add_argument("--nmbclusters", type=whole(options.MIN_NMBCLUSTERS, options.MAX_NMBCLUSTERS),
                         default=None, metavar="N", help="cluster zone limit (default: run's)")
-    parser.add_argument("--rounds", type=whole(0), default=None, metavar="R", help="on/off rounds (default: run's)")
+    parser.add_argument("--rounds", type=whole(0, options.MAX_ROUNDS), default=None, metavar="R",
+                        help="on/off rounds (default: run's)")
     parser.add_argument("--round-length", type=secs(), default=None, metavar="S", help="seconds per round")
     parser.add_argument("--idle", type=secs(allow_zero=True), default=None, metavar="S",
                         help="idle seconds between rounds")
-    parser.add_argument("--interval", type=secs(), default=0.25, metavar="S",
+    parser.add_argument("--interval", type=secs(minimum=options.MIN_PERIOD), default=0.25, metavar="S",
                         help="sampling period: the figures are computed from these samples (default 0.25)")
-    parser.add_argument("--trim-interval", type=secs(), default=None, metavar="S",
+    parser.add_argument("--trim-interval", type=secs(minimum=options.MIN_PERIOD), default=None, metavar="S",
                         help="policy period (default: run's)")
     parser.add_argument("--wedge-timeout", type=secs(), default=None, metavar="S",
                         help="wedge timeout (default: run's)")
-    parser.add_argument("--page-budget", type=whole(0), default=None, metavar="PAGES",
+    parser.add_argument("--page-budget", type=whole(0, options.MAX_PAGE_BUDGET), default=None, metavar="PAGES",
                         help="pages the VM has for the kegs, 0 = none (default: run's)")
-    parser.add_argument("--seed", type=whole(0, 2**64 - 1), default=0, metavar="N",
+    parser.add_argument("--seed", type=whole(0, options.MAX_SEED), default=0, metavar="N",
                         help="seed of repeat 1; repeat r uses seed + r - 1")
     parser.add_argument("--policy-param", action="append", default=[], metavar="POLICY.PARAM=VALUE",
                         help="a policy parameter, e.g. median.k=3 (repeatable); see docs/policies.md")
@@ -170,12 +173,20 @@ def _base_options(args: argparse.Namespace) -> dict[str, Any]:
     """The RunConfig fields every configuration shares, checked (UsageError if bad)."""
     cpus = args.cpus if args.cpus is not None else len(usable_cores())
     options.check_cpus(cpus, False, remedy="compare does not oversubscribe")
-    if args.workload not in WORKLOADS:
-        allowed = ", ".join(WORKLOADS)
-        raise UsageError(f"--workload: unknown workload {args.workload!r} (allowed: {allowed})")
-    if args.repeat < 1:
-        raise UsageError(f"--repeat: must be at least 1 (got {args.repeat})")
-    base: dict[str, Any] = {"cpus": cpus, "duration": args.duration, "workload": args.workload,
+    options.check_out(args.out)
+    if args.seed + args.repeat - 1 > options.MAX_SEED:
+        raise UsageError(f"--seed: repeat r runs seed + r - 1, so --seed must be at most "
+                         f"{options.MAX_SEED - args.repeat + 1} with --repeat {args.repeat}, got {args.seed}")
+    rounds = args.rounds or 0
+    if not rounds:
+        for flag, value in (("--round-length", args.round_length), ("--idle", args.idle)):
+            if value is not None:
+                raise UsageError(f"{flag}: only meaningful with --rounds R (R >= 1)")
+    defaults = RunConfig(cpus=1)
+    duration = options.run_length(args.duration, rounds,
+                                  args.round_length if args.round_length is not None else defaults.round_length,
+                                  args.idle if args.idle is not None else defaults.idle, 10.0)
+    base: dict[str, Any] = {"cpus": cpus, "duration": duration, "workload": args.workload,
                             "lock_profile": True, "verbosity": -1}
     for opt in ("nmbclusters", "rounds", "round_length", "idle", "interval", "trim_interval", "wedge_timeout",
                 "page_budget"):

@@ -73,21 +73,7 @@ HUNTS: dict[str, Hunt] = {
 }
 
 
-def parse_seeds(text: str) -> range:
-    """``A..B`` (inclusive) or ``N``: the seeds to hunt over."""
-    try:
-        if ".." in text:
-            a, b = text.split("..", 1)
-            lo, hi = int(a), int(b)
-        else:
-            lo = hi = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be A..B or N (whole numbers), got {text!r}") from None
-    if lo < 0 or hi < lo:
-        raise argparse.ArgumentTypeError(f"must be A..B with 0 <= A <= B, got {text!r}")
-    if hi - lo >= 100000:
-        raise argparse.ArgumentTypeError(f"at most 100000 seeds at once, got {text!r}")
-    return range(lo, hi + 1)
+parse_seeds = options.seed_range  #: ``A..B`` (inclusive) or ``N``: the seeds to hunt over
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,8 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="free (real parallel cores), jitter (random delays at sched points), "
                              "pct (one CPU at a time, PCT priorities; failures replay exactly) "
                              "(default: pct)")
-    parser.add_argument("--pct-depth", type=options.whole_number(1, 64), default=_config.RunConfig.pct_depth,
-                        metavar="D", help="PCT bug depth, D-1 priority change points (default: %(default)s)")
+    parser.add_argument("--pct-depth", type=options.whole_number(1, options.MAX_PCT_DEPTH),
+                        default=_config.RunConfig.pct_depth, metavar="D",
+                        help="PCT bug depth, D-1 priority change points (default: %(default)s)")
     parser.add_argument("--jitter", type=options.probability, default=None, metavar="P",
                         help="probability of a delay at each sched point, with --sched jitter "
                              "(default: 0.05)")
@@ -119,7 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--era", type=options.one_of(_config.ERAS), default=None, metavar="ERA",
                         help="allocator preset the injection is added to (default: modern: the fixed "
                              "allocator, so only the injected defect can fire)")
-    parser.add_argument("--nmbclusters", type=options.whole_number(1, options.MAX_NMBCLUSTERS), default=None,
+    parser.add_argument("--nmbclusters", type=options.whole_number(options.MIN_NMBCLUSTERS, options.MAX_NMBCLUSTERS),
+                        default=None,
                         metavar="N", help="cluster limit (default: the injection's hunt profile)")
     parser.add_argument("--wedge-timeout", type=options.seconds(), default=None, metavar="S",
                         help="wedge watchdog timeout (default: the injection's hunt profile)")
