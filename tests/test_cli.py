@@ -22,6 +22,7 @@ from stress.commands import run as run_command
 from stress.config import RunConfig
 from stress.cpulist import format_cpulist, parse_cpulist
 from stress.documents import write_run_json
+from tests.fixtures import run_doc
 
 ROOT = Path(__file__).resolve().parent.parent
 NCORES = len(os.sched_getaffinity(0))
@@ -337,7 +338,7 @@ def test_module_command_crash_exits_3(capsys: pytest.CaptureFixture[str],
 def _saved_run(folder: Path, **changes: Any) -> Path:
     cfg = RunConfig(cpus=1, duration=2.0, seed=42, era="2005", refcount="buggy-eq0", wakeup="one",
                     policy="none").replace(**changes)
-    write_run_json(folder, {"config": cfg.to_dict(), "verdict": "wedged", "exit_code": 1})
+    write_run_json(folder, run_doc(cfg, outcome_changes={"verdict": "wedged", "exit_code": 1}))
     return folder
 
 
@@ -381,6 +382,7 @@ def test_replay_of_an_unreadable_schedule_exits_2(capsys: pytest.CaptureFixture[
     assert not runner.configs
 
 
+@pytest.mark.bad_documents
 def test_replay_of_a_bad_folder_exits_2(capsys: pytest.CaptureFixture[str], runner: Recorder,
                                         tmp_path: Path) -> None:
     for folder in (tmp_path / "missing", tmp_path):

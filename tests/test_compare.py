@@ -22,6 +22,7 @@ from stress.config import RunConfig
 from stress.documents import write_run_json
 from stress.output import comparison
 from stress.samples import SampleWriter
+from tests.fixtures import run_doc
 
 COLUMNS = ["t", "clusters_current", "packets_cache", "clusters_max", "ops"]
 
@@ -53,16 +54,16 @@ class FakeRunner:
                 w.write({"t": t, "clusters_current": 100 if load else 10, "packets_cache": cache,
                          "clusters_max": cfg.nmbclusters, "ops": 1000 * min(t, 3)})
         wedged = cfg.era == "2005"
-        doc = {
-            "config": cfg.to_dict(), "duration_s": t_end, "verdict": "wedged" if wedged else "ok",
-            "exit_code": 1 if wedged else 0,
-            "ops": {"total": 3000, "per_s": 500.0 + cfg.seed, "packets_per_s": 0.0 if wedged else 40.0},
-            "zones": [{"name": n, "req": 1000, "fail": 1 if wedged else 0, "sleep": 2 if wedged else 0,
-                       "misses": 10} for n in ("mbuf", "mbuf_cluster", "mbuf_packet")],
-            "locks": [{"name": "mbuf keg", "wait_total_us": 300.0}],
-            "wedge": {"at_s": 5.0} if wedged else None,
-            "samples": "samples.csv",
-        }
+        doc = run_doc(
+            cfg, duration_s=t_end, verdict="wedged" if wedged else "ok", exit_code=1 if wedged else 0,
+            ops={"total": 3000, "per_s": 500.0 + cfg.seed, "per_cpu_per_s": [500.0],
+                 "packets_per_s": 0.0 if wedged else 40.0},
+            zones=[{"name": n, "size": 256, "limit": 0, "used": 1, "free": 1, "req": 1000,
+                    "fail": 1 if wedged else 0, "sleep": 2 if wedged else 0, "misses": 10}
+                   for n in ("mbuf", "mbuf_cluster", "mbuf_packet")],
+            locks=[{"name": "mbuf keg", "count": 10, "contended": 1, "wait_total_us": 300.0}],
+            wedge={"at_s": 5.0, "zone": "mbuf_cluster", "wchan": "zonelimit", "sleeping_cpus": [0]}
+            if wedged else None)
         write_run_json(out_dir, doc)
         return doc
 

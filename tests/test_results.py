@@ -21,6 +21,7 @@ from stress.documents import (
 )
 from stress.output.plots import PLOT_COLUMNS, plot_run
 from stress.samples import SamplesError, SampleWriter, append_netstat, read_samples
+from tests.fixtures import run_doc
 
 CFG = RunConfig(cpus=2, workload="netperf", era="2005", policy="none")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -103,9 +104,7 @@ def test_a_torn_row_is_damage_not_a_kill(tmp_path: Path) -> None:
 
 
 def _doc() -> dict[str, object]:
-    return {"version": "0.1.0", "config": CFG.to_dict(), "verdict": "ok", "exit_code": 0,
-            "ops": {"total": np.int64(5), "per_s": 2.5, "per_cpu_per_s": np.array([1.0, 1.5])},
-            "wedge": None}
+    return run_doc(CFG, ops={"total": np.int64(5), "per_s": 2.5, "per_cpu_per_s": np.array([1.0, 1.5])})
 
 
 def test_run_json_round_trip(tmp_path: Path) -> None:
@@ -139,8 +138,9 @@ def test_run_json_refuses_nan_and_other_formats(tmp_path: Path) -> None:
     ('{"config": {}}', "no format"),
     ('{"format": "pyperf/1", "config": {}}', "not a zonelimit run"),
     ('{"format": "zonelimit.run/2", "config": {}}', "newer zonelimit"),
-    ('{"format": "zonelimit.run/1"}', "config"),
+    ('{"format": "zonelimit.run/1"}', "is a required property"),
 ])
+@pytest.mark.bad_documents
 def test_load_run_refuses_with_a_clear_message(tmp_path: Path, text: str | None, match: str) -> None:
     if text is not None:
         (tmp_path / "run.json").write_text(text)
@@ -149,7 +149,7 @@ def test_load_run_refuses_with_a_clear_message(tmp_path: Path, text: str | None,
 
 
 def test_load_run_accepts_minor_versions(tmp_path: Path) -> None:
-    (tmp_path / "run.json").write_text(json.dumps({"format": "zonelimit.run/1.3", "config": {}}))
+    (tmp_path / "run.json").write_text(json.dumps({**run_doc(CFG), "format": "zonelimit.run/1.3"}))
     assert load_run(tmp_path)["format"] == "zonelimit.run/1.3"
 
 

@@ -251,14 +251,14 @@ def main(args: argparse.Namespace) -> int:
     def echo(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    load0 = os.getloadavg()[0]
+    start = documents.host_start()
     t0 = time.perf_counter()
     figs = run_bench(quick=args.quick, repeat_n=args.repeat, only=args.only, echo=echo)
     elapsed = time.perf_counter() - t0
-    load1 = os.getloadavg()[0]
     doc = documents.bench_document([f.to_dict() for f in figs.values()], quick=args.quick,
                                    repeat_n=args.repeat or (3 if args.quick else 5), elapsed=elapsed,
-                                   loadavg=[load0, load1])
+                                   start=start)
+    load0, load1 = (x or 0.0 for x in doc["host"]["loadavg_1min"])
     busy = busy_warning(load0, load1, doc["host"]["cores"])
     try:
         path = documents.write_bench(out_dir, doc)

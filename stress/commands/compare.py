@@ -213,6 +213,7 @@ def run_compare(args: argparse.Namespace, execute: Execute,
     params = parse_policy_params(args.policy_param)
     base = _base_options(args)
     out = _compare_dir(args, base)
+    start = documents.host_start()
     seeds = [args.seed + r for r in range(args.repeat)]
     rows: list[dict[str, Any]] = []
     for v in variants:
@@ -246,7 +247,7 @@ def run_compare(args: argparse.Namespace, execute: Execute,
         shared.pop(knob, None)  # these vary per configuration or per repeat
     doc = documents.compare_document(base=shared, seeds=seeds, figures=figure_specs(), rows=rows,
                                      max_spread=args.max_spread, warnings=rank_warnings(rows, args.max_spread),
-                                     target=target_check(rows))
+                                     target=target_check(rows), start=start)
     return doc, out
 
 

@@ -294,11 +294,12 @@ def _hunt(args: argparse.Namespace) -> int:
     if not quiet:
         print(f"hunting {','.join(inject)} over seeds {args.seeds.start}..{args.seeds.stop - 1} "
               f"({args.sched}, {cpus} CPUs) into {root}", flush=True)
+    start = documents.host_start()
     results = run_hunt(cfgs, root, echo=None if quiet else echo, stop_first=args.stop_first)
     line = summary_line(results, inject, args.sched)
     doc = documents.race_document(inject=list(inject), sched=args.sched, folder=root,
                                   seeds=[r.to_dict() for r in results], found=sum(r.found for r in results),
-                                  summary=line)
+                                  summary=line, start=start)
     documents.write_race_json(root, doc)
     if args.json:
         print(documents.doc_text(doc, documents.RACE_FORMAT, indent=1), end="")

@@ -84,7 +84,7 @@ def _no_samples(ax: Any) -> None:
 def _plot_context(folder: Path) -> tuple[str, float | None]:
     """From run.json when it is there: a title (what ran, how it ended) and the wedge time."""
     try:
-        doc = load_run(folder)
+        doc = load_run(folder, validate=False)  # a title only: the schema's import is not worth it
     except DocumentError:
         return folder.name, None
     c = doc["config"]
