@@ -2,7 +2,7 @@
 
 Every document and where it lives (cli.md, "The run folder"; docs/results-format.md)::
 
-    results/<YYYYmmdd-HHMMSS>-<workload>-<era>-<policy>-cpus<N>/   new_folder / default_run_dir
+    results/<YYYYmmdd-HHMMSS>-<workload>-<era>-<policy>-cpus<N>/   default_run_dir (files.new_folder)
       run.json        zonelimit.run/1        run_document(cfg, outcome) / write_run_json / load_run
       samples.csv     one row per sample     stress.samples: SampleWriter / read_samples
       netstat.txt     netstat -m as printed  stress.samples: append_netstat
@@ -10,20 +10,24 @@ Every document and where it lives (cli.md, "The run folder"; docs/results-format
     results/<stamp>-compare-<workload>-cpus<N>/compare.json
                       zonelimit.compare/1    compare_document / write_compare_json / read_compare
     results/race-<stamp>-<inject>/race.json
-                      zonelimit.race/1       race_document / write_race_json
+                      zonelimit.race/1       race_document / write_race_json / read_race
     results/bench/<stamp>.json
-                      zonelimit.bench/1      bench_document / write_bench
+                      zonelimit.bench/1      bench_document / write_bench / read_bench
 
 Why these rules (after pyperf):
 
-- a result is never overwritten: :func:`new_folder` claims a name that is not taken
-  (``mkdir`` without ``exist_ok``; ``-2``, ``-3``, ... on a clash), a bench file is
-  published with ``link(2)``, which fails rather than replace;
-- every JSON document is written whole to a temporary file, fsynced and renamed
-  (:func:`write_doc`), so a kill leaves the previous state or the new one, never half a
-  file; samples are flushed per row, netstat lines appended per batch;
+- a result is never overwritten and a folder belongs to one run: folders are claimed
+  through stress/files.py (``new_folder``, ``claim_folder``: a ``mkdir`` only one process
+  can make), a bench file is published with ``link(2)``, which fails rather than replace;
+- every document is written whole under a temporary name, fsynced and renamed
+  (:func:`write_doc` -> ``stress.files.write_atomic``), so a kill leaves the previous
+  state or the new one, never half a file;
 - every reader checks the format string (:func:`check_format`) and refuses a newer
-  major version with one clear line instead of misreading it;
+  major version with one clear line instead of misreading it, then every field against
+  the document's JSON Schema (stress/schemas/, :func:`check_document`): one line naming
+  the field; earlier shapes are upgraded first, explicitly (:func:`_migrate`);
+- every document records its host (:func:`host_record`, after pyperf) and its times in
+  one ISO 8601 format (:func:`timestamp`);
 - JSON has no NaN: the writer refuses it; documents whose figures may be undefined
   (compare, bench) store them as null (:func:`finite_or_null`).
 
@@ -560,6 +564,23 @@ def race_document(*, inject: list[str], sched: str, folder: Path, seeds: list[di
 def write_race_json(folder: Path, doc: dict[str, Any]) -> Path:
     """Write ``folder/race.json`` atomically."""
     return write_doc(Path(folder) / RACE_JSON, doc, RACE_FORMAT, indent=1)
+
+
+def read_race(folder: Path) -> dict[str, Any]:
+    """Read and check ``folder/race.json``."""
+    path = Path(folder) / RACE_JSON
+    try:
+        return read_doc(path, RACE_FORMAT)
+    except FileNotFoundError:
+        raise DocumentError(f"{folder}: no {RACE_JSON} (not a race hunt folder)") from None
+
+
+def read_bench(path: Path) -> dict[str, Any]:
+    """Read and check a bench file (``results/bench/<stamp>.json``)."""
+    try:
+        return read_doc(Path(path), BENCH_FORMAT)
+    except FileNotFoundError:
+        raise DocumentError(f"{path}: no such bench file") from None
 
 
 def bench_document(figures: list[dict[str, Any]], *, quick: bool, repeat_n: int, elapsed: float,

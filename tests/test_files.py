@@ -3,6 +3,7 @@ folders one run owns (stress/files.py), and two real runs given the same --out."
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stress import files
+from stress import documents, files
 from stress.files import CLAIM, FolderError, TempFile, claim_folder, holding, new_folder, release_folder
 from stress.samples import SAMPLES_CSV
 
@@ -197,3 +198,6 @@ def test_two_concurrent_runs_never_share_an_out_folder(tmp_path: Path) -> None:
     assert names == ["netstat.txt", "plot.png", "run.json", "run.log", SAMPLES_CSV], names
     rows = (out / SAMPLES_CSV).read_text().splitlines()
     assert len({len(r.split(",")) for r in rows}) == 1, "one writer: every row has the header's width"
+    host = json.loads((out / "run.json").read_text())["host"]
+    assert len(host["loadavg_start"]) == 3 and len(host["loadavg_end"]) == 3, "the load at start and end"
+    assert host["git_commit"] == documents.git_commit() and host["packages"]["zonelimit"]

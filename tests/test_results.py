@@ -17,11 +17,12 @@ from stress.documents import (
     DocumentError,
     default_run_dir,
     load_run,
+    run_document,
     write_run_json,
 )
 from stress.output.plots import PLOT_COLUMNS, plot_run
 from stress.samples import SamplesError, SampleWriter, append_netstat, read_samples
-from tests.fixtures import run_doc
+from tests.fixtures import outcome, run_doc
 
 CFG = RunConfig(cpus=2, workload="netperf", era="2005", policy="none")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -183,3 +184,52 @@ def test_plot_is_drawn_from_samples(tmp_path: Path) -> None:
 def test_plot_without_samples_still_draws(tmp_path: Path) -> None:
     SampleWriter(tmp_path / "samples.csv", ["t", "mbufs_current"]).close()
     assert plot_run(tmp_path).read_bytes()[:8] == PNG_MAGIC
+
+
+# --- the host record and the one timestamp format ---------------------------------------------
+
+
+def test_timestamps_are_iso_8601_with_a_colon_in_the_offset() -> None:
+    import re
+
+    stamp = documents.timestamp(0.0)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", stamp), stamp
+    import datetime
+
+    assert datetime.datetime.fromisoformat(stamp).timestamp() == 0.0
+
+
+def test_every_document_records_the_host() -> None:
+    """run.json, compare.json, race.json and the bench file carry the same host record:
+    the load at start (measured before) and end, CPU model, versions, git commit."""
+    start = documents.host_start()
+    docs = {
+        "run": run_document(CFG, outcome(CFG), start),
+        "compare": documents.compare_document(base={}, seeds=[1], figures=[], rows=[], max_spread=0.1,
+                                              warnings=[], target={"met": None, "checks": []}, start=start),
+        "race": documents.race_document(inject=["refcount-eq0"], sched="pct", folder=Path("x"), seeds=[],
+                                        found=0, summary="", start=start),
+        "bench": documents.bench_document([], quick=True, repeat_n=1, elapsed=1.0, start=start),
+    }
+    for kind, doc in docs.items():
+        host = doc["host"]
+        assert host["started"] == start["started"] and host["loadavg_start"] == start["loadavg_start"], kind
+        assert len(host["loadavg_end"]) == 3 and host["cpu_model"] and host["python"], kind
+        assert set(documents.RECORDED_PACKAGES) <= set(host["packages"]), kind
+        assert host["git_commit"] is None or len(host["git_commit"]) == 40, kind
+        assert doc["created"] == host["ended"] or doc["created"][:16] == host["ended"][:16], kind
+        documents.check_document(documents.finite_or_null(doc), kind, kind)
+
+
+@pytest.mark.smp  # asks git itself, a second process
+def test_the_git_commit_is_the_checkout_s() -> None:
+    """Read from the git files (no process started by zonelimit): what git says HEAD is."""
+    import shutil
+    import subprocess
+
+    root = Path(documents.__file__).resolve().parents[1]
+    if not (root / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not run from a git checkout")
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          timeout=60).stdout.strip()
+    assert documents.git_commit() == head

@@ -42,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_output_arguments(parser, run_folder=False)
 
 
+#: the longest run a replay starts: a run's longest, doubled as prepare_replay does, plus 2 s
+#: (run.schema.json's config.duration maximum)
+MAX_REPLAY_SECONDS = options.MAX_SECONDS * 2 + 2
+
+
 def config_problems(cfg: RunConfig) -> list[str]:
     """What in a recorded configuration this version cannot run (option name: problem)."""
     problems = []
@@ -61,6 +66,9 @@ def config_problems(cfg: RunConfig) -> list[str]:
         problems.append(f"--inject: recorded {','.join(bad)}; allowed here: {', '.join(_config.INJECTIONS)}")
     if not isinstance(cfg.cpus, int) or cfg.cpus < 1:
         problems.append(f"--cpus: recorded {cfg.cpus!r}; must be a whole number >= 1")
+    if cfg.rounds and cfg.rounds * (cfg.round_length + cfg.idle) > MAX_REPLAY_SECONDS:
+        problems.append(f"--rounds: recorded {cfg.rounds} rounds of {cfg.round_length + cfg.idle:g} s: longer than "
+                        f"{MAX_REPLAY_SECONDS} s")
     return problems
 
 
@@ -84,7 +92,11 @@ def prepare_replay(run_dir: Path, cfg: RunConfig) -> RunConfig:
     # The replay stops its workers when the recording is used up; give it room to get
     # there even if following a schedule is slower than recording it was.  (The manager
     # still runs out its duration: it does not end when every worker has left.)
-    return cfg.replace(sched="replay", replay_from=str(run_dir), duration=cfg.duration * 2 + 2.0)
+    duration = cfg.duration * 2 + 2.0
+    if duration > MAX_REPLAY_SECONDS:
+        raise ValueError(f"a schedule followed for twice the recorded {cfg.duration:g} s would run longer than "
+                         f"{MAX_REPLAY_SECONDS} s")
+    return cfg.replace(sched="replay", replay_from=str(run_dir), duration=duration)
 
 
 def _replay_config(args: argparse.Namespace) -> tuple[RunConfig, dict[str, object]]:
