@@ -301,16 +301,34 @@ def _rmdir_quietly(path: Path) -> None:
 
 
 def _nothing_written(folder: Path) -> bool:
-    """Only empty files and temporaries beside the marker: no byte of a result."""
+    """Only empty files, empty subfolders and temporaries beside the marker: no byte of a
+    result anywhere in the folder (a comparison stopped before its first run has made the
+    run's empty subfolder and nothing else)."""
     try:
         for entry in os.scandir(folder):
             if entry.name == CLAIM or is_temporary(entry.name):
                 continue
-            if not entry.is_file(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_size:
+            if entry.is_dir(follow_symlinks=False):
+                if not _nothing_written(Path(entry.path)):
+                    return False
+            elif not entry.is_file(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_size:
                 return False
     except OSError:
         return False
     return True
+
+
+def _remove_unwritten(folder: Path) -> None:
+    """Remove a folder :func:`_nothing_written` found empty of results: its empty files,
+    temporaries and empty subfolders, then the folder."""
+    for entry in os.scandir(folder):
+        if entry.name == CLAIM:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            _remove_unwritten(Path(entry.path))
+        else:
+            Path(entry.path).unlink(missing_ok=True)
+    _rmdir_quietly(folder)
 
 
 def _release(path: Path, created: bool) -> None:
@@ -318,10 +336,7 @@ def _release(path: Path, created: bool) -> None:
     (marker / _OWNER).unlink(missing_ok=True)
     _rmdir_quietly(marker)
     if created and _nothing_written(path):
-        for entry in os.scandir(path):  # empty files and our own temporaries
-            if entry.name != CLAIM:
-                Path(entry.path).unlink(missing_ok=True)
-        _rmdir_quietly(path)
+        _remove_unwritten(path)
 
 
 def release_folder(path: Path) -> None:

@@ -155,9 +155,15 @@ def test_a_stop_before_anything_was_written_leaves_no_folder(tmp_path: Path) -> 
         (out / "run.log").touch()  # opened, nothing written
         raise KeyboardInterrupt
     assert not out.exists()
+    with pytest.raises(KeyboardInterrupt), holding(claim_folder(out)):
+        (out / "modern-r1").mkdir()  # a comparison's first run folder, stopped before its run
+        (out / "modern-r1" / "run.log").touch()
+        raise KeyboardInterrupt
+    assert not out.exists()
     with holding(claim_folder(out)):
-        (out / "run.log").write_text("started\n")
-    assert [p.name for p in out.iterdir()] == ["run.log"]
+        (out / "modern-r1").mkdir()
+        (out / "modern-r1" / "run.log").write_text("started\n")
+    assert [p.name for p in out.iterdir()] == ["modern-r1"], "something was written: kept"
 
 
 def test_new_folder_numbers_past_taken_names_and_claims(tmp_path: Path) -> None:
