@@ -233,3 +233,52 @@ def test_the_git_commit_is_the_checkout_s() -> None:
     head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                           timeout=60).stdout.strip()
     assert documents.git_commit() == head
+
+
+# --- the schemas agree with the code ---------------------------------------------------------
+
+
+def test_the_schemas_name_every_field_the_writers_write() -> None:
+    """Every key the builders write is described in its schema (the objects stay open for
+    later additions, so an undescribed key would otherwise pass unnoticed)."""
+    import dataclasses
+
+    run = documents.schema("run")
+    doc = run_doc(CFG, outcome_changes={"trim": {"intervals": 1}, "schedule": {"mode": "free", "seed": 0},
+                                        "audit_lines": ["ok"], "error": "x", "profile": ["p"]})
+    assert set(doc) <= set(run["properties"])
+    config = run["$defs"]["config_fields"]["properties"]
+    assert set(config) == {f.name for f in dataclasses.fields(RunConfig)}
+    assert set(doc["host"]) <= set(documents.schema("host")["properties"])
+    start = documents.host_start()
+    for kind, built in {
+        "compare": documents.compare_document(base={}, seeds=[1], figures=[], rows=[], max_spread=0.1, warnings=[],
+                                              target={"met": None, "checks": []}, start=start),
+        "race": documents.race_document(inject=["x"], sched="pct", folder=Path("x"), seeds=[], found=0,
+                                        summary="", start=start),
+        "bench": documents.bench_document([], quick=True, repeat_n=1, elapsed=1.0, start=start),
+        "schedule": documents.Schedule(seed=1, ncpus=1, depth=1, steps=1).to_dict(),
+    }.items():
+        assert set(built) <= set(documents.schema(kind)["properties"]), kind
+
+
+def test_the_schema_ranges_are_the_command_line_s() -> None:
+    """run.json's config ranges are the options' (stress/options.py): a value the command
+    line refuses is refused in a document too, and the other way round."""
+    from stress import options
+    from stress.audit import VERDICTS
+
+    run = documents.schema("run")
+    c = run["$defs"]["config_fields"]["properties"]
+    assert (c["cpus"]["minimum"], c["cpus"]["maximum"]) == (1, options.MAX_CPUS)
+    assert (c["nmbclusters"]["minimum"], c["nmbclusters"]["maximum"]) == (options.MIN_NMBCLUSTERS,
+                                                                          options.MAX_NMBCLUSTERS)
+    for name in ("round_length", "idle", "interval", "wedge_timeout", "trim_interval"):
+        assert c[name]["maximum"] == options.MAX_SECONDS, name
+    assert c["interval"]["minimum"] == c["trim_interval"]["minimum"] == options.MIN_PERIOD
+    assert c["duration"]["maximum"] == options.MAX_SECONDS * 2 + 2  # a replay doubles it, plus 2 s
+    assert c["rounds"]["maximum"] == options.MAX_ROUNDS and c["pct_depth"]["maximum"] == options.MAX_PCT_DEPTH
+    assert c["page_budget"]["maximum"] == options.MAX_PAGE_BUDGET
+    assert run["$defs"]["seed"]["maximum"] == options.MAX_SEED
+    assert set(VERDICTS) <= set(run["$defs"]["verdict"]["enum"])
+    assert documents.schema("compare")["properties"]["repeat"]["maximum"] == options.MAX_REPEAT
