@@ -266,7 +266,7 @@ def test_replay_refuses_what_it_cannot_run(capsys: pytest.CaptureFixture[str], t
 @pytest.mark.parametrize(("kind", "field"), [
     ("compare", "repeat"), ("compare", "rows[0].runs[0].exit_code"), ("compare", "created"),
     ("race", "seeds[0].seed"), ("race", "sched"), ("bench", "figures.P8.values[0]"), ("bench", "repeat"),
-    ("bench", "not-json"), ("compare", "newer"),
+    ("bench", "not-json"), ("compare", "newer"), ("bench", "temporary"),
 ])
 def test_report_checks_every_document_it_reads(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                kind: str, field: str) -> None:
@@ -298,6 +298,10 @@ def test_report_checks_every_document_it_reads(capsys: pytest.CaptureFixture[str
         if field == "not-json":
             target.write_text("<html>")
             field = "damaged JSON"
+        elif field == "temporary":  # a bench file being written: whole JSON, but not published
+            target = tmp_path / ".20261125-191443.json.4242@host.tmp"
+            target.write_text((ref / "performance" / "bench-round2-20261125-191443.json").read_text())
+            field = "a temporary"
         else:
             doc = json.loads((ref / "performance" / "bench-round2-20261125-191443.json").read_text())
             if field == "repeat":

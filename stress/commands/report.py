@@ -40,6 +40,7 @@ from stress.documents import (
     read_compare,
     read_race,
 )
+from stress.files import is_temporary
 from stress.output import comparison, monitor
 from stress.output.plots import plot_run
 from stress.samples import NETSTAT_TXT, SAMPLES_CSV, SamplesError
@@ -107,6 +108,9 @@ class Saved:
 def load_saved(name: str) -> Saved:
     """Read the result ``name`` names, whatever it is (DocumentError, one line, if none)."""
     path = Path(name)
+    if is_temporary(path.name):
+        raise DocumentError(f"{path}: a file still being written, or left by a killed writer (a temporary): "
+                            "not a result")
     if path.is_file():
         if path.name == RUN_JSON:
             return Saved("run", path.parent, load_run(path.parent))
