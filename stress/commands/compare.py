@@ -21,6 +21,7 @@ Data flow::
 compare.json (``"zonelimit.compare/1"``)::
 
     {"format": "zonelimit.compare/1", "version": .., "created": "<ISO time>",
+     "host": {the host record: cores, CPU model, versions, git commit, load at start and end},
      "base": {resolved options shared by every configuration},
      "repeat": R, "seeds": [..],
      "figures": [{"key": .., "label": .., "unit": .., "better": "lower" | "higher"}, ..],
