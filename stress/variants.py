@@ -145,9 +145,9 @@ def expand(variants: Sequence[Variant], sweeps: Sequence[Sweep]) -> list[Variant
             origin = v.origin if not swept else f"{v.origin} --sweep {','.join(parts)}".strip()
             out.append(Variant(",".join(parts), opts, origin))
     names = [v.name for v in out]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise UsageError(f"{'--variant' if variants else '--sweep'}: variant {dup[0]!r} is listed twice")
+    dup = next((v for v in out if names.count(v.name) > 1), None)
+    if dup is not None:
+        raise UsageError(f"{dup.origin}: variant {dup.name!r} is listed twice")
     return out
 
 

@@ -62,6 +62,7 @@ def test_table_marks_missed_and_met_targets():
     assert figs["P1"].met is False and figs["P2"].met is True and figs["P4"].met is None
 
 
+@pytest.mark.bad_documents  # a bare document: only the file names are the point
 def test_results_are_never_overwritten(tmp_path):
     doc = {"format": documents.BENCH_FORMAT}
     paths = {documents.write_bench(tmp_path, doc) for _ in range(3)}
@@ -120,6 +121,7 @@ def test_compare_calls_significant_changes_only(tmp_path, capsys):
     assert rows["P8"].endswith(f"not measured in {path}")
 
 
+@pytest.mark.bad_documents
 def test_compare_of_a_file_that_is_not_a_bench_is_refused(tmp_path, capsys):
     other = tmp_path / "run.json"
     other.write_text(json.dumps({"format": "zonelimit.run/1"}))

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from allocator.policy import POLICY_PARAMS
-from stress import documents, options, stats, variants
+from stress import documents, files, options, stats, variants
 from stress.commands import run as run_command
 from stress.config import ERA_PRESETS, RunConfig
 from stress.cpulist import usable_cores
@@ -111,17 +111,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="workload shape of every run, e.g. netperf, burst, netperf-nfs (default netperf)")
     g.add_argument("--nmbclusters", type=whole(options.MIN_NMBCLUSTERS, options.MAX_NMBCLUSTERS),
                    default=None, metavar="N", help="cluster zone limit (default: run's)")
-    g.add_argument("--rounds", type=whole(0), default=None, metavar="R", help="on/off rounds (default: run's)")
+    g.add_argument("--rounds", type=whole(0, options.MAX_ROUNDS), default=None, metavar="R",
+                   help="on/off rounds (default: run's)")
     g.add_argument("--round-length", type=secs(), default=None, metavar="S", help="seconds per round")
     g.add_argument("--idle", type=secs(allow_zero=True), default=None, metavar="S",
                    help="idle seconds between rounds")
-    g.add_argument("--interval", type=secs(), default=0.25, metavar="S",
+    g.add_argument("--interval", type=secs(minimum=options.MIN_PERIOD), default=0.25, metavar="S",
                    help="sampling period: the figures are computed from these samples (default 0.25)")
-    g.add_argument("--trim-interval", type=secs(), default=None, metavar="S",
+    g.add_argument("--trim-interval", type=secs(minimum=options.MIN_PERIOD), default=None, metavar="S",
                    help="policy period (default: run's)")
     g.add_argument("--wedge-timeout", type=secs(), default=None, metavar="S",
                    help="wedge timeout (default: run's)")
-    g.add_argument("--page-budget", type=whole(0), default=None, metavar="PAGES",
+    g.add_argument("--page-budget", type=whole(0, options.MAX_PAGE_BUDGET), default=None, metavar="PAGES",
                    help="pages the VM has for the kegs, 0 = none (default: run's)")
     g.add_argument("--policy-param", action="append", default=[], metavar="[POLICY.]PARAM=VALUE",
                    help="a policy parameter for every variant running that policy, e.g. median.k=3, or k=3 "
@@ -141,17 +142,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="the variant every other is compared with (default: the first)")
 
     g = parser.add_argument_group("repeats and statistics")
-    g.add_argument("--repeat", type=whole(1, 10_000), default=None, metavar="R",
+    g.add_argument("--repeat", type=whole(1, options.MAX_REPEAT), default=None, metavar="R",
                    help=f"runs per variant, seeds --seed .. --seed + R - 1 (default {DEFAULT_REPEAT}; with "
                         f"--precision at least {stats.MIN_PAIRS}); fewer than {stats.MIN_PAIRS} can call no "
                         "difference")
-    g.add_argument("--seed", type=whole(0, 2**64 - 1), default=0, metavar="N",
+    g.add_argument("--seed", type=whole(0, options.MAX_SEED), default=0, metavar="N",
                    help="seed of repeat 1; repeat r uses seed + r - 1 in every variant (default 0)")
     g.add_argument("--precision", type=precision_value, default=None, metavar="P",
                    help="repeat (one more seed at a time) until every key figure's 95%% interval is within "
                         "±P of its median, in every variant: stranded clusters, throughput, lock wait per "
                         "op (like netperf -I 95,P); e.g. 5%% (default: off)")
-    g.add_argument("--max-repeat", type=whole(1, 10_000), default=None, metavar="N",
+    g.add_argument("--max-repeat", type=whole(1, options.MAX_REPEAT), default=None, metavar="N",
                    help=f"with --precision: give up (loudly) after N repeats (default {DEFAULT_MAX_REPEAT})")
     g.add_argument("--require-quiet", action="store_true",
                    help="refuse to start while other processes load the machine beyond its usable cores "
@@ -343,8 +344,9 @@ def new_plan(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunConfig]]
             raise UsageError(f"--max-repeat: must be at least the {repeat} repeats --precision starts with "
                              f"(got {max_repeat})")
     most = max_repeat or repeat
-    if args.seed + most - 1 >= 2**64:
-        raise UsageError(f"--seed: the last repeat's seed must fit in 64 bits; at most {2**64 - most}")
+    if args.seed + most - 1 > options.MAX_SEED:
+        raise UsageError(f"--seed: repeat r runs seed + r - 1, so --seed must be at most "
+                         f"{options.MAX_SEED - most + 1} with {most} repeats, got {args.seed}")
     for cfg in cfgs:
         options.check_cpus(cfg.cpus, cfg.oversubscribe, remedy="or give the variant oversubscribe=1")
     base, own = shared_and_own(cfgs)
@@ -356,7 +358,7 @@ def new_plan(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunConfig]]
                 "runs": []} for v, c, s in zip(vs, own, slugs, strict=True)]
     plan = {"seed": args.seed, "repeat": repeat, "precision": args.precision, "max_repeat": max_repeat,
             "baseline": baseline, "key_figures": list(comparison.KEY_FIGURES)}
-    doc = documents.compare_document(base=base, plan=plan, variants=entries, created=documents.iso_now())
+    doc = documents.compare_document(base=base, plan=plan, variants=entries, start=documents.host_start())
     return doc, [run_config(doc, i) for i in range(len(vs))]
 
 
@@ -464,10 +466,12 @@ def run_line(name: str, entry: dict[str, Any]) -> str:
             "stranded clusters avg " + ("-" if stranded is None else f"{stranded:,.0f}"))
 
 
-def finish(out: Path, doc: dict[str, Any], stopped: str | None) -> list[str]:
-    """Mark the document complete or partial, analyse it and write its three files."""
-    now = documents.iso_now()
+def finish(out: Path, doc: dict[str, Any], stopped: str | None, start: dict[str, Any]) -> list[str]:
+    """Mark the document complete or partial, analyse it and write its three files;
+    ``host`` is this sitting's (``start``: when it began)."""
+    now = documents.timestamp()
     doc["finished"] = now
+    doc["host"] = documents.host_record(start)
     doc["state"] = "partial" if stopped else "complete"
     code = {"SIGINT": EX_SIGINT, "SIGTERM": EX_SIGTERM}.get(stopped or "", EX_SIGINT)
     doc["stop"] = {"reason": stopped, "exit_code": code} if stopped else None
@@ -480,7 +484,7 @@ def write_all(out: Path, doc: dict[str, Any]) -> list[str]:
     """compare.json, compare.txt and compare.png; the report lines."""
     lines = comparison.report_lines(doc)
     documents.write_compare_json(out, doc)
-    documents.write_text(out / documents.COMPARE_TXT, "\n".join(lines) + "\n")
+    files.write_text(out / documents.COMPARE_TXT, "\n".join(lines) + "\n")
     try:
         plot_compare(out, doc)
     except Exception as exc:  # noqa: BLE001 - a missing picture must not cost the table
@@ -540,28 +544,29 @@ def _changed(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
     return [n for n in names if getattr(args, n) != getattr(d, n)]
 
 
-def _compare_dir(args: argparse.Namespace, doc: dict[str, Any]) -> Path:
-    """--out (new or empty), or a new results/<stamp>-compare-<workload>-cpus<N>/."""
-    if args.out:
-        options.check_out(args.out)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        return out
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = doc["base"]
-    return documents.new_folder(Path("results"), f"{stamp}-compare-{base.get('workload', 'mixed')}-"
-                                                 f"cpus{base.get('cpus', 'n')}")
+def claim_out(args: argparse.Namespace, name: str) -> Path:
+    """``--out`` claimed (new, or an empty folder), or a new ``results/<name>``: the
+    comparison's alone (stress/files.py); released when compare is done with it."""
+    try:
+        if args.out:
+            return files.claim_folder(Path(args.out))
+        return files.new_folder(Path("results"), name)
+    except files.FolderError as exc:
+        raise UsageError(f"--out: {exc}") from None
 
 
 def start(args: argparse.Namespace) -> tuple[Path, dict[str, Any], list[RunConfig]]:
     """A new comparison: its folder and its document, written before the first run."""
+    options.check_out(args.out)  # early, in plain words; the claim below is the exclusive one
     if args.max_spread is not None:
         options.warn("--max-spread: ignored: compare now judges differences by their 95% intervals "
                      "(docs/policies.md)")
     doc, cfgs = new_plan(args)
     if args.require_quiet:
         check_quiet(*machine_load(), len(usable_cores()))
-    out = _compare_dir(args, doc)
+    base = doc["base"]
+    out = claim_out(args, f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{base.get('workload', 'mixed')}-"
+                          f"cpus{base.get('cpus', 'n')}")
     documents.write_compare_json(out, doc)
     return out, doc, cfgs
 
@@ -589,6 +594,10 @@ def resume(args: argparse.Namespace) -> tuple[Path, dict[str, Any], list[RunConf
         options.check_cpus(cfg.cpus, cfg.oversubscribe, remedy="resume it on a machine with enough cores")
     if args.require_quiet:
         check_quiet(*machine_load(), len(usable_cores()))
+    try:  # one sitting at a time: a second resume of the same folder is refused
+        files.reclaim_folder(out)
+    except files.FolderError as exc:
+        raise UsageError(f"--resume: {exc}") from None
     doc["state"], doc["stop"], doc["finished"] = "running", None, None
     return out, doc, cfgs
 
@@ -602,7 +611,8 @@ def main(args: argparse.Namespace, execute: Execute | None = None) -> int:
             return merge(args)
         with StopSignals() as signals:
             out, doc, cfgs = resume(args) if args.resume else start(args)
-            return run_session(args, out, doc, cfgs, LocalExecutor(execute), signals)
+            with files.holding(out):
+                return run_session(args, out, doc, cfgs, LocalExecutor(execute), signals)
     except UsageError as e:
         return options.usage_error(e)
 
@@ -610,14 +620,15 @@ def main(args: argparse.Namespace, execute: Execute | None = None) -> int:
 def run_session(args: argparse.Namespace, out: Path, doc: dict[str, Any], cfgs: list[RunConfig],
                 executor: Executor, signals: StopSignals) -> int:
     """Make the missing runs, then write and print the result (partial after a stop)."""
-    doc["history"].append({"started": documents.iso_now(), "resumed": bool(args.resume)})
+    sitting = documents.host_start()
+    doc["history"].append({"started": sitting["started"], "resumed": bool(args.resume)})
     documents.write_compare_json(out, doc)
     quiet = args.quiet or args.json
     with RunProgress(0, "runs", enabled=wanted(quiet), quiet_lines=quiet) as progress:
         if not quiet:
             progress.say(f"compare: {len(doc['variants'])} variants into {out}")
         stopped = Session(out, doc, cfgs, executor, progress, signals).run()
-    show(args, out, doc, finish(out, doc, stopped))
+    show(args, out, doc, finish(out, doc, stopped, sitting))
     if stopped:
         kept = sum(len(v["runs"]) for v in doc["variants"])
         print(f"{options.PROG}: compare: stopped by {stopped}: {kept} run{'' if kept == 1 else 's'} kept; "
@@ -663,12 +674,16 @@ def merge(args: argparse.Namespace) -> int:
     baseline = args.baseline if args.baseline is not None else first["plan"].get("baseline") or names[0]
     if baseline not in names:
         raise UsageError(f"--baseline: no variant named {baseline!r} (variants: {', '.join(names)})")
-    if args.out:
-        options.check_out(args.out)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-    else:
-        out = documents.new_folder(Path("results"), f"{time.strftime('%Y%m%d-%H%M%S')}-compare-merged")
+    options.check_out(args.out)
+    out = claim_out(args, f"{time.strftime('%Y%m%d-%H%M%S')}-compare-merged")
+    with files.holding(out):
+        return write_merge(args, out, dirs, docs, baseline)
+
+
+def write_merge(args: argparse.Namespace, out: Path, dirs: list[Path], docs: list[dict[str, Any]],
+                baseline: str) -> int:
+    """The merged comparison into ``out``: every run of every source, pointed at where it is."""
+    first = docs[0]
     merged_variants = []
     for v in first["variants"]:
         runs = []
@@ -684,7 +699,7 @@ def merge(args: argparse.Namespace) -> int:
             "precision": None, "max_repeat": None, "baseline": baseline,
             "key_figures": list(comparison.KEY_FIGURES)}
     doc = documents.compare_document(base=first["base"], plan=plan, variants=merged_variants,
-                                     created=documents.iso_now())
+                                     start=documents.host_start())
     doc["merged_from"] = [{"origin": str(i + 1), "folder": str(d), "format": x.get("upgraded_from") or x["format"],
                            "created": x.get("created"), "state": x.get("state")} for i, (d, x) in
                           enumerate(zip(dirs, docs, strict=True))]

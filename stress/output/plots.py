@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from stress.documents import PLOT_PNG, DocumentError, load_run
+from stress.files import write_atomic
 from stress.output.comparison import run_series
 from stress.samples import SAMPLES_CSV, read_samples
 
@@ -80,8 +81,7 @@ def _save(fig: Any, axes: tuple[Any, ...], path: Path) -> Path:
         ax.set_ylim(bottom=0)
     axes[-1].set_xlabel("time (s)")
     fig.subplots_adjust(**MARGINS)
-    fig.savefig(path)
-    return path
+    return write_atomic(Path(path), lambda f: fig.savefig(f, format="png"))  # whole or not at all
 
 
 def _no_samples(ax: Any) -> None:
@@ -92,7 +92,7 @@ def _plot_context(folder: Path) -> tuple[str, float | None, int, dict[str, Any]]
     """From run.json when it is there: a title (what ran, how it ended), the wedge time,
     the clusters the final audit found lost (a true leak), and the configuration."""
     try:
-        doc = load_run(folder)
+        doc = load_run(folder, validate=False)  # a title only: the schema's import is not worth it
     except DocumentError:
         return folder.name, None, 0, {}
     c = doc["config"]
@@ -217,7 +217,7 @@ def limit_in_range(limit: float | None, top: float) -> bool:
 def _run_series_of(out: Path, run: dict[str, Any]) -> dict[str, list[float]]:
     folder = out / str(run.get("dir", ""))
     try:
-        doc = load_run(folder)
+        doc = load_run(folder, validate=False)  # its samples are what is drawn
     except DocumentError:
         return {}
     try:
@@ -320,6 +320,4 @@ def plot_compare(out: Path, doc: dict[str, Any]) -> Path:
     state = "" if doc.get("state", "complete") == "complete" else f" -- {str(doc['state']).upper()}"
     fig.suptitle(f"compare: {len(variants)} variants, {doc.get('repeats', 0)} repeats{state}", fontsize="large")
     fig.subplots_adjust(left=0.1, right=0.98, top=0.93, bottom=0.05)
-    path = out / COMPARE_PNG
-    fig.savefig(path)
-    return path
+    return write_atomic(out / COMPARE_PNG, lambda f: fig.savefig(f, format="png"))  # whole or not at all

@@ -83,7 +83,6 @@ from stress.engine.sched.schedule import (
     BLOCKED,
     CTL_DIVERGED,
     CTL_NDIVERGED,
-    CTL_NLOAD,
     CTL_NLOG,
     CTL_ORPHANS,
     CTL_STEP,
@@ -100,8 +99,7 @@ from stress.engine.sched.schedule import (
 from stress.engine.sched.token import TokenScheduler
 
 __all__ = [
-    "BLOCKED", "CTL_DIVERGED", "CTL_NDIVERGED", "CTL_NLOAD", "CTL_NLOG", "CTL_ORPHANS", "CTL_STEP", "CTL_TOKEN",
-    "EXITED",
+    "BLOCKED", "CTL_DIVERGED", "CTL_NDIVERGED", "CTL_NLOG", "CTL_ORPHANS", "CTL_STEP", "CTL_TOKEN", "EXITED",
     "RUNNABLE", "STATE_NAMES", "WAKING", "Controller", "PctPeriod", "Schedule", "TokenScheduler", "WorkerHooks",
     "install", "jitter_point", "label_id", "make_orphan_lock", "pct_choose", "pct_period", "pct_steps",
     "prepare_arena", "read_schedule", "sched_arrays", "sched_specs",
