@@ -528,6 +528,30 @@ def test_resume_after_a_kill_moves_the_half_made_run_aside(tmp_path: Path) -> No
     assert without_timings(load(out)) == without_timings(load(tmp_path / "whole"))
 
 
+def test_resume_is_one_sitting_at_a_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A resume claims its folder: refused while a live run holds it; a dead writer's claim
+    (a SIGKILLed comparison) is taken over."""
+    import socket
+
+    from stress import files
+
+    out = tmp_path / "c"
+    assert run(["--cpus", "1", "--configs", "modern:none", "--repeat", "2", "--out", str(out), "-q"],
+               FakeRunner(stop_at=2)) == 130
+    marker = out / files.CLAIM
+    assert not marker.exists(), "released when compare ended"
+    marker.mkdir()
+    (marker / "owner").write_text(f"1 {socket.gethostname()} 0\n")  # pid 1 is alive: another sitting
+    capsys.readouterr()
+    assert compare.main(parse(["--resume", str(out), "-q"]), execute=FakeRunner()) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zonelimit: error: --resume: ") and "claimed by another run (pid 1 on" in err
+    (marker / "owner").write_text(f"{2**22 + 12345} {socket.gethostname()} 0\n")  # no such process
+    fake = FakeRunner()
+    assert compare.main(parse(["--resume", str(out), "-q"]), execute=fake) == 0
+    assert len(fake.calls) == 1 and not marker.exists()
+
+
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--repeat", "4"], "--resume: takes the plan from DIR/compare.json; leave out --repeat"),
     (["--variant", "a:"], "leave out --variant"),
