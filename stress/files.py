@@ -29,7 +29,9 @@ whatever their timing.  The marker holds one file naming its owner (pid, host, w
 the claim created the folder) for the error message of a run that finds it taken.
 :func:`release_folder` removes the marker when the command is done with the folder, and
 removes the folder itself when nothing was written into it and the claim had created it
-(a stop before the first write leaves no empty folder behind).  :func:`holding` releases
+(a stop before the first write leaves no empty folder behind).  :func:`reclaim_folder`
+claims a folder that holds an unfinished result of its own (``compare --resume``), the
+same ``mkdir``, without the "new or empty" rule.  :func:`holding` releases
 around a block; ``stress.cli.main`` calls :func:`release_all` on its way out, so a
 folder is released on every path of every command.  A SIGKILLed run leaves its marker
 (and its temporaries): the folder then reads as claimed by a pid "no longer running".
