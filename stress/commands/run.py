@@ -36,6 +36,7 @@ from stress.config import RunConfig, resolve_era
 from stress.cpulist import format_cpulist, usable_cores
 from stress.options import UsageError
 from stress.output import monitor
+from stress.variants import policy_params
 from stress.workloads import WORKLOADS
 
 HELP = "one stress run (the default command)"
@@ -100,7 +101,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"packet-zone / bucket-cache trimming: {', '.join(POLICY_NAMES)} "
                         f"(default: {_era_default('policy')})")
     g.add_argument("--policy-param", type=options.policy_param, action="append", default=None, metavar="NAME=VALUE",
-                   help="a tuning parameter of --policy, repeatable: "
+                   help="a tuning parameter of --policy, repeatable, as NAME=VALUE or POLICY.NAME=VALUE "
+                        "(k=3 or median.k=3): "
                         f"{_policy_params_help()} (default: the policy's own defaults)")
     g.add_argument("--refcount", type=options.one_of(_config.REFCOUNT_MODES), default=None, metavar="MODE",
                    help=f"cluster refcount release: buggy-eq0 (the 2005 test) or atomic "
@@ -204,14 +206,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
     inject = tuple(dict.fromkeys(n for group in (args.inject or []) for n in group))
 
-    params: dict[str, float] = dict(args.policy_param or [])
-    if params:
-        known = POLICY_PARAMS.get(knobs["policy"], {})
-        for name in params:
-            if name not in known:
-                allowed = ", ".join(sorted(known)) or "none"
-                raise UsageError(f"--policy-param: policy {knobs['policy']} has no parameter {name!r}; "
-                                 f"allowed: {allowed}")
+    params = policy_params(knobs["policy"], args.policy_param or [])  # k=3 or median.k=3
 
     if args.profile and not _py_spy_available():
         raise UsageError("--profile: py-spy is not installed (pip install py-spy)")
