@@ -42,6 +42,7 @@ from stress import options
 from stress.commands import bench, compare, race, replay, report, run
 from stress.documents import package_version
 from stress.engine import stopping
+from stress.files import release_all
 from stress.options import PROG, ZonelimitParser
 
 SUBCOMMANDS = ("run", "compare", "race", "replay", "report", "bench")
@@ -136,6 +137,8 @@ def _main(argv: Sequence[str] | None, stop: stopping.StopSignals) -> int:
         return int(stop.exit_code or options.EX_SIGINT)
     except BrokenPipeError:
         return options.stdout_closed()
+    finally:
+        release_all()  # every result folder this command claimed (stress/files.py)
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:

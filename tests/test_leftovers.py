@@ -80,6 +80,11 @@ def finish(proc: subprocess.Popen[bytes], token: str, shm_before: set[str]) -> i
         except OSError:
             pass
     assert not left, f"processes left behind: {left}"
+    # Settle first: /dev/shm is the machine's, and glibc's sem_open writes a semaphore to a
+    # temporary sem.XXXXXX before linking it under its name, so a semaphore another
+    # process creates meanwhile (another test run) shows for an instant.  What we left
+    # behind stays.
+    wait_until(lambda: not shm() - shm_before, 2)
     new = shm() - shm_before
     assert not new, f"/dev/shm entries left behind (segments or sem.* semaphores): {sorted(new)}"
     return rc

@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,7 @@ from stress.engine.sched import (
     CTL_DIVERGED,
     CTL_NDIVERGED,
     CTL_NLOG,
+    CTL_STEP,
     CTL_TOKEN,
     EXITED,
     TokenScheduler,
@@ -34,6 +36,7 @@ from stress.engine.sched import (
     prepare_arena,
     read_schedule,
 )
+from stress.engine.sched.schedule import CTL_NLOAD
 
 
 class SharedArrays:
@@ -305,6 +308,21 @@ def _until_stopped(arr: SharedArrays, k: int) -> None:
         os._exit(0)
 
 
+def _wait_for(cond: Any, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond() and time.monotonic() < end:
+        time.sleep(0.001)
+
+
+def _after_steps(arr: SharedArrays, n: int) -> None:
+    """In the manager stand-in: return once the workers passed ``n`` more sched points.
+    Wall-clock timers (the manager's) would fire before the first step on a loaded
+    machine, and a 30 ms gap between two of them could fall within one step."""
+    ctl = arr.view("sc_ctl")
+    start = ctl[CTL_STEP]
+    _wait_for(lambda: ctl[CTL_STEP] >= start + n)
+
+
 def _stop_arrays() -> SharedArrays:
     return SharedArrays(sched.sched_specs(2, log_entries=1 << 16)
                         + (ArraySpec("flag", "q", 1, "manager stop"), ArraySpec("turns", "q", 2, "per CPU")))
@@ -315,8 +333,8 @@ def test_stop_is_raised_at_a_sched_point_and_replayed_at_the_same_step() -> None
     arr = _stop_arrays()
     prepare_arena(arr.view, 2, "pct", 4, 2, 100)
     pid = os.fork()
-    if pid == 0:
-        time.sleep(0.05)  # the manager's timer, at a time no schedule can predict
+    if pid == 0:  # the manager's timer: at a time no schedule can predict, after some steps
+        _after_steps(arr, 10)
         arr.view("flag")[0] = 1
         os._exit(0)
     _run_children(arr, _until_stopped)
@@ -359,10 +377,12 @@ def test_load_flag_changes_at_a_sched_point_and_replays_at_the_same_step() -> No
     arr.view("load")[0] = 1
     prepare_arena(arr.view, 2, "pct", 5, 2, 100)
     pid = os.fork()
-    if pid == 0:
-        time.sleep(0.03)  # the manager's timers, at times no schedule can predict
+    if pid == 0:  # the manager's timers: at times no schedule can predict, but in this order
+        _after_steps(arr, 10)
         arr.view("load")[0] = 0
-        time.sleep(0.03)
+        ctl = arr.view("sc_ctl")
+        _wait_for(lambda: ctl[CTL_NLOAD] >= 1)  # the workers saw the load-off at a step...
+        _after_steps(arr, 10)  # ... and ran on before the stop
         arr.view("flag")[0] = 1
         os._exit(0)
     _run_children(arr, _busy_then_idle)

@@ -36,7 +36,9 @@ from stress.commands.run import MAX_STEPS
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import usable_cores
 from stress.engine.sched.plan import STEPS_PER_S
+from stress.files import FolderError, claim_folder, new_folder
 from stress.options import EX_FAIL, EX_OK, EX_TESTER, UsageError
+from stress.output.progress import RunProgress, wanted
 from stress.workloads import WORKLOADS
 
 HELP = "race hunting and schedule replay (races.md)"
@@ -74,21 +76,7 @@ HUNTS: dict[str, Hunt] = {
 }
 
 
-def parse_seeds(text: str) -> range:
-    """``A..B`` (inclusive) or ``N``: the seeds to hunt over."""
-    try:
-        if ".." in text:
-            a, b = text.split("..", 1)
-            lo, hi = int(a), int(b)
-        else:
-            lo = hi = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be A..B or N (whole numbers), got {text!r}") from None
-    if lo < 0 or hi < lo:
-        raise argparse.ArgumentTypeError(f"must be A..B with 0 <= A <= B, got {text!r}")
-    if hi - lo >= 100000:
-        raise argparse.ArgumentTypeError(f"at most 100000 seeds at once, got {text!r}")
-    return range(lo, hi + 1)
+parse_seeds = options.seed_range  #: ``A..B`` (inclusive) or ``N``: the seeds to hunt over
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,8 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="free (real parallel cores), jitter (random delays at sched points), "
                              "pct (one CPU at a time, PCT priorities; failures replay exactly) "
                              "(default: pct)")
-    parser.add_argument("--pct-depth", type=options.whole_number(1, 64), default=_config.RunConfig.pct_depth,
-                        metavar="D", help="PCT bug depth, D-1 priority change points (default: %(default)s)")
+    parser.add_argument("--pct-depth", type=options.whole_number(1, options.MAX_PCT_DEPTH),
+                        default=_config.RunConfig.pct_depth, metavar="D",
+                        help="PCT bug depth, D-1 priority change points (default: %(default)s)")
     parser.add_argument("--jitter", type=options.probability, default=None, metavar="P",
                         help="probability of a delay at each sched point, with --sched jitter "
                              "(default: 0.05)")
@@ -126,7 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--era", type=options.one_of(_config.ERAS), default=None, metavar="ERA",
                         help="allocator preset the injection is added to (default: modern: the fixed "
                              "allocator, so only the injected defect can fire)")
-    parser.add_argument("--nmbclusters", type=options.whole_number(1, options.MAX_NMBCLUSTERS), default=None,
+    parser.add_argument("--nmbclusters", type=options.whole_number(options.MIN_NMBCLUSTERS, options.MAX_NMBCLUSTERS),
+                        default=None,
                         metavar="N", help="cluster limit (default: the injection's hunt profile)")
     parser.add_argument("--wedge-timeout", type=options.seconds(), default=None, metavar="S",
                         help="wedge watchdog timeout (default: the injection's hunt profile)")
@@ -265,8 +255,9 @@ def _execute() -> Execute:
 
 def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
              echo: Callable[[str], None] | None = None, stop_first: bool = False,
-             stop: Any = None) -> list[SeedResult]:
-    """Run each configuration (one per seed) into ``root/seed-N`` and classify it.
+             progress: RunProgress | None = None, stop: Any = None) -> list[SeedResult]:
+    """Run each configuration (one per seed) into ``root/seed-N`` and classify it
+    (``progress``: seeds done of the total, the current seed's time, an ETA).
 
     ``stop`` (the command's stress.engine.stopping.StopSignals): after a stop signal no
     new seed starts; the seed it cut is kept, with its verdict ``interrupted``."""
@@ -277,6 +268,8 @@ def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
             break
         folder = root / f"seed-{cfg.seed}"
         folder.mkdir(parents=True, exist_ok=True)
+        if progress is not None:
+            progress.start(f"seed {cfg.seed}")
         try:
             doc = ex(cfg.replace(out=str(folder)), folder)
         except KeyboardInterrupt:  # stopped before the run started (stopping.Stopped)
@@ -285,6 +278,8 @@ def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
             if stop is None:
                 raise
             break
+        if progress is not None:
+            progress.done()
         verdict = str(doc.get("verdict", "error"))
         code = int(doc.get("exit_code", EX_TESTER))
         expected = (verdict != "interrupted" and
@@ -312,8 +307,8 @@ def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str,
 
 
 def default_root(inject: tuple[str, ...]) -> Path:
-    """Create results/race-<timestamp>-<inject>/, never an existing folder."""
-    return documents.new_folder(Path("results"), f"race-{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(inject)}")
+    """Create and claim results/race-<timestamp>-<inject>/, never an existing folder."""
+    return new_folder(Path("results"), f"race-{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(inject)}")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -339,7 +334,10 @@ def _hunt(args: argparse.Namespace) -> int:
         oversubscribe = oversubscribe or cpus > len(usable_cores())
     options.check_cpus(cpus, oversubscribe)
     options.check_out(args.out)
-    root = Path(args.out) if args.out else default_root(inject)
+    try:  # claimed: this hunt's alone (stress/files.py), released by the command line
+        root = claim_folder(Path(args.out)) if args.out else default_root(inject)
+    except FolderError as exc:
+        raise UsageError(f"--out: {exc}") from None
     cfgs = [hunt_config(inject, seed, args.sched, cpus=cpus, pct_depth=args.pct_depth,
                         jitter=args.jitter,
                         duration=args.duration, workload=args.workload, era=args.era,
@@ -348,21 +346,20 @@ def _hunt(args: argparse.Namespace) -> int:
             for seed in args.seeds]
     quiet = args.quiet or args.json
 
-    def echo(line: str) -> None:
-        print(line, flush=True)
-
-    if not quiet:
-        print(f"hunting {','.join(inject)} over seeds {args.seeds.start}..{args.seeds.stop - 1} "
-              f"({args.sched}, {cpus} CPUs) into {root}", flush=True)
     from stress.engine import stopping
 
-    with stopping.command_signals() as stop:
-        results = run_hunt(cfgs, root, echo=None if quiet else echo, stop_first=args.stop_first, stop=stop)
+    start = documents.host_start()
+    with RunProgress(len(cfgs), "seeds", enabled=wanted(quiet), quiet_lines=quiet) as progress, \
+            stopping.command_signals() as stop:
+        progress.say(f"hunting {','.join(inject)} over seeds {args.seeds.start}..{args.seeds.stop - 1} "
+                     f"({args.sched}, {cpus} CPUs) into {root}")
+        results = run_hunt(cfgs, root, echo=None if quiet else progress.say, stop_first=args.stop_first,
+                           progress=progress, stop=stop)
         stopped = stop.freeze()  # race.json, written next, says whether a signal cut the hunt
     line = summary_line(results, inject, args.sched, stopped)
     doc = documents.race_document(inject=list(inject), sched=args.sched, folder=root,
                                   seeds=[r.to_dict() for r in results], found=sum(r.found for r in results),
-                                  summary=line)
+                                  summary=line, start=start)
     doc["interrupted"] = stopped  # the signal that cut the hunt short, or null
     documents.write_race_json(root, doc)
     if args.json:

@@ -5,6 +5,7 @@
         a stop signal already seen?                  -> Stopped: nothing starts, no folder
         with run.log (one O_APPEND FileHandler, inherited by the workers):
           Manager(cfg, folder, echo, signals).run()  -> RunOutcome (the arena is gone)
+          NoiseProbe around it                       -> others' load on its cores
           Schedule.save(folder)                      -> schedule.json   (pct, replay)
           documents.run_document(cfg, outcome)       -> run.json        (written atomically)
           plots.plot_run(folder)                     -> plot.png        (skipped after a signal)
@@ -33,6 +34,7 @@ from stress import documents
 from stress.audit import SIGNAL_EXIT
 from stress.config import RunConfig
 from stress.engine.manager import Manager
+from stress.engine.noise import NoiseProbe
 from stress.engine.stopping import command_signals
 from stress.output import plots
 from stress.samples import NETSTAT_TXT, append_netstat
@@ -88,15 +90,18 @@ def execute(cfg: RunConfig, out_dir: Path, echo: Callable[[str], None] | None = 
     with command_signals() as signals:
         signals.check()
         folder.mkdir(parents=True, exist_ok=True)
+        start = documents.host_start()  # the load average before the workers start (run.json host)
         with run_log(folder, cfg.verbosity):
             manager = Manager(cfg, folder, echo, signals)
+            probe = NoiseProbe()
             outcome = manager.run()
+            outcome.noise = probe.finish(outcome.mapping.values())
             if manager.recorded_schedule is not None:
                 try:
                     manager.recorded_schedule.save(folder)
                 except Exception:  # noqa: BLE001 - a lost schedule must not cost the verdict
                     log.error("schedule not saved:\n%s", traceback.format_exc())
-            doc = documents.run_document(cfg, outcome)
+            doc = documents.run_document(cfg, outcome, start)
             if signals.name and doc["verdict"] != "interrupted":
                 doc = mark_interrupted(doc, signals.name, "while the results were written")
             documents.write_run_json(folder, doc)
