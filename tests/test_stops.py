@@ -237,9 +237,9 @@ def test_a_signal_while_the_results_are_written_is_in_run_json(tmp_path: Path,
 
     real = documents.run_document
 
-    def signalled(cfg: RunConfig, outcome: Any) -> dict[str, Any]:
+    def signalled(cfg: RunConfig, outcome: Any, start: Any = None) -> dict[str, Any]:
         os.kill(os.getpid(), signal.SIGTERM)  # the run is over: its workers are reaped
-        return real(cfg, outcome)
+        return real(cfg, outcome, start)
 
     monkeypatch.setattr(documents, "run_document", signalled)
     doc = runner.execute(RunConfig(cpus=1, duration=0.5, verbosity=-1), tmp_path / "run")
