@@ -261,8 +261,9 @@ class Launch:
                 os.kill(pid, signal.SIGKILL)
         problems = f"processes left behind: {left}; " if left else ""
         new = shm() - self.before
-        if new:  # other processes on the machine make short-lived ones: only what stays counts
-            time.sleep(1.0)
+        settle = time.monotonic() + 5.0  # other processes on the machine make short-lived ones: what stays counts
+        while new and time.monotonic() < settle:
+            time.sleep(0.25)
             new = {n for n in new & shm() if not _held_by_others(n, self.seen | set(left))}
         if new:
             problems += f"/dev/shm left behind: {sorted(new)}; "
