@@ -155,21 +155,28 @@ def children(pid: int) -> list[int]:
     return sorted(out)
 
 
-def _held_by_others(name: str, ours: set[int]) -> bool:
-    """Whether a /dev/shm entry is open or mapped by a process that is not the trial's (the
-    machine is shared: another engineer's run makes its own)."""
+def _holders(name: str) -> list[int]:
+    """The processes that have a /dev/shm entry open or mapped."""
+    out = []
     for pid in _pids():
-        if pid in ours:
-            continue
         try:
             if f"/dev/shm/{name}" in Path(f"/proc/{pid}/maps").read_text(errors="replace"):
-                return True
+                out.append(pid)
+                continue
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 if os.readlink(f"/proc/{pid}/fd/{fd}") == f"/dev/shm/{name}":
-                    return True
+                    out.append(pid)
+                    break
         except OSError:
             continue
-    return False
+    return out
+
+
+def _has_token(pid: int, token: str) -> bool:
+    try:
+        return f"ZL_TRIAL_TOKEN={token}".encode() in Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
 
 
 class Launch:
@@ -188,10 +195,30 @@ class Launch:
         self.out: list[str] = []
         self.err: list[str] = []
         self.seen: set[int] = {self.proc.pid}
+        #: /dev/shm entries made meanwhile by a process that is not the trial's (the machine
+        #: is shared: another engineer's spawn-context pool makes named semaphores)
+        self.foreign: set[str] = set()
+        self._watching = threading.Event()
+        self._watching.set()
+        threading.Thread(target=self._watch_shm, daemon=True).start()
         self._readers = [threading.Thread(target=self._read, args=(s, dest), daemon=True)
                          for s, dest in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
         for r in self._readers:
             r.start()
+
+    def _watch_shm(self) -> None:
+        """Every new /dev/shm entry, as soon as it is seen, attributed by who holds it:
+        one held by a process without the trial's token is another's.  One never seen
+        held stays the trial's (the check stays strict for what might be ours)."""
+        mine: set[str] = set()
+        while self._watching.is_set():
+            for name in shm() - self.before - self.foreign - mine:
+                holders = _holders(name)
+                if any(not _has_token(pid, self.token) for pid in holders):
+                    self.foreign.add(name)
+                elif holders:
+                    mine.add(name)
+            time.sleep(0.02)
 
     @staticmethod
     def _read(stream: Any, dest: list[str]) -> None:
@@ -247,6 +274,7 @@ class Launch:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+            self._watching.clear()
             for r in self._readers:
                 r.join(5)
             return -999, "".join(self.err), "the command did not exit within the time limit; "
@@ -260,11 +288,12 @@ class Launch:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         problems = f"processes left behind: {left}; " if left else ""
-        new = shm() - self.before
-        settle = time.monotonic() + 5.0  # other processes on the machine make short-lived ones: what stays counts
+        settle = time.monotonic() + 5.0  # short-lived ones (glibc's sem_open temporaries) go: what stays counts
+        new = shm() - self.before - self.foreign
         while new and time.monotonic() < settle:
             time.sleep(0.25)
-            new = {n for n in new & shm() if not _held_by_others(n, self.seen | set(left))}
+            new = new & shm() - self.foreign
+        self._watching.clear()
         if new:
             problems += f"/dev/shm left behind: {sorted(new)}; "
         return self.proc.returncode, "".join(self.err), problems
