@@ -156,19 +156,24 @@ def children(pid: int) -> list[int]:
 
 
 def _holders(name: str) -> list[int]:
-    """The processes that have a /dev/shm entry open or mapped."""
+    """The processes that have a /dev/shm entry mapped (a named semaphore is), found by its
+    inode: glibc's sem_open maps a temporary name and links it, so the maps show that
+    temporary name, deleted, but the entry's inode."""
+    try:
+        inode = str(os.stat(f"/dev/shm/{name}").st_ino)
+    except OSError:
+        return []
     out = []
     for pid in _pids():
         try:
-            if f"/dev/shm/{name}" in Path(f"/proc/{pid}/maps").read_text(errors="replace"):
-                out.append(pid)
-                continue
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"/dev/shm/{name}":
-                    out.append(pid)
-                    break
+            maps = Path(f"/proc/{pid}/maps").read_text(errors="replace")
         except OSError:
             continue
+        for line in maps.splitlines():
+            parts = line.split(None, 5)
+            if len(parts) == 6 and parts[4] == inode and parts[5].startswith("/dev/shm/"):
+                out.append(pid)
+                break
     return out
 
 
