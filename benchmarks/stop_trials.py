@@ -40,7 +40,11 @@ def main() -> int:
     ap.add_argument("--shard", default="1/1", help="K/N: run every N-th row starting at the K-th")
     ap.add_argument("--json", default="", help="also write the tallies here (after every row)")
     ap.add_argument("--keep", action="store_true", help="keep the folders of trials that were not clean")
+    ap.add_argument("--table", nargs="+", metavar="JSON", help="only print the table of saved tallies (--json "
+                    "files, e.g. one per --shard; a row in a later file replaces an earlier one), in row order")
     args = ap.parse_args()
+    if args.table:
+        return print_table(args.table)
     every = trials.rows() + trials.EXTRA
     wanted = [w for w in args.only.split(",") if w]
     chosen = [r for r in every if any(r.id.startswith(w) for w in wanted)] if wanted else trials.rows()
@@ -61,6 +65,23 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     print()
+    for line in trials.table_lines(tallies):
+        print(line)
+    return 0 if all(t.clean == t.trials for t in tallies.values()) else 1
+
+
+def print_table(paths: list[str]) -> int:
+    """The markdown table of saved tallies, in the order of the rows."""
+    saved: dict[str, dict[str, object]] = {}
+    for path in paths:
+        saved.update(json.loads(Path(path).read_text()))
+    order = [r.id for r in trials.rows() + trials.EXTRA]
+    tallies: dict[str, trials.Tally] = {}
+    for rid in sorted(saved, key=lambda r: order.index(r) if r in order else len(order)):
+        d = saved[rid]
+        t = tallies[rid] = trials.Tally(trials=int(d["trials"]), clean=int(d["clean"]),  # type: ignore[call-overload]
+                                        leftovers=int(d["leftovers"]))  # type: ignore[call-overload]
+        t.outcomes.update(d["outcomes"])  # type: ignore[arg-type]
     for line in trials.table_lines(tallies):
         print(line)
     return 0 if all(t.clean == t.trials for t in tallies.values()) else 1
