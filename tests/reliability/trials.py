@@ -555,8 +555,10 @@ def _line_then(text: str, lo: float, hi: float) -> Callable[[Launch, Rng, Path],
     return reach
 
 
-def _temporary_appears(folder: str) -> Callable[[Launch, Rng, Path], bool]:
-    """Writing, exactly: the moment a temporary file appears in ``folder`` (being written)."""
+def _file_appears(folder: str, final: str) -> Callable[[Launch, Rng, Path], bool]:
+    """Writing: the moment a temporary file appears in ``folder`` (being written), or, when
+    the write was quicker than our look, the moment its final name (glob ``final``) does
+    (published; the command still prints and exits)."""
     from stress.files import is_temporary
 
     def reach(launch: Launch, rng: Rng, tmp: Path) -> bool:
@@ -564,7 +566,7 @@ def _temporary_appears(folder: str) -> Callable[[Launch, Rng, Path], bool]:
 
         def writing() -> bool:
             try:
-                return any(is_temporary(n) for n in os.listdir(where))
+                return any(is_temporary(n) for n in os.listdir(where)) or any(where.glob(final))
             except OSError:
                 return False
         return launch.wait(writing, step=0.001)
@@ -597,9 +599,9 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
                                   "--out", str(t / "hunt")], "hunt", (1,),
             _workers_then(0.0, 2.0), _files_then("hunt/seed-*/run.json", 2, 0.5), race_result),
     Command("bench", lambda t, s: ["bench", "--quick", "--only", "P1", "--out", str(t / "bench")], "bench", (0,),
-            _line_then("bench:", 0.0, 1.0), _temporary_appears("bench"), bench_result),
+            _line_then("bench:", 0.0, 1.0), _file_appears("bench", "*.json"), bench_result),
     Command("report", lambda t, s: ["report", "--replot", str(_report_input(t, s))], "report", (0,),
-            _line_then("==", 0.0, 0.05), _temporary_appears("report"), report_result),
+            _line_then("==", 0.0, 0.05), _file_appears("report", "plot.png"), report_result),
 ]}
 
 
