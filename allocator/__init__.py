@@ -47,6 +47,10 @@ each kernel's working-set statistics are kept by allocator/workingset.py),
 ``uma.page_shortage()`` / ``uma.free_pages()`` (the low-memory event, allocator/pageout.py),
 ``uma.close()``.
 
+``allocator.COMPILED``
+    Whether the hot modules run compiled (Cython) or interpreted in this process
+    (allocator/implementation.py: ``ZONELIMIT_PURE=1`` forces interpreted).
+
 ``uma.manager().lock_within(lock, point, timeout) -> bool``, ``.lock_holder(lock) -> int``
     A lock taken with a timeout, for the manager, which must never block forever on a
     lock a stopped worker holds.  Returns: False with nothing taken on timeout; then the
@@ -55,7 +59,8 @@ each kernel's working-set statistics are kept by allocator/workingset.py),
 
 from .audit import AuditReport
 from .cpu import Cpu
-from .debug import UmaPanic
+from .errors import UmaPanic, UmaSleepError
+from .implementation import COMPILED, UnsupportedArchitecture
 from .keg import M_NOWAIT, M_WAITOK
 from .layout import (
     EXT_CLUSTER,
@@ -78,14 +83,14 @@ from .layout import (
     Geometry,
     Layout,
 )
-from .limit import UmaSleepError
 from .stats import NetstatM, Stats, ZoneStats, netstat_m_lines, vmstat_z_lines
 from .uma import INJECTIONS, Panic, Sleeper, Uma, UmaConfig
 
 __all__ = [
-    "INJECTIONS", "LOCK_NAMES", "EXT_CLUSTER", "EXT_NONE", "EXT_PACKET", "KEG_CLUSTER", "KEG_MBUF",
+    "COMPILED", "INJECTIONS", "LOCK_NAMES", "EXT_CLUSTER", "EXT_NONE", "EXT_PACKET", "KEG_CLUSTER", "KEG_MBUF",
     "M_EXT", "M_NOWAIT", "M_PKTHDR", "M_WAITOK", "MCLBYTES", "MSIZE", "MT_DATA", "MT_HEADER",
     "ZONE_CLUSTER", "ZONE_MBUF", "ZONE_NAMES", "ZONE_PACKET",
     "ArraySpec", "AuditReport", "Cpu", "Geometry", "Layout", "NetstatM", "Panic", "Sleeper", "Stats",
-    "Uma", "UmaConfig", "UmaPanic", "UmaSleepError", "ZoneStats", "netstat_m_lines", "vmstat_z_lines",
+    "Uma", "UmaConfig", "UmaPanic", "UmaSleepError", "UnsupportedArchitecture", "ZoneStats", "netstat_m_lines",
+    "vmstat_z_lines",
 ]

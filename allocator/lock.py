@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .layout import LOCK_NAMES, LOCK_POINTS_MAX, LP_NFIELDS, NLOCKS
+from allocator.layout import LOCK_NAMES, LOCK_POINTS_MAX, LP_NFIELDS, NLOCKS
 
 # Acquisition points (the call sites that take a lock).
 POINTS = (
