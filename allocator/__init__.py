@@ -49,7 +49,9 @@ each kernel's working-set statistics are kept by allocator/workingset.py),
 
 ``allocator.COMPILED``
     Whether the hot modules run compiled (Cython) or interpreted in this process
-    (allocator/implementation.py: ``ZONELIMIT_PURE=1`` forces interpreted).
+    (allocator/implementation.py: ``ZONELIMIT_PURE=1`` forces interpreted).  Read at
+    each access (``implementation.use`` may change it), so read it as
+    ``allocator.COMPILED`` rather than importing the name.
 
 ``uma.manager().lock_within(lock, point, timeout) -> bool``, ``.lock_holder(lock) -> int``
     A lock taken with a timeout, for the manager, which must never block forever on a
@@ -57,10 +59,13 @@ each kernel's working-set statistics are kept by allocator/workingset.py),
     owner word names the holder's row (-1: free).
 """
 
+from typing import TYPE_CHECKING
+
+from . import implementation
 from .audit import AuditReport
 from .cpu import Cpu
 from .errors import UmaPanic, UmaSleepError
-from .implementation import COMPILED, UnsupportedArchitecture
+from .implementation import UnsupportedArchitecture
 from .keg import M_NOWAIT, M_WAITOK
 from .layout import (
     EXT_CLUSTER,
@@ -94,3 +99,15 @@ __all__ = [
     "Uma", "UmaConfig", "UmaPanic", "UmaSleepError", "UnsupportedArchitecture", "ZoneStats", "netstat_m_lines",
     "vmstat_z_lines",
 ]
+
+
+if TYPE_CHECKING:
+    COMPILED: bool  #: the process's mode (implementation.COMPILED)
+else:
+
+    def __getattr__(name: str) -> object:
+        """``allocator.COMPILED``: the mode now (implementation.use changes it), not the
+        mode when this package was first imported."""
+        if name == "COMPILED":
+            return implementation.COMPILED
+        raise AttributeError(f"module 'allocator' has no attribute {name!r}")

@@ -48,7 +48,7 @@ from typing import Any
 try:
     import cython
 except ImportError:  # an interpreted install without Cython: nothing here is compiled
-    from allocator import _cython_shadow as cython  # type: ignore[no-redef]
+    from allocator import _cython_shadow as cython  # type: ignore[no-redef, unused-ignore]
 
 from allocator.layout import (
     BUCKET_MAX,
@@ -174,7 +174,7 @@ class FastPath:
             self.mb_dtor_pack(item, udata)
         k = KEG_CLUSTER if z == ZONE_CLUSTER else KEG_MBUF
         if cython.compiled:
-            full = zl_load_relaxed_int(cython.address(self.ukflags[k]))  # noqa: F821 (fastpath.pxd)
+            full = zl_load_relaxed_int(cython.address(self.ukflags[k]))  # type: ignore[name-defined]  # noqa: F821
         else:
             full = self.ukflags[k]
         if full & UMA_ZFLAG_FULL:
@@ -205,14 +205,14 @@ class FastPath:
         one comparison when there is none.  Workers call it every loop turn."""
         row = self.row
         if cython.compiled:
-            req = zl_load_acquire_int(cython.address(self.drainreq[row]))  # noqa: F821 (fastpath.pxd)
+            req = zl_load_acquire_int(cython.address(self.drainreq[row]))  # type: ignore[name-defined]  # noqa: F821
         else:
             req = self.drainreq[row]
         if req == self.drained[row]:
             return
         self.cpu.cache_drain(row, self.drainmask[row])
         if cython.compiled:
-            zl_store_release_int(cython.address(self.drained[row]), req)  # noqa: F821 (fastpath.pxd)
+            zl_store_release_int(cython.address(self.drained[row]), req)  # type: ignore[name-defined]  # noqa: F821
         else:
             self.drained[row] = req
 
@@ -262,7 +262,7 @@ class FastPath:
             self.cpu.panic(PANIC_BAD_DTOR, ZONE_PACKET, m, c)
         if self.exhaustion_drain:
             if cython.compiled:
-                full = zl_load_relaxed_int(cython.address(self.ukflags[KEG_CLUSTER]))  # noqa: F821
+                full = zl_load_relaxed_int(cython.address(self.ukflags[KEG_CLUSTER]))  # type: ignore[name-defined]  # noqa: F821
             else:
                 full = self.ukflags[KEG_CLUSTER]
             if full & UMA_ZFLAG_FULL:
@@ -289,7 +289,7 @@ class FastPath:
                 self._zfree(ZONE_MBUF, m)
             else:
                 if cython.compiled:
-                    ref = zl_load_relaxed_int(cython.address(self.cl_ref[c]))  # noqa: F821 (fastpath.pxd)
+                    ref = zl_load_relaxed_int(cython.address(self.cl_ref[c]))  # type: ignore[name-defined]  # noqa: F821
                 else:
                     ref = self.cl_ref[c]
                 if ref == 1 and self.m_exttype[m] == EXT_PACKET:
@@ -315,7 +315,7 @@ class FastPath:
         """
         c = self.m_ext[m]
         if cython.compiled:
-            ref = zl_load_relaxed_int(cython.address(self.cl_ref[c]))  # noqa: F821 (fastpath.pxd)
+            ref = zl_load_relaxed_int(cython.address(self.cl_ref[c]))  # type: ignore[name-defined]  # noqa: F821
         else:
             ref = self.cl_ref[c]
         if ref == 1:
@@ -374,7 +374,7 @@ class FastPath:
             self.cl_ref[c] = old + delta
             return old
         if cython.compiled:
-            return zl_fetch_add_int(cython.address(self.cl_ref[c]), delta)  # noqa: F821 (fastpath.pxd)
+            return zl_fetch_add_int(cython.address(self.cl_ref[c]), delta)  # type: ignore[name-defined]  # noqa: F821
         cpu = self.cpu
         lk = REF_LOCK0 + (c & (NREF_STRIPES - 1))
         cpu.lock(lk, point)
@@ -409,5 +409,5 @@ def floor_loop(cnt: Any, slots: Any, b: int, n: int) -> int:
         cnt[b] = c
         item = slots[base + c]
         if cython.compiled:
-            zl_compiler_barrier()  # noqa: F821 (fastpath.pxd)
+            zl_compiler_barrier()  # type: ignore[name-defined]  # noqa: F821
     return int(item)

@@ -104,7 +104,7 @@ def cpu_class(compiled: bool | None = None) -> type[Cpu]:
         mod = _compiled_cpu
         if mod is None:
             mod = _compiled_anyway()
-        return mod.Cpu  # type: ignore[no-any-return]
+        return mod.Cpu  # type: ignore[no-any-return, unused-ignore]
     from allocator.cpu import Cpu
 
     return Cpu
@@ -137,8 +137,5 @@ def use(compiled: bool) -> bool:
     if compiled and not compiled_available():
         raise RuntimeError(f"the compiled allocator is not available: {WHY_INTERPRETED}")
     previous = COMPILED
-    COMPILED = compiled
-    import allocator
-
-    allocator.COMPILED = compiled
+    COMPILED = compiled  # allocator.COMPILED reads it (allocator/__init__.py __getattr__)
     return previous

@@ -136,17 +136,19 @@ class Uma:
 
     # --- creation -----------------------------------------------------------------------
     @staticmethod
-    def create(cfg: UmaConfig) -> Uma:
+    def create(cfg: UmaConfig, compiled: bool | None = None) -> Uma:
         """Create and initialise an arena (uma_startup + the three mbuf zones).  Call in
         the manager before forking; locks and semaphores come from a fork context, so
-        their POSIX semaphores are unlinked at once and can never leak."""
+        their POSIX semaphores are unlinked at once and can never leak.  ``compiled``
+        chooses the hot modules' implementation (None: the process's, allocator.COMPILED;
+        the differential test drives both side by side)."""
         check_architecture()
         g = Geometry.for_config(cfg.ncpus, cfg.nmbclusters, cfg.mbuf_factor)
         arena = Arena.create(g, cfg.extra)
         ctx = multiprocessing.get_context("fork")
         locks = make_locks(ctx)
         sems = [ctx.Semaphore(0) for _ in range(g.rows)]
-        uma = Uma(arena, cfg, locks, sems, cpu_class())
+        uma = Uma(arena, cfg, locks, sems, cpu_class(compiled))
         uma._init_arena()
         return uma
 
