@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import allocator
 from stress.config import RunConfig
 from stress.cpulist import format_cpulist, usable_cores
 from stress.outcome import RunOutcome
@@ -221,7 +222,9 @@ def run_document(cfg: RunConfig, outcome: RunOutcome) -> dict[str, Any]:
         "config": cfg.to_dict(),
         "host": {"cores": len(usable), "usable_cores": format_cpulist(usable),
                  "python": platform.python_version(), "platform": platform.platform(),
-                 "start_method": o.start_method, "pinning": {str(k): c for k, c in o.mapping.items()}},
+                 "start_method": o.start_method, "pinning": {str(k): c for k, c in o.mapping.items()},
+                 # the allocator's hot modules ran compiled (Cython) or interpreted (issue 15)
+                 "allocator_compiled": allocator.COMPILED},
         "duration_s": round(o.duration_s, 3),
         "verdict": o.verdict,
         "exit_code": o.exit_code,

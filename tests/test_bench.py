@@ -48,7 +48,7 @@ def test_quick_bench_writes_every_figure(tmp_path):
 
 
 def test_table_marks_missed_and_met_targets():
-    figs = bench.new_figures()
+    figs = bench.new_figures(compiled=False)
     figs["P1"].values = [5.0, 4.5, 6.0]
     figs["P2"].values = [3.0]
     figs["P4"].values = [0.5]
@@ -94,3 +94,12 @@ def test_out_that_is_a_file_is_refused(tmp_path):
     proc = _bench("--only", "P8", "--out", str(f), timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"zonelimit: error: --out: {f} exists and is not a folder"
+
+
+def test_targets_follow_the_allocator_mode():
+    """Compiled, the pairs called from Python must beat the interpreted floor itself."""
+    interp, comp = bench.new_figures(compiled=False), bench.new_figures(compiled=True)
+    assert interp["P1"].check is not None and comp["P1"].check is not None
+    assert interp["P1"].check(3.9) and not comp["P1"].check(3.9) and comp["P1"].check(0.45)
+    assert comp["P2"].check is not None and comp["P2"].check(0.9) and not comp["P2"].check(1.1)
+    assert bench._figure_list("p1c,P1") == ["P1c", "P1"]

@@ -27,7 +27,16 @@ P6     netperf packets per second per CPU at ``--cpus 2``       reported (rises 
 P7     wall time of ``python -m stress --cpus 2 --duration 1``  <= 1.5 s beyond the 1 s
        minus the duration
 P8     arena bytes / raw payload bytes at the default size      <= 1.10
+P1c    compiled only: the zone pair driven from a compiled      the C floor: a compiled
+       loop (C calls into the compiled fast path)              push/pop pair on the same
+                                                               arena arrays; <= 3x
 =====  ======================================================  ===========================
+
+Two modes (issue 15).  The bench measures the allocator as this process runs it
+(``allocator.COMPILED``, printed first; ``ZONELIMIT_PURE=1`` forces interpreted), and the
+targets follow the mode: interpreted P1 <= 4x and P2 <= 8x the floor; compiled, the same
+pairs called from Python at most 0.5x and 1x the (interpreted) floor, P1c <= 3x the C
+floor, and P3.cpu (scaling on CPU time) >= 1.9x.
 
 The measurements on the allocator alone (P1..P5, P8) are in stress/engine/measure.py;
 P6 and P7 are whole runs, measured here.
@@ -55,6 +64,7 @@ from stress.engine.measure import (
     QUICK,
     Figure,
     Sizes,
+    measure_compiled_floor,
     measure_fast_paths,
     measure_instrumentation,
     measure_memory,
@@ -64,7 +74,7 @@ from stress.engine.measure import (
 HELP = "performance measurements (performance.md)"
 DESCRIPTION = HELP
 DEFAULT_OUT = Path("results/bench")
-FIGURE_IDS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
+FIGURE_IDS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P1c")
 ROOT = Path(__file__).resolve().parents[2]  #: the checkout: where `python -m stress` finds this copy
 
 
@@ -117,12 +127,31 @@ def measure_startstop(sizes: Sizes, p7: Figure) -> None:
 # --- the figures and the table ----------------------------------------------------------------
 
 
-def new_figures() -> dict[str, Figure]:
-    """Every figure of performance.md, empty, with its target."""
+def mode_line() -> str:
+    """Which allocator the bench measures (and why, when interpreted)."""
+    from allocator import COMPILED, implementation
+
+    if COMPILED:
+        return "allocator: compiled (Cython; ZONELIMIT_PURE=1 measures the interpreted one)"
+    return f"allocator: interpreted ({implementation.WHY_INTERPRETED})"
+
+
+def new_figures(compiled: bool | None = None) -> dict[str, Figure]:
+    """Every figure of performance.md, empty, with its target for the allocator's mode
+    (``compiled``; None: this process's, allocator.COMPILED)."""
+    if compiled is None:
+        from allocator import COMPILED as compiled
+    if compiled:
+        p1 = Figure("P1", "zone alloc+free via per-CPU cache / floor", "x", "<= 0.5x", lambda v: v <= 0.5)
+        p2 = Figure("P2", "m_getcl+m_freem / floor", "x", "<= 1x", lambda v: v <= 1.0)
+    else:
+        p1 = Figure("P1", "zone alloc+free via per-CPU cache / floor", "x", "<= 4x", lambda v: v <= 4.0)
+        p2 = Figure("P2", "m_getcl+m_freem / floor", "x", "<= 8x", lambda v: v <= 8.0)
     figs = [
-        Figure("P1", "zone alloc+free via per-CPU cache / floor", "x", "<= 4x", lambda v: v <= 4.0),
-        Figure("P2", "m_getcl+m_freem / floor", "x", "<= 8x", lambda v: v <= 8.0),
+        p1, p2,
+        Figure("P1c", "compiled pair from a compiled loop / C floor", "x", "<= 3x", lambda v: v <= 3.0),
         Figure("P3", "scaling 1->2 CPUs, per-CPU caches", "x", ">= 1.8x", lambda v: v >= 1.8),
+        Figure("P3.cpu", "the same on CPU time (neighbours excluded)", "x", ">= 1.9x", lambda v: v >= 1.9),
         Figure("P4", "scaling 1->2 CPUs, caches off (keg lock)", "x", "reported"),
         Figure("P5.lock", "throughput --lock-profile / plain", "x", ">= 0.90x", lambda v: v >= 0.90),
         Figure("P5.sched", "throughput sched point (jitter P=0) / plain", "x", ">= 0.90x", lambda v: v >= 0.90),
@@ -203,6 +232,13 @@ def run_bench(*, quick: bool = False, repeat_n: int | None = None, only: Sequenc
             continue
         echo(f"bench: {what} ...")
         fn()
+    if "P1c" in only:
+        echo("bench: P1c compiled pair against the C floor ...")
+        measure_compiled_floor(sizes, reps, figs["P1c"])
+    runs = figs["P3"].detail.get("runs", [])
+    figs["P3.cpu"].values = [r["cpu_time_scaling"] for r in runs]
+    if not runs:
+        figs["P3.cpu"].note = figs["P3"].note
     for f in figs.values():
         if not f.values and not f.note:
             f.note = "not measured (--only)"
@@ -213,7 +249,8 @@ def run_bench(*, quick: bool = False, repeat_n: int | None = None, only: Sequenc
 
 
 def _figure_list(text: str) -> list[str]:
-    ids = [t.strip().upper() for t in text.split(",") if t.strip()]
+    canon = {i.upper(): i for i in FIGURE_IDS}
+    ids = [canon.get(t.strip().upper(), t.strip()) for t in text.split(",") if t.strip()]
     bad = [t for t in ids if t not in FIGURE_IDS]
     if not ids or bad:
         raise argparse.ArgumentTypeError(f"must be a comma list of {','.join(FIGURE_IDS)}, got {text!r}")
@@ -235,7 +272,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=str, default=str(DEFAULT_OUT), metavar="DIR",
                         help=f"folder for the <timestamp>.json result (default: {DEFAULT_OUT})")
     parser.add_argument("--only", type=_figure_list, default=list(FIGURE_IDS), metavar="IDS",
-                        help="measure only these figures, e.g. P1,P3 (default: all of P1..P8)")
+                        help="measure only these figures, e.g. P1,P3 (default: all of P1..P8 and P1c)")
     parser.add_argument("--json", action="store_true",
                         help="print the bench JSON to stdout instead of the table (default: the table)")
 
@@ -251,6 +288,12 @@ def main(args: argparse.Namespace) -> int:
     def echo(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    from allocator import COMPILED
+
+    if args.json:
+        echo(mode_line())
+    else:
+        print(mode_line(), flush=True)
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     figs = run_bench(quick=args.quick, repeat_n=args.repeat, only=args.only, echo=echo)
@@ -259,6 +302,7 @@ def main(args: argparse.Namespace) -> int:
     doc = documents.bench_document([f.to_dict() for f in figs.values()], quick=args.quick,
                                    repeat_n=args.repeat or (3 if args.quick else 5), elapsed=elapsed,
                                    loadavg=[load0, load1])
+    doc["compiled"] = COMPILED
     busy = busy_warning(load0, load1, doc["host"]["cores"])
     try:
         path = documents.write_bench(out_dir, doc)
