@@ -57,6 +57,12 @@ each kernel's working-set statistics are kept by allocator/workingset.py),
     A lock taken with a timeout, for the manager, which must never block forever on a
     lock a stopped worker holds.  Returns: False with nothing taken on timeout; then the
     owner word names the holder's row (-1: free).
+
+``uma.manager().bound(limit, give_up=None)``
+    Every lock the manager's context takes from then on (observe, apply, drains) is
+    bounded: not free within ``limit`` seconds, or ``give_up()`` true while waiting,
+    raises ``LockTimeout`` (``.lock``, ``.name``, ``.holder`` row, ``.waited``,
+    ``.gave_up``) after releasing every lock the context held.
 """
 
 from typing import TYPE_CHECKING
@@ -64,7 +70,7 @@ from typing import TYPE_CHECKING
 from . import implementation
 from .audit import AuditReport
 from .cpu import Cpu
-from .errors import UmaPanic, UmaSleepError
+from .errors import LockTimeout, UmaPanic, UmaSleepError
 from .implementation import UnsupportedArchitecture
 from .keg import M_NOWAIT, M_WAITOK
 from .layout import (
@@ -73,6 +79,7 @@ from .layout import (
     EXT_PACKET,
     KEG_CLUSTER,
     KEG_MBUF,
+    KEG_NAMES,
     LOCK_NAMES,
     M_EXT,
     M_PKTHDR,
@@ -93,9 +100,9 @@ from .uma import INJECTIONS, Panic, Sleeper, Uma, UmaConfig
 
 __all__ = [
     "COMPILED", "INJECTIONS", "LOCK_NAMES", "EXT_CLUSTER", "EXT_NONE", "EXT_PACKET", "KEG_CLUSTER", "KEG_MBUF",
-    "M_EXT", "M_NOWAIT", "M_PKTHDR", "M_WAITOK", "MCLBYTES", "MSIZE", "MT_DATA", "MT_HEADER",
+    "KEG_NAMES", "M_EXT", "M_NOWAIT", "M_PKTHDR", "M_WAITOK", "MCLBYTES", "MSIZE", "MT_DATA", "MT_HEADER",
     "ZONE_CLUSTER", "ZONE_MBUF", "ZONE_NAMES", "ZONE_PACKET",
-    "ArraySpec", "AuditReport", "Cpu", "Geometry", "Layout", "NetstatM", "Panic", "Sleeper", "Stats",
+    "ArraySpec", "AuditReport", "Cpu", "Geometry", "Layout", "LockTimeout", "NetstatM", "Panic", "Sleeper", "Stats",
     "Uma", "UmaConfig", "UmaPanic", "UmaSleepError", "UnsupportedArchitecture", "ZoneStats", "netstat_m_lines",
     "vmstat_z_lines",
 ]

@@ -9,7 +9,7 @@ absolutely, so both modes raise the same classes.
 
 from __future__ import annotations
 
-from allocator.layout import PANIC_NAMES, ZONE_NAMES
+from allocator.layout import LOCK_NAMES, PANIC_NAMES, ZONE_NAMES
 
 
 class UmaPanic(RuntimeError):
@@ -24,3 +24,18 @@ class UmaPanic(RuntimeError):
 
 class UmaSleepError(RuntimeError):
     """A context that cannot sleep (the manager, an observer) was asked to."""
+
+
+class LockTimeout(RuntimeError):
+    """A bounded context could not take a lock in time (or was told to give up).
+
+    ``lock`` is the lock id, ``name`` its name, ``holder`` the row its owner word named
+    when the wait ended (a CPU number, the manager's row, -1 if the word said free),
+    ``waited`` the seconds waited, ``gave_up`` True when the wait was cut short by the
+    caller (a stop was requested) rather than by the time limit.  Every lock the
+    context held was released before this was raised."""
+
+    def __init__(self, lock: int, holder: int, waited: float, gave_up: bool = False) -> None:
+        self.lock, self.name, self.holder, self.waited, self.gave_up = lock, LOCK_NAMES[lock], holder, waited, gave_up
+        why = "gave up" if gave_up else "timed out"
+        super().__init__(f"{why} after {waited:.1f} s waiting for the {self.name} lock (owner word: row {holder})")

@@ -4,6 +4,7 @@ options are one line and exit 2.  No timing is asserted: only that figures exist
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -61,6 +62,7 @@ def test_table_marks_missed_and_met_targets():
     assert figs["P1"].met is False and figs["P2"].met is True and figs["P4"].met is None
 
 
+@pytest.mark.bad_documents  # a bare document: only the file names are the point
 def test_results_are_never_overwritten(tmp_path):
     doc = {"format": documents.BENCH_FORMAT}
     paths = {documents.write_bench(tmp_path, doc) for _ in range(3)}
@@ -103,3 +105,36 @@ def test_targets_follow_the_allocator_mode():
     assert interp["P1"].check(3.9) and not comp["P1"].check(3.9) and comp["P1"].check(0.45)
     assert comp["P2"].check is not None and comp["P2"].check(0.9) and not comp["P2"].check(1.1)
     assert bench._figure_list("p1c,P1") == ["P1c", "P1"]
+
+
+REFERENCE_BENCH = ROOT / "results" / "reference" / "performance" / "bench-round2-20261125-191443.json"
+
+
+def test_compare_calls_significant_changes_only(tmp_path, capsys):
+    """bench --compare OLD NEW, the pyperf way: every figure's change with its interval;
+    significant only where the interval excludes 1 and the Mann-Whitney p agrees."""
+    new = json.loads(REFERENCE_BENCH.read_text())
+    new["figures"]["P1"]["values"] = [v * 0.8 for v in new["figures"]["P1"]["values"]]  # 5 values: faster
+    new["figures"]["P5.lock"]["values"] = [v * 0.8 for v in new["figures"]["P5.lock"]["values"]]  # slower
+    new["figures"]["P6"]["values"] = [v * 0.5 for v in new["figures"]["P6"]["values"]]  # 3 values: cannot tell
+    new["figures"]["P8"]["values"] = []
+    path = tmp_path / "new.json"
+    path.write_text(json.dumps(new))
+    args = argparse.Namespace(compare=[str(REFERENCE_BENCH), str(path)])
+    assert bench.main(args) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line[:1] == "P"}
+    assert rows["P1"].endswith("significant: better") and " 0.800x " in rows["P1"]
+    assert rows["P5.lock"].endswith("significant: worse")
+    assert rows["P6"].endswith("not significant")
+    assert rows["P2"].endswith("not significant") and " 1.000x " in rows["P2"]
+    assert rows["P8"].endswith(f"not measured in {path}")
+
+
+@pytest.mark.bad_documents
+def test_compare_of_a_file_that_is_not_a_bench_is_refused(tmp_path, capsys):
+    other = tmp_path / "run.json"
+    other.write_text(json.dumps({"format": "zonelimit.run/1"}))
+    args = argparse.Namespace(compare=[str(REFERENCE_BENCH), str(other)])
+    assert bench.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zonelimit: error: --compare: ") and err.count("\n") == 1

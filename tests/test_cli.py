@@ -22,6 +22,7 @@ from stress.commands import run as run_command
 from stress.config import RunConfig
 from stress.cpulist import format_cpulist, parse_cpulist
 from stress.documents import write_run_json
+from tests.fixtures import run_doc
 
 ROOT = Path(__file__).resolve().parent.parent
 NCORES = len(os.sched_getaffinity(0))
@@ -35,8 +36,10 @@ class Recorder:
         self.exc = exc
         self.configs: list[RunConfig] = []
 
-    def __call__(self, cfg: RunConfig) -> int:
+    def __call__(self, cfg: RunConfig, folder: Path | None = None) -> int:
         self.configs.append(cfg)
+        if folder is not None:  # a claimed folder the run writes into (an empty one is removed)
+            (folder / "run.log").write_text("recorded\n")
         if self.exc is not None:
             raise self.exc
         return self.code
@@ -144,6 +147,8 @@ BAD = [
     (["--policy-param", "k"], "--policy-param"),
     (["--policy-param", "k=x"], "--policy-param"),
     (["--policy", "median", "--policy-param", "no_such_param=1"], "--policy-param"),
+    (["--policy", "median", "--policy-param", "wss.periodic=1"], "--policy-param"),
+    (["--policy", "median", "--policy-param", "lru.k=1"], "--policy-param"),
     (["--quiet", "-v"], "--quiet"),
     (["--no-such-option"], "--no-such-option"),
 ]
@@ -234,9 +239,13 @@ def test_rounds_set_the_duration(capsys: pytest.CaptureFixture[str], runner: Rec
     assert (cfg.rounds, cfg.round_length, cfg.idle, cfg.duration) == (3, 2.0, 0.5, 7.5)
 
 
-def test_explicit_duration_beats_rounds(capsys: pytest.CaptureFixture[str], runner: Recorder) -> None:
-    run_main(capsys, "--cpus", "1", "--rounds", "3", "--round-length", "2", "--duration", "4")
-    assert runner.cfg.duration == 4.0
+def test_duration_with_rounds_is_refused(capsys: pytest.CaptureFixture[str], runner: Recorder) -> None:
+    """The rounds decide a run's length; a --duration beside them would be recorded and
+    not honoured (a 2 s run became 60 s), so the pair is refused."""
+    code, _, err = run_main(capsys, "--cpus", "1", "--rounds", "3", "--round-length", "2", "--duration", "4")
+    assert code == 2 and runner.configs == []
+    assert err.strip().splitlines()[-1] == ("zonelimit: error: --duration: not with --rounds: a run of rounds "
+                                            "lasts rounds x (round-length + idle) = 6 s; give one or the other")
 
 
 def test_race_options(capsys: pytest.CaptureFixture[str], runner: Recorder) -> None:
@@ -252,6 +261,12 @@ def test_pct_and_policy_params(capsys: pytest.CaptureFixture[str], runner: Recor
              "--policy-param", "k=3")
     cfg = runner.cfg
     assert (cfg.sched, cfg.pct_depth, cfg.policy, cfg.policy_params) == ("pct", 4, "median", {"k": 3.0})
+
+
+def test_policy_params_are_accepted_in_both_forms(capsys: pytest.CaptureFixture[str], runner: Recorder) -> None:
+    run_main(capsys, "--cpus", "1", "--policy", "median", "--policy-param", "median.k=3",
+             "--policy-param", "window=4")
+    assert runner.cfg.policy_params == {"k": 3.0, "window": 4.0}
 
 
 def test_output_flags(capsys: pytest.CaptureFixture[str], runner: Recorder, tmp_path: Path) -> None:
@@ -331,7 +346,7 @@ def test_module_command_crash_exits_3(capsys: pytest.CaptureFixture[str],
 def _saved_run(folder: Path, **changes: Any) -> Path:
     cfg = RunConfig(cpus=1, duration=2.0, seed=42, era="2005", refcount="buggy-eq0", wakeup="one",
                     policy="none").replace(**changes)
-    write_run_json(folder, {"config": cfg.to_dict(), "verdict": "wedged", "exit_code": 1})
+    write_run_json(folder, run_doc(cfg, outcome_changes={"verdict": "wedged", "exit_code": 1}))
     return folder
 
 
@@ -346,6 +361,22 @@ def test_replay_reruns_the_recorded_config(capsys: pytest.CaptureFixture[str], r
     assert cfg.out == str(run_dir / "replay-1")
     run_main(capsys, "replay", str(run_dir))
     assert runner.configs[1].out == str(run_dir / "replay-2"), "a replay never reuses a folder"
+
+
+@pytest.mark.parametrize("recorded", [{"k": 2.0}, {"median.k": 2.0}])
+def test_replay_reads_policy_params_in_either_form(capsys: pytest.CaptureFixture[str], runner: Recorder,
+                                                   tmp_path: Path, recorded: dict[str, float]) -> None:
+    run_dir = _saved_run(tmp_path / "run", era="modern", policy="median", policy_params=recorded)
+    code, _, _ = run_main(capsys, "replay", str(run_dir))
+    assert code == 0 and runner.cfg.policy_params == {"k": 2.0}
+
+
+def test_replay_refuses_a_parameter_of_another_policy(capsys: pytest.CaptureFixture[str], runner: Recorder,
+                                                      tmp_path: Path) -> None:
+    run_dir = _saved_run(tmp_path / "run", era="modern", policy="median", policy_params={"wss.periodic": 1.0})
+    code, _, err = run_main(capsys, "replay", str(run_dir))
+    assert code == 2 and not runner.configs
+    assert "wss.periodic is a parameter of policy wss, but the policy is median" in err.splitlines()[-1]
 
 
 def test_replay_follows_a_recorded_schedule(capsys: pytest.CaptureFixture[str], runner: Recorder,
@@ -375,6 +406,7 @@ def test_replay_of_an_unreadable_schedule_exits_2(capsys: pytest.CaptureFixture[
     assert not runner.configs
 
 
+@pytest.mark.bad_documents
 def test_replay_of_a_bad_folder_exits_2(capsys: pytest.CaptureFixture[str], runner: Recorder,
                                         tmp_path: Path) -> None:
     for folder in (tmp_path / "missing", tmp_path):

@@ -10,9 +10,9 @@ Data flows one way, and so do imports::
        |      |
     output    (stress.output.*)           |
        |                                  |
-    documents (stress.documents, stress.samples)
+    documents (stress.documents, stress.samples, stress.files, stress.schemas)
        |                                  |
-    base      (stress.config, options, cpulist, audit, outcome)
+    base      (stress.config, options, cpulist, audit, outcome, stats, variants)
        |
     allocator (allocator.*)
 
@@ -43,7 +43,8 @@ ALLOWED: dict[str, set[str]] = {
     "base": {"base", "allocator"},
     "allocator": {"allocator"},
 }
-BASE = {"stress", "stress.config", "stress.options", "stress.cpulist", "stress.audit", "stress.outcome"}
+BASE = {"stress", "stress.config", "stress.options", "stress.cpulist", "stress.audit", "stress.outcome",
+        "stress.stats", "stress.variants"}
 
 
 def layer_of(module: str) -> str | None:
@@ -55,7 +56,7 @@ def layer_of(module: str) -> str | None:
     for name in ("engine", "workloads", "output"):
         if module == f"stress.{name}" or module.startswith(f"stress.{name}."):
             return name
-    if module in ("stress.documents", "stress.samples"):
+    if module in ("stress.documents", "stress.samples", "stress.files") or module.startswith("stress.schemas"):
         return "documents"
     if module in BASE:
         return "base"

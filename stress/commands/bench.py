@@ -41,24 +41,40 @@ floor, and P3.cpu (scaling on CPU time) >= 1.9x.
 The measurements on the allocator alone (P1..P5, P8) are in stress/engine/measure.py;
 P6 and P7 are whole runs, measured here.
 
+``bench --compare OLD.json NEW.json`` measures nothing: it sets two bench files side by
+side the pyperf way (``pyperf compare_to``): per figure the old and new medians, the
+change (new / old) with its 95% bootstrap interval, the Mann-Whitney U p-value, and
+whether the change is significant (the interval excludes 1 and p < 0.05; two bench runs
+are independent samples, nothing pairs them) -- better or worse by the figure's
+direction (:data:`BETTER`), or "not significant".
+
 Exit status: 0 when the measurements ran (missed targets are marked, they are not
 errors: this is a measurement, not a test), 2 on bad options, 3 if the bench itself
-failed.
+failed, 130 or 143 when a signal stopped it.
+
+A stop (SIGINT, SIGTERM, to the process or its group) ends the bench at once through
+the one stop mechanism (stress.engine.stopping): the measurement in progress is cut
+(it runs where a signal raises), a whole run (P6) ends ``interrupted`` and is not
+counted, no further figure starts, and no bench file is written: a cut-short
+measurement is never recorded.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
-from stress import documents, options
+from stress import documents, options, stats
 from stress.config import RunConfig
+from stress.engine import stopping
 from stress.engine.measure import (
     FULL,
     QUICK,
@@ -70,11 +86,16 @@ from stress.engine.measure import (
     measure_memory,
     measure_scaling,
 )
+from stress.output.progress import RunProgress, wanted
 
 HELP = "performance measurements (performance.md)"
 DESCRIPTION = HELP
 DEFAULT_OUT = Path("results/bench")
 FIGURE_IDS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P1c")
+#: which way each figure is better (ratios to a floor and times: lower; speed-ups and rates: higher)
+BETTER = {"P1": "lower", "P2": "lower", "P1c": "lower", "P3": "higher", "P3.cpu": "higher", "P4": "higher",
+          "P5.lock": "higher", "P5.sched": "higher", "P5.invariants": "higher", "P6": "higher", "P7": "lower",
+          "P8": "lower"}
 ROOT = Path(__file__).resolve().parents[2]  #: the checkout: where `python -m stress` finds this copy
 
 
@@ -93,6 +114,8 @@ def measure_netperf(sizes: Sizes, reps: int, p6: Figure) -> None:
             cfg = RunConfig(cpus=2, duration=sizes.run_duration, workload="netperf", seed=i, verbosity=-1,
                             out=str(Path(tmp) / f"p6-{i}"))
             doc = execute(cfg, Path(tmp) / f"p6-{i}", None)
+            if doc.get("verdict") == "interrupted":  # cut short: not a measurement
+                raise stopping.Stopped(str((doc.get("stop") or {}).get("signal") or "SIGINT"))
             p6.values.append(float(doc["ops"]["packets_per_cpu_per_s"]))
             p6.detail.setdefault("verdicts", []).append(doc.get("verdict"))
     p6.detail["counted"] = ["packets"]
@@ -129,9 +152,10 @@ def measure_startstop(sizes: Sizes, p7: Figure) -> None:
 
 def mode_line() -> str:
     """Which allocator the bench measures (and why, when interpreted)."""
-    from allocator import COMPILED, implementation
+    import allocator
+    from allocator import implementation
 
-    if COMPILED:
+    if allocator.COMPILED:
         return "allocator: compiled (Cython; ZONELIMIT_PURE=1 measures the interpreted one)"
     return f"allocator: interpreted ({implementation.WHY_INTERPRETED})"
 
@@ -140,7 +164,9 @@ def new_figures(compiled: bool | None = None) -> dict[str, Figure]:
     """Every figure of performance.md, empty, with its target for the allocator's mode
     (``compiled``; None: this process's, allocator.COMPILED)."""
     if compiled is None:
-        from allocator import COMPILED as compiled
+        import allocator
+
+        compiled = allocator.COMPILED
     if compiled:
         p1 = Figure("P1", "zone alloc+free via per-CPU cache / floor", "x", "<= 0.5x", lambda v: v <= 0.5)
         p2 = Figure("P2", "m_getcl+m_freem / floor", "x", "<= 1x", lambda v: v <= 1.0)
@@ -197,6 +223,25 @@ def table_lines(figs: Iterable[Figure]) -> list[str]:
     return out + notes
 
 
+def figure_from_dict(d: dict[str, Any]) -> Figure:
+    """A figure of a saved bench file, to print with :func:`table_lines` (``report``); its
+    target is judged as recorded."""
+    met = d.get("met")
+    return Figure(d["id"], d["title"], d["unit"], d["target"], check=None if met is None else (lambda _v: bool(met)),
+                  values=list(d["values"]), detail=dict(d.get("detail") or {}), note=d.get("note") or "")
+
+
+def saved_lines(doc: dict[str, Any], path: Path) -> list[str]:
+    """What ``report`` prints for a saved bench file: the table, the missed targets, the host."""
+    host = doc.get("host") or {}
+    lines = [f"== {path}", f"bench of {doc['created']}: zonelimit {doc['version']}, {host.get('cores')} cores"
+             + (f", {host['cpu_model']}" if host.get("cpu_model") else "")
+             + (", quick" if doc["quick"] else "") + f", {doc['repeat']} repetitions"]
+    lines += table_lines(figure_from_dict(f) for f in doc["figures"].values())
+    lines.append(f"missed: {', '.join(doc['missed'])}" if doc["missed"] else "every target met")
+    return lines
+
+
 def busy_warning(load_before: float, load_after: float, cores: int) -> str:
     """A warning when other work shared the cores (1-minute load average above the
     core count, the bench's own processes included): P3/P4 then measure the neighbours."""
@@ -208,9 +253,13 @@ def busy_warning(load_before: float, load_after: float, cores: int) -> str:
 
 
 def run_bench(*, quick: bool = False, repeat_n: int | None = None, only: Sequence[str] = FIGURE_IDS,
-              echo: Callable[[str], None] = print) -> dict[str, Figure]:
+              echo: Callable[[str], None] = print, progress: RunProgress | None = None,
+              stop: stopping.StopSignals | None = None) -> dict[str, Figure]:
     """Measure the figures whose ids (P1..P8) are in ``only``; returns every figure
-    (those not measured stay empty, with a note)."""
+    (those not measured stay empty, with a note).  ``progress`` counts the steps.  With
+    ``stop`` (the command's StopSignals) a stop signal raises :class:`stopping.Stopped` out
+    of the measurement in progress (P6's runs stop cleanly and raise it after), and no
+    figure starts after it."""
     sizes = QUICK if quick else FULL
     reps = repeat_n if repeat_n is not None else (3 if quick else 5)
     figs = new_figures()
@@ -225,16 +274,26 @@ def run_bench(*, quick: bool = False, repeat_n: int | None = None, only: Sequenc
                                                                       figs["P6"])),
         ("P7", "P7 start/stop (python -m stress --cpus 2 --duration 1)", lambda: measure_startstop(sizes, figs["P7"])),
         ("P8", "P8 arena memory", lambda: measure_memory(figs["P8"])),
+        ("P1c", "P1c compiled pair against the C floor", lambda: measure_compiled_floor(sizes, reps, figs["P1c"])),
     ]
     also = {"P1": "P2", "P3": "P4"}
-    for key, what, fn in steps:
-        if key not in only and also.get(key) not in only:
-            continue
+    chosen = [(key, what, fn) for key, what, fn in steps if key in only or also.get(key) in only]
+    if progress is not None:
+        progress.plan(len(chosen))
+    for key, what, fn in chosen:
         echo(f"bench: {what} ...")
-        fn()
-    if "P1c" in only:
-        echo("bench: P1c compiled pair against the C floor ...")
-        measure_compiled_floor(sizes, reps, figs["P1c"])
+        if progress is not None:
+            progress.start(what)
+        if stop is None:
+            fn()
+        elif key == "P6":  # whole runs: they stop by themselves, deferred, and raise after
+            stop.check()
+            fn()
+        else:
+            with stop.raising():
+                fn()
+        if progress is not None:
+            progress.done()
     runs = figs["P3"].detail.get("runs", [])
     figs["P3.cpu"].values = [r["cpu_time_scaling"] for r in runs]
     if not runs:
@@ -257,6 +316,55 @@ def _figure_list(text: str) -> list[str]:
     return ids
 
 
+def compare_lines(old: dict[str, Any], new: dict[str, Any], old_name: str, new_name: str) -> list[str]:
+    """``bench --compare``: each figure of two bench documents side by side, its change
+    with a 95% interval and a p-value, and the verdict (pyperf's compare_to)."""
+    ofigs, nfigs = old["figures"], new["figures"]
+    ids = list(dict.fromkeys([*ofigs, *nfigs]))
+    head = ("id", "figure", "old", "new", "change", "95% interval", "p", "verdict")
+    rows = [head]
+    notes = []
+    for fid in ids:
+        a, b = ofigs.get(fid) or {}, nfigs.get(fid) or {}
+        title = str(b.get("title") or a.get("title") or "")
+        unit = str(b.get("unit") or a.get("unit") or "x")
+        va, vb = list(a.get("values") or []), list(b.get("values") or [])
+        c = stats.two_sample_comparison(va, vb, BETTER.get(fid, "lower"))
+        if c.verdict == stats.UNMEASURED:
+            rows.append((fid, title, _fmt(a.get("median"), unit), _fmt(b.get("median"), unit), "-", "-", "-",
+                         "not measured in " + ("both" if not va and not vb else old_name if not va else new_name)))
+            continue
+        change = (lambda x: f"{x:.3f}x") if c.kind == "ratio" else (lambda x: f"{x:+.3g}")
+        interval = "-" if c.low is None else f"[{change(c.low)}, {change(c.high)}]"
+        verdict = {stats.BETTER: "significant: better", stats.WORSE: "significant: worse"}.get(c.verdict,
+                                                                                          "not significant")
+        rows.append((fid, title, _fmt(statistics.median(va), unit), _fmt(statistics.median(vb), unit),
+                     change(c.estimate) if c.estimate is not None else "-", interval,
+                     "-" if c.p is None else f"{c.p:.3f}", verdict))
+        if not c.called:
+            notes.append(f"  {fid}: {c.why} ({len(va)} old, {len(vb)} new values)")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = [f"bench --compare: {old_name} -> {new_name}",
+             "change = new / old median (a difference where the old median is 0); 95% bootstrap interval; "
+             "Mann-Whitney U p;",
+             f"significant only where the interval excludes no change and p < {stats.ALPHA:g} "
+             f"(needs {stats.MIN_PER_SIDE}+ values per side)", ""]
+    lines += ["  ".join(c.rjust(widths[i]) if i in (2, 3, 4) else c.ljust(widths[i]) for i, c in enumerate(r)).rstrip()
+              for r in rows]
+    return lines + ([""] + notes if notes else [])
+
+
+def bench_compare(old_path: str, new_path: str) -> int:
+    """``bench --compare OLD NEW``: print the comparison; 2 if a file is not a bench file."""
+    try:
+        old, new = documents.read_bench(Path(old_path)), documents.read_bench(Path(new_path))
+    except documents.DocumentError as exc:
+        return options.usage_error(f"--compare: {exc}")
+    for line in compare_lines(old, new, old_path, new_path):
+        print(line)
+    return 0
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``bench``."""
     parser.description = (parser.description or "") + (
@@ -275,34 +383,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure only these figures, e.g. P1,P3 (default: all of P1..P8 and P1c)")
     parser.add_argument("--json", action="store_true",
                         help="print the bench JSON to stdout instead of the table (default: the table)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no step lines and no progress, only the table (default: off)")
+    parser.add_argument("--compare", nargs=2, default=None, metavar=("OLD.json", "NEW.json"),
+                        help="measure nothing: each figure's change from OLD to NEW, with its 95%% interval "
+                             "and whether it is significant (pyperf compare_to)")
 
 
 def main(args: argparse.Namespace) -> int:
     """Run the bench: the table on stdout (or the JSON with --json), the file in --out."""
+    if args.compare is not None:
+        return bench_compare(*args.compare)
     try:
         options.check_out(args.out, may_hold_files=True)
     except options.UsageError as exc:
         return options.usage_error(exc)
     out_dir = Path(args.out)
+    try:  # before minutes of measuring: the folder exists and takes a file
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        return options.usage_error(f"--out: cannot write into {out_dir}: {exc.strerror or exc}")
 
-    def echo(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+    with RunProgress(0, "steps", enabled=wanted(args.quiet or args.json)) as progress:
+        def echo(line: str) -> None:
+            if args.quiet:
+                return
+            if progress.enabled:
+                progress.say(line)  # above the bar, on the terminal
+            else:
+                print(line, file=sys.stderr, flush=True)
 
-    from allocator import COMPILED
-
-    if args.json:
         echo(mode_line())
-    else:
-        print(mode_line(), flush=True)
-    load0 = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    figs = run_bench(quick=args.quick, repeat_n=args.repeat, only=args.only, echo=echo)
+        start = documents.host_start()
+        t0 = time.perf_counter()
+        with stopping.command_signals() as stop:
+            try:
+                figs = run_bench(quick=args.quick, repeat_n=args.repeat, only=args.only, echo=echo,
+                                 progress=progress, stop=stop)
+            except stopping.Stopped:
+                pass
+            stopped = stop.freeze()
+    if stopped:
+        print(f"{options.PROG}: bench: stopped by {stopped}; nothing recorded (a cut-short measurement "
+              "is not a measurement)", file=sys.stderr)
+        return stopping.EXIT_CODES.get(stopped, options.EX_SIGINT)
     elapsed = time.perf_counter() - t0
-    load1 = os.getloadavg()[0]
     doc = documents.bench_document([f.to_dict() for f in figs.values()], quick=args.quick,
                                    repeat_n=args.repeat or (3 if args.quick else 5), elapsed=elapsed,
-                                   loadavg=[load0, load1])
-    doc["compiled"] = COMPILED
+                                   start=start)
+    load0, load1 = (x or 0.0 for x in doc["host"]["loadavg_1min"])
     busy = busy_warning(load0, load1, doc["host"]["cores"])
     try:
         path = documents.write_bench(out_dir, doc)
@@ -311,6 +442,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(documents.doc_text(doc, documents.BENCH_FORMAT), end="")
     else:
+        print(mode_line())
         for line in table_lines(figs.values()):
             print(line)
         missed = doc["missed"]

@@ -32,9 +32,13 @@ from typing import Any
 
 from stress import config as _config
 from stress import documents, options
+from stress.commands.run import MAX_STEPS
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import usable_cores
+from stress.engine.sched.plan import STEPS_PER_S
+from stress.files import FolderError, claim_folder, new_folder
 from stress.options import EX_FAIL, EX_OK, EX_TESTER, UsageError
+from stress.output.progress import RunProgress, wanted
 from stress.workloads import WORKLOADS
 
 HELP = "race hunting and schedule replay (races.md)"
@@ -72,21 +76,7 @@ HUNTS: dict[str, Hunt] = {
 }
 
 
-def parse_seeds(text: str) -> range:
-    """``A..B`` (inclusive) or ``N``: the seeds to hunt over."""
-    try:
-        if ".." in text:
-            a, b = text.split("..", 1)
-            lo, hi = int(a), int(b)
-        else:
-            lo = hi = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be A..B or N (whole numbers), got {text!r}") from None
-    if lo < 0 or hi < lo:
-        raise argparse.ArgumentTypeError(f"must be A..B with 0 <= A <= B, got {text!r}")
-    if hi - lo >= 100000:
-        raise argparse.ArgumentTypeError(f"at most 100000 seeds at once, got {text!r}")
-    return range(lo, hi + 1)
+parse_seeds = options.seed_range  #: ``A..B`` (inclusive) or ``N``: the seeds to hunt over
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,8 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="free (real parallel cores), jitter (random delays at sched points), "
                              "pct (one CPU at a time, PCT priorities; failures replay exactly) "
                              "(default: pct)")
-    parser.add_argument("--pct-depth", type=options.whole_number(1, 64), default=_config.RunConfig.pct_depth,
-                        metavar="D", help="PCT bug depth, D-1 priority change points (default: %(default)s)")
+    parser.add_argument("--pct-depth", type=options.whole_number(1, options.MAX_PCT_DEPTH),
+                        default=_config.RunConfig.pct_depth, metavar="D",
+                        help="PCT bug depth, D-1 priority change points (default: %(default)s)")
     parser.add_argument("--jitter", type=options.probability, default=None, metavar="P",
                         help="probability of a delay at each sched point, with --sched jitter "
                              "(default: 0.05)")
@@ -112,13 +103,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oversubscribe", action="store_true",
                         help="allow more CPUs than usable cores (default: off)")
     parser.add_argument("--duration", type=options.seconds(), default=None, metavar="S",
-                        help="seconds per seed (default: the injection's hunt profile, see docs/races.md)")
+                        help="seconds per seed; under pct, converted to scheduling steps at "
+                             f"{STEPS_PER_S:,} per second (default: the injection's hunt profile, see "
+                             "docs/races.md)")
+    parser.add_argument("--steps", type=options.whole_number(1, MAX_STEPS), default=None, metavar="N",
+                        help="with --sched pct: scheduling steps per seed; the run, its callout and its "
+                             "wedge test are placed by step, so a seed gives the same verdict on any machine "
+                             "(default: the duration's)")
     parser.add_argument("--workload", type=options.one_of(tuple(WORKLOADS)), default=None, metavar="NAME",
                         help="workload (default: the injection's hunt profile)")
     parser.add_argument("--era", type=options.one_of(_config.ERAS), default=None, metavar="ERA",
                         help="allocator preset the injection is added to (default: modern: the fixed "
                              "allocator, so only the injected defect can fire)")
-    parser.add_argument("--nmbclusters", type=options.whole_number(1, options.MAX_NMBCLUSTERS), default=None,
+    parser.add_argument("--nmbclusters", type=options.whole_number(options.MIN_NMBCLUSTERS, options.MAX_NMBCLUSTERS),
+                        default=None,
                         metavar="N", help="cluster limit (default: the injection's hunt profile)")
     parser.add_argument("--wedge-timeout", type=options.seconds(), default=None, metavar="S",
                         help="wedge watchdog timeout (default: the injection's hunt profile)")
@@ -137,7 +135,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def hunt_config(inject: tuple[str, ...], seed: int, sched: str, *, cpus: int | None = None, pct_depth: int = 3,
                 jitter: float | None = None, duration: float | None = None, workload: str | None = None,
                 era: str | None = None, nmbclusters: int | None = None, wedge_timeout: float | None = None,
-                invariants: bool = True, oversubscribe: bool = False, out: str | None = None) -> RunConfig:
+                invariants: bool = True, oversubscribe: bool = False, out: str | None = None,
+                steps: int = 0) -> RunConfig:
     """The RunConfig of one hunt run: the first injection's profile, overridden by
     explicit values; the era preset's knobs (modern by default: fixed allocator)."""
     h = HUNTS[inject[0]]
@@ -153,7 +152,8 @@ def hunt_config(inject: tuple[str, ...], seed: int, sched: str, *, cpus: int | N
         interval=1.0, wedge_timeout=wedge_timeout if wedge_timeout is not None else h.wedge_timeout,
         seed=seed, inject=inject, sched=sched,
         jitter=(jitter if jitter is not None else 0.05) if sched == "jitter" else 0.0,
-        pct_depth=pct_depth, invariants=invariants, oversubscribe=oversubscribe, out=out, verbosity=-1,
+        pct_depth=pct_depth, steps=steps if sched == "pct" else 0, invariants=invariants,
+        oversubscribe=oversubscribe, out=out, verbosity=-1,
     )
 
 
@@ -164,6 +164,18 @@ def detection_time(doc: dict[str, Any]) -> float:
     if isinstance(wedge, dict) and isinstance(wedge.get("at_s"), (int, float)):
         return float(wedge["at_s"])
     return float(doc.get("duration_s", 0.0) or 0.0)
+
+
+def detection_step(doc: dict[str, Any]) -> int | None:
+    """The step of detection in a run placed by step: the wedge's, else the step at
+    which the run stopped (the audit's findings are known then); None otherwise."""
+    wedge = doc.get("wedge")
+    if isinstance(wedge, dict) and isinstance(wedge.get("at_step"), int):
+        return int(wedge["at_step"])
+    schedule = doc.get("schedule")
+    if isinstance(schedule, dict) and schedule.get("budget") and isinstance(schedule.get("total_steps"), int):
+        return int(schedule["total_steps"])
+    return None
 
 
 def caught_by_oracle(doc: dict[str, Any], verdicts: frozenset[str]) -> bool:
@@ -195,11 +207,17 @@ class SeedResult:
     detected_s: float
     folder: Path
     expected: bool  #: the verdict is one the injection's oracle reports
+    detected_step: int | None = None  #: pct: the step of the wedge (or of the stop), placed by step
 
     @property
     def failed(self) -> bool:
         """The system under test failed (any verdict class)."""
         return self.exit_code == EX_FAIL
+
+    @property
+    def interrupted(self) -> bool:
+        """A stop signal cut this seed's run: no verdict on the allocator."""
+        return self.verdict == "interrupted"
 
     @property
     def found(self) -> bool:
@@ -212,13 +230,17 @@ class SeedResult:
     def line(self) -> str:
         """``seed 3: leak after 1.42 s  replay: python -m stress replay ...``."""
         what = self.verdict if self.expected or not self.failed else f"{self.verdict} (not this row's oracle)"
+        if self.interrupted:
+            return f"seed {self.seed}: interrupted (no verdict)"
         if not self.failed:
             return f"seed {self.seed}: {what}"
-        return f"seed {self.seed}: {what} after {self.detected_s:.2f} s  replay: {self.replay_command()}"
+        when = f"at step {self.detected_step:,}" if self.detected_step is not None else f"after {self.detected_s:.2f} s"
+        return f"seed {self.seed}: {what} {when}  replay: {self.replay_command()}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "verdict": self.verdict, "exit_code": self.exit_code,
-                "detected_s": round(self.detected_s, 3), "folder": str(self.folder),
+                "detected_s": round(self.detected_s, 3), "detected_step": self.detected_step,
+                "folder": str(self.folder),
                 "expected_class": self.expected, "replay": self.replay_command()}
 
 
@@ -232,18 +254,37 @@ def _execute() -> Execute:
 
 
 def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
-             echo: Callable[[str], None] | None = None, stop_first: bool = False) -> list[SeedResult]:
-    """Run each configuration (one per seed) into ``root/seed-N`` and classify it."""
+             echo: Callable[[str], None] | None = None, stop_first: bool = False,
+             progress: RunProgress | None = None, stop: Any = None) -> list[SeedResult]:
+    """Run each configuration (one per seed) into ``root/seed-N`` and classify it
+    (``progress``: seeds done of the total, the current seed's time, an ETA).
+
+    ``stop`` (the command's stress.engine.stopping.StopSignals): after a stop signal no
+    new seed starts; the seed it cut is kept, with its verdict ``interrupted``."""
     ex = execute or _execute()
     out = []
     for cfg in cfgs:
+        if stop is not None and stop.requested:
+            break
         folder = root / f"seed-{cfg.seed}"
         folder.mkdir(parents=True, exist_ok=True)
-        doc = ex(cfg.replace(out=str(folder)), folder)
+        if progress is not None:
+            progress.start(f"seed {cfg.seed}")
+        try:
+            doc = ex(cfg.replace(out=str(folder)), folder)
+        except KeyboardInterrupt:  # stopped before the run started (stopping.Stopped)
+            if not any(folder.iterdir()):
+                folder.rmdir()
+            if stop is None:
+                raise
+            break
+        if progress is not None:
+            progress.done()
         verdict = str(doc.get("verdict", "error"))
         code = int(doc.get("exit_code", EX_TESTER))
-        expected = caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts) if cfg.inject else verdict == "ok"
-        r = SeedResult(cfg.seed, verdict, code, detection_time(doc), folder, expected)
+        expected = (verdict != "interrupted" and
+                    (caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts) if cfg.inject else verdict == "ok"))
+        r = SeedResult(cfg.seed, verdict, code, detection_time(doc), folder, expected, detection_step(doc))
         out.append(r)
         if echo is not None:
             echo(r.line())
@@ -252,18 +293,22 @@ def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
     return out
 
 
-def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str) -> str:
+def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str, stopped: str | None = None) -> str:
     """``found in k of n seeds (inject refcount-eq0, sched pct)``, plus the seeds that
-    failed some other way, if any."""
-    k = sum(r.found for r in results)
-    other = sum(r.failed and not r.found for r in results)
+    failed some other way, if any, and the stop signal that cut the hunt short.  A seed
+    the signal cut is not counted among the n."""
+    done = [r for r in results if not r.interrupted]
+    k = sum(r.found for r in done)
+    other = sum(r.failed and not r.found for r in done)
     extra = f"; {other} other failures" if other else ""
-    return f"found in {k} of {len(results)} seeds (inject {','.join(inject)}, sched {sched}){extra}"
+    if stopped:
+        extra += f"; interrupted by {stopped} after {len(done)} seeds"
+    return f"found in {k} of {len(done)} seeds (inject {','.join(inject)}, sched {sched}){extra}"
 
 
 def default_root(inject: tuple[str, ...]) -> Path:
-    """Create results/race-<timestamp>-<inject>/, never an existing folder."""
-    return documents.new_folder(Path("results"), f"race-{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(inject)}")
+    """Create and claim results/race-<timestamp>-<inject>/, never an existing folder."""
+    return new_folder(Path("results"), f"race-{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(inject)}")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -280,6 +325,8 @@ def _hunt(args: argparse.Namespace) -> int:
         raise UsageError("--inject: name at least one race: " + ", ".join(_config.INJECTIONS))
     if args.jitter is not None and args.sched != "jitter":
         raise UsageError(f"--jitter: only with --sched jitter (got --sched {args.sched})")
+    if args.steps is not None and args.sched != "pct":
+        raise UsageError(f"--steps: only with --sched pct (got --sched {args.sched})")
     oversubscribe = args.oversubscribe
     cpus = args.cpus
     if cpus is None:  # the profile's: its roles need that many, so oversubscribe if must
@@ -287,31 +334,40 @@ def _hunt(args: argparse.Namespace) -> int:
         oversubscribe = oversubscribe or cpus > len(usable_cores())
     options.check_cpus(cpus, oversubscribe)
     options.check_out(args.out)
-    root = Path(args.out) if args.out else default_root(inject)
+    try:  # claimed: this hunt's alone (stress/files.py), released by the command line
+        root = claim_folder(Path(args.out)) if args.out else default_root(inject)
+    except FolderError as exc:
+        raise UsageError(f"--out: {exc}") from None
     cfgs = [hunt_config(inject, seed, args.sched, cpus=cpus, pct_depth=args.pct_depth,
                         jitter=args.jitter,
                         duration=args.duration, workload=args.workload, era=args.era,
                         nmbclusters=args.nmbclusters, wedge_timeout=args.wedge_timeout,
-                        invariants=not args.no_invariants, oversubscribe=oversubscribe)
+                        invariants=not args.no_invariants, oversubscribe=oversubscribe, steps=args.steps or 0)
             for seed in args.seeds]
     quiet = args.quiet or args.json
 
-    def echo(line: str) -> None:
-        print(line, flush=True)
+    from stress.engine import stopping
 
-    if not quiet:
-        print(f"hunting {','.join(inject)} over seeds {args.seeds.start}..{args.seeds.stop - 1} "
-              f"({args.sched}, {cpus} CPUs) into {root}", flush=True)
-    results = run_hunt(cfgs, root, echo=None if quiet else echo, stop_first=args.stop_first)
-    line = summary_line(results, inject, args.sched)
+    start = documents.host_start()
+    with RunProgress(len(cfgs), "seeds", enabled=wanted(quiet), quiet_lines=quiet) as progress, \
+            stopping.command_signals() as stop:
+        progress.say(f"hunting {','.join(inject)} over seeds {args.seeds.start}..{args.seeds.stop - 1} "
+                     f"({args.sched}, {cpus} CPUs) into {root}")
+        results = run_hunt(cfgs, root, echo=None if quiet else progress.say, stop_first=args.stop_first,
+                           progress=progress, stop=stop)
+        stopped = stop.freeze()  # race.json, written next, says whether a signal cut the hunt
+    line = summary_line(results, inject, args.sched, stopped)
     doc = documents.race_document(inject=list(inject), sched=args.sched, folder=root,
                                   seeds=[r.to_dict() for r in results], found=sum(r.found for r in results),
-                                  summary=line)
+                                  summary=line, start=start)
+    doc["interrupted"] = stopped  # the signal that cut the hunt short, or null
     documents.write_race_json(root, doc)
     if args.json:
         print(documents.doc_text(doc, documents.RACE_FORMAT, indent=1), end="")
     else:
         print(line)
+    if stopped:
+        return stopping.EXIT_CODES.get(stopped, options.EX_SIGINT)
     if any(r.failed for r in results):
         return EX_FAIL
     if any(r.exit_code not in (EX_OK, EX_FAIL) for r in results):

@@ -21,8 +21,10 @@ from stress import config as _config
 from stress import options
 from stress.commands import run
 from stress.config import RunConfig
-from stress.documents import SCHEDULE_FILE, DocumentError, load_run, load_schedule, new_folder
+from stress.documents import SCHEDULE_FILE, DocumentError, load_run, load_schedule
+from stress.files import new_folder
 from stress.options import UsageError
+from stress.variants import policy_params
 
 HELP = "re-run exactly what RUN_DIR/run.json recorded"
 DESCRIPTION = ("Re-run exactly what RUN_DIR/run.json recorded (same config and seed; the recorded\nschedule "
@@ -38,7 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oversubscribe", action="store_true",
                         help="allow the recorded CPU count to exceed this machine's usable cores "
                              "(default: as recorded)")
+    parser.add_argument("--steps", type=options.whole_number(1, run.MAX_STEPS), default=None, metavar="N",
+                        help="replaying a recorded schedule: stop at step N, to look at the state just "
+                             "before a failure (default: where the recorded run stopped)")
     run.add_output_arguments(parser, run_folder=False)
+
+
+#: the longest run a replay starts: a run's longest, doubled as prepare_replay does, plus 2 s
+#: (run.schema.json's config.duration maximum)
+MAX_REPLAY_SECONDS = options.MAX_SECONDS * 2 + 2
 
 
 def config_problems(cfg: RunConfig) -> list[str]:
@@ -60,6 +70,9 @@ def config_problems(cfg: RunConfig) -> list[str]:
         problems.append(f"--inject: recorded {','.join(bad)}; allowed here: {', '.join(_config.INJECTIONS)}")
     if not isinstance(cfg.cpus, int) or cfg.cpus < 1:
         problems.append(f"--cpus: recorded {cfg.cpus!r}; must be a whole number >= 1")
+    if cfg.rounds and cfg.rounds * (cfg.round_length + cfg.idle) > MAX_REPLAY_SECONDS:
+        problems.append(f"--rounds: recorded {cfg.rounds} rounds of {cfg.round_length + cfg.idle:g} s: longer than "
+                        f"{MAX_REPLAY_SECONDS} s")
     return problems
 
 
@@ -80,10 +93,17 @@ def prepare_replay(run_dir: Path, cfg: RunConfig) -> RunConfig:
         raise ValueError(f"{SCHEDULE_FILE} unreadable: {exc}") from None
     if s.ncpus != cfg.cpus:
         raise ValueError(f"{SCHEDULE_FILE} was recorded for {s.ncpus} CPUs, run.json says {cfg.cpus}")
-    # The replay stops its workers when the recording is used up; give it room to get
-    # there even if following a schedule is slower than recording it was.  (The manager
-    # still runs out its duration: it does not end when every worker has left.)
-    return cfg.replace(sched="replay", replay_from=str(run_dir), duration=cfg.duration * 2 + 2.0)
+    # A schedule with a step plan (every pct run since issue 11) is placed by step: its
+    # budget, rounds, callout and wedge test come from schedule.json, the replay ends where
+    # the recording stops, and its own ``steps`` (``--steps``) only cuts it shorter.  An
+    # older schedule, recorded against the wall clock, stops its workers when the
+    # recording is used up: give it room to get there even if following a schedule is
+    # slower than recording it was.
+    duration = cfg.duration * 2 + 2.0
+    if duration > MAX_REPLAY_SECONDS:
+        raise ValueError(f"a schedule followed for twice the recorded {cfg.duration:g} s would run longer than "
+                         f"{MAX_REPLAY_SECONDS} s")
+    return cfg.replace(sched="replay", replay_from=str(run_dir), duration=duration, steps=0)
 
 
 def _replay_config(args: argparse.Namespace) -> tuple[RunConfig, dict[str, object]]:
@@ -100,6 +120,13 @@ def _replay_config(args: argparse.Namespace) -> tuple[RunConfig, dict[str, objec
     problems = config_problems(cfg)
     if problems:
         raise UsageError(f"RUN_DIR: {run_dir}: {problems[0]}")
+    if not isinstance(cfg.policy_params, dict):
+        raise UsageError(f"RUN_DIR: {run_dir}/run.json: config.policy_params is not an object")
+    try:  # recorded as k=3 or median.k=3: the run's own policy's parameters, named the run way
+        params = policy_params(cfg.policy, cfg.policy_params.items(), where="config.policy_params")
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"RUN_DIR: {run_dir}/run.json: {exc}") from None
+    cfg = cfg.replace(policy_params=params)
     oversubscribe = cfg.oversubscribe or args.oversubscribe
     options.check_cpus(cfg.cpus, oversubscribe)
     verbosity = options.verbosity(args.quiet, args.verbose)
@@ -108,22 +135,29 @@ def _replay_config(args: argparse.Namespace) -> tuple[RunConfig, dict[str, objec
         followed = prepare_replay(run_dir, cfg)
     except ValueError as exc:
         raise UsageError(f"RUN_DIR: {run_dir}: schedule: {exc}") from None
-    out = Path(args.out) if args.out is not None else new_folder(run_dir, "replay", numbered=True)
-    return followed.replace(out=str(out), json=args.json, verbosity=verbosity, oversubscribe=oversubscribe), doc
+    if args.steps is not None:
+        if followed.sched != "replay":
+            raise UsageError(f"--steps: {run_dir} holds no recorded schedule (a {cfg.sched} run re-runs its "
+                             "seed): there is no step to stop at")
+        followed = followed.replace(steps=args.steps)
+    return followed.replace(json=args.json, verbosity=verbosity, oversubscribe=oversubscribe), doc
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``replay RUN_DIR``: re-run exactly what RUN_DIR/run.json recorded, into a fresh folder."""
     try:
         cfg, doc = _replay_config(args)
+        # checked first, claimed last: a replay refused for any reason leaves no folder
+        folder = run.claim_out(args.out, lambda: new_folder(Path(args.run_dir), "replay", numbered=True))
     except UsageError as exc:
         parser.error(str(exc))
+    cfg = cfg.replace(out=str(folder))
     talk = not args.json and cfg.verbosity >= 0
     if talk:
         print(f"replay of {args.run_dir} (recorded verdict {doc.get('verdict', '?')}, exit "
               f"{doc.get('exit_code', '?')}) into {cfg.out}", file=sys.stderr, flush=True)
     options.oversubscription_warning(cfg.cpus)
-    code = run.start_run(cfg, "replay")
+    code = run.start_run(cfg, "replay", folder)
     recorded = doc.get("exit_code")
     if talk and isinstance(recorded, int) and code in (0, 1) and code != recorded:
         print(f"replay: exit {code} differs from the recorded exit {recorded}", file=sys.stderr)

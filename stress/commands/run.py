@@ -31,12 +31,16 @@ from typing import Any
 
 from allocator.policy import POLICY_NAMES, POLICY_PARAMS
 from stress import config as _config
-from stress import documents, options
+from stress import documents, files, options
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import format_cpulist, usable_cores
+from stress.engine.sched.plan import STEPS_PER_S
 from stress.options import UsageError
 from stress.output import monitor
+from stress.variants import policy_params
 from stress.workloads import WORKLOADS
+
+MAX_STEPS = 10**12  #: a bound no run reaches: about a year at the nominal rate
 
 HELP = "one stress run (the default command)"
 DESCRIPTION = ("One stress run: workers pinned to cores, live netstat -m, watchdog, audit, run folder.\n"
@@ -76,18 +80,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="allow more CPUs than usable cores (they then interleave instead of running "
                         "in parallel; a warning is printed) (default: off)")
     g.add_argument("--duration", type=options.seconds(), default=None, metavar="S",
-                   help=f"total run time in seconds (default: {d['duration']:g}; with --rounds: "
-                        "rounds x (round-length + idle))")
+                   help=f"total run time in seconds; not with --rounds, whose runs last rounds x "
+                        f"(round-length + idle) (default: {d['duration']:g})")
     g.add_argument("--workload", type=options.one_of(WORKLOAD_NAMES), default=d["workload"], metavar="NAME",
                    help=f"{', '.join(WORKLOAD_NAMES)} (default: {d['workload']})")
-    g.add_argument("--rounds", type=options.whole_number(0), default=d["rounds"], metavar="R",
+    g.add_argument("--rounds", type=options.whole_number(0, options.MAX_ROUNDS), default=d["rounds"], metavar="R",
                    help="netperf-style on/off rounds, netstat -m printed after each; 0 = one continuous "
                         f"round (default: {d['rounds']})")
     g.add_argument("--round-length", type=options.seconds(), default=None, metavar="S",
                    help=f"seconds of load per round, with --rounds (default: {d['round_length']:g})")
     g.add_argument("--idle", type=options.seconds(allow_zero=True), default=None, metavar="S",
                    help=f"idle seconds between rounds, with --rounds (default: {d['idle']:g})")
-    g.add_argument("--seed", type=options.whole_number(0, 2**64 - 1), default=d["seed"], metavar="N",
+    g.add_argument("--seed", type=options.whole_number(0, options.MAX_SEED), default=d["seed"], metavar="N",
                    help=f"seeds every random choice; recorded in run.json (default: {d['seed']})")
 
     g = parser.add_argument_group("allocator semantics (an explicit option beats the --era preset)")
@@ -100,7 +104,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"packet-zone / bucket-cache trimming: {', '.join(POLICY_NAMES)} "
                         f"(default: {_era_default('policy')})")
     g.add_argument("--policy-param", type=options.policy_param, action="append", default=None, metavar="NAME=VALUE",
-                   help="a tuning parameter of --policy, repeatable: "
+                   help="a tuning parameter of --policy, repeatable, as NAME=VALUE or POLICY.NAME=VALUE "
+                        "(k=3 or median.k=3): "
                         f"{_policy_params_help()} (default: the policy's own defaults)")
     g.add_argument("--refcount", type=options.one_of(_config.REFCOUNT_MODES), default=None, metavar="MODE",
                    help=f"cluster refcount release: buggy-eq0 (the 2005 test) or atomic "
@@ -109,15 +114,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"zonelimit wakeup: one (2005) or all (default: {_era_default('wakeup')})")
     g.add_argument("--nmbclusters", type=options.whole_number(options.MIN_NMBCLUSTERS, options.MAX_NMBCLUSTERS),
                    default=d["nmbclusters"], metavar="N", help=f"cluster zone limit (default: {d['nmbclusters']})")
-    g.add_argument("--trim-interval", type=options.seconds(), default=d["trim_interval"], metavar="S",
+    g.add_argument("--trim-interval", type=options.seconds(minimum=options.MIN_PERIOD), default=d["trim_interval"],
+                   metavar="S",
                    help=f"period of the trimming policy's decisions (default: {d['trim_interval']:g})")
-    g.add_argument("--page-budget", type=options.whole_number(0), default=d["page_budget"], metavar="PAGES",
+    g.add_argument("--page-budget", type=options.whole_number(0, options.MAX_PAGE_BUDGET), default=d["page_budget"],
+                   metavar="PAGES",
                    help="pages the VM has for the kegs: when free pages fall below about 2%% of it, "
                         "vm_lowmem asks every zone's policy to give memory back; 0 = no budget, no "
                         f"low-memory event ever, as on the Dec 2005 machines (default: {d['page_budget']})")
 
     g = parser.add_argument_group("monitoring and watchdog")
-    g.add_argument("--interval", type=options.seconds(), default=d["interval"], metavar="S",
+    g.add_argument("--interval", type=options.seconds(minimum=options.MIN_PERIOD), default=d["interval"], metavar="S",
                    help=f"sampling period of the monitor (default: {d['interval']:g})")
     g.add_argument("--wedge-timeout", type=options.seconds(), default=d["wedge_timeout"], metavar="S",
                    help="how long all CPUs may sleep in zonelimit without progress before the run is "
@@ -134,9 +141,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--jitter", type=options.probability, default=None, metavar="P",
                    help=f"probability of a random delay at each sched point (default: {d['jitter']:g}; "
                         "with --sched jitter: 0.01)")
-    g.add_argument("--pct-depth", type=options.whole_number(1, 64), default=d["pct_depth"], metavar="D",
+    g.add_argument("--pct-depth", type=options.whole_number(1, options.MAX_PCT_DEPTH), default=d["pct_depth"],
+                   metavar="D",
                    help="PCT bug depth: D-1 priority change points, with --sched pct "
                         f"(default: {d['pct_depth']})")
+    g.add_argument("--steps", type=options.whole_number(1, MAX_STEPS), default=None, metavar="N",
+                   help="with --sched pct: the run's length in scheduling steps; its rounds, trimming "
+                        "callout and wedge test are placed by step too, so one seed gives one schedule and "
+                        "one verdict on any machine (default: --duration, or the rounds, at "
+                        f"{STEPS_PER_S:,} steps per second)")
 
     g = parser.add_argument_group("debugging and profiling")
     g.add_argument("--invariants", action="store_true",
@@ -187,12 +200,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                 raise UsageError(f"{flag}: only meaningful with --rounds R (R >= 1)")
     round_length = args.round_length if args.round_length is not None else _DEFAULTS["round_length"]
     idle = args.idle if args.idle is not None else _DEFAULTS["idle"]
-    if args.duration is not None:
-        duration = args.duration
-    elif args.rounds:
-        duration = args.rounds * (round_length + idle)
-    else:
-        duration = _DEFAULTS["duration"]
+    duration = options.run_length(args.duration, args.rounds, round_length, idle, _DEFAULTS["duration"])
 
     sched = args.sched
     if sched is None:
@@ -202,18 +210,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                          "here allowed: free, jitter, pct")
     if args.jitter and sched != "jitter":
         raise UsageError(f"--jitter: only with --sched jitter (got --sched {sched})")
+    if args.steps is not None and sched != "pct":
+        raise UsageError(f"--steps: only with --sched pct (a run placed by step; got --sched {sched})")
     jitter = args.jitter if args.jitter is not None else (0.01 if sched == "jitter" else _DEFAULTS["jitter"])
 
     inject = tuple(dict.fromkeys(n for group in (args.inject or []) for n in group))
 
-    params: dict[str, float] = dict(args.policy_param or [])
-    if params:
-        known = POLICY_PARAMS.get(knobs["policy"], {})
-        for name in params:
-            if name not in known:
-                allowed = ", ".join(sorted(known)) or "none"
-                raise UsageError(f"--policy-param: policy {knobs['policy']} has no parameter {name!r}; "
-                                 f"allowed: {allowed}")
+    params = policy_params(knobs["policy"], args.policy_param or [])  # k=3 or median.k=3
 
     if args.profile and not _py_spy_available():
         raise UsageError("--profile: py-spy is not installed (pip install py-spy)")
@@ -239,6 +242,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         sched=sched,
         jitter=jitter,
         pct_depth=args.pct_depth,
+        steps=args.steps or 0,
         invariants=args.invariants,
         lock_profile=args.lock_profile,
         profile=args.profile,
@@ -260,22 +264,47 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return start_run(cfg)
 
 
-def start_run(cfg: RunConfig, what: str = "run") -> int:
+def start_run(cfg: RunConfig, what: str = "run", folder: Path | None = None) -> int:
     """Hand a resolved configuration to :func:`main_run`, guarded (cli.md's exit codes)."""
-    return options.call_guarded(what, lambda: main_run(cfg))
+    return options.call_guarded(what, lambda: main_run(cfg, folder))
 
 
-def main_run(cfg: RunConfig) -> int:
-    """Print the configuration and the CPU map, run, print the summary (or only run.json
-    with --json); return the run's exit code."""
+def main_run(cfg: RunConfig, folder: Path | None = None) -> int:
+    """Claim the run folder (``folder``, already claimed, else --out or a new one), print
+    the configuration and the CPU map, run, print the summary (or only run.json with
+    --json); return the run's exit code."""
+    from stress.engine import stopping
     from stress.engine.pinning import PinningError, cpu_map
-    from stress.engine.runner import execute
 
     try:
         mapping = cpu_map(cfg.cpus, cfg.oversubscribe)
     except PinningError as exc:
         return options.usage_error(f"--cpus: {exc}")
-    folder = Path(cfg.out) if cfg.out else documents.default_run_dir(cfg)
+    with stopping.command_signals() as stop:
+        stop.check()  # stopped before the run: no folder
+        if folder is None:
+            folder = claim_out(cfg.out, lambda: documents.default_run_dir(cfg))
+        with files.holding(folder):  # released however the run ends; removed if nothing was written
+            return _run_into(cfg, folder, mapping, stop)
+
+
+def claim_out(out: str | None, default: Callable[[], Path]) -> Path:
+    """Claim ``--out`` (new, or an empty folder) or make the default folder: the folder is
+    this run's alone (stress/files.py); any problem is a usage error naming --out."""
+    try:
+        return files.claim_folder(Path(out)) if out else default()
+    except files.FolderError as exc:
+        raise UsageError(f"--out: {exc}") from None
+
+
+def _run_into(cfg: RunConfig, folder: Path, mapping: dict[int, int], stop: Any) -> int:
+    """The run itself, into a claimed ``folder``, then what a person reads.  Once run.json
+    is written the signals are frozen: one that came before is written into run.json
+    (``interrupted``), one that comes while the summary prints changes nothing (the result
+    is complete and says how the run ended), so the process's exit code is always
+    run.json's."""
+    from stress.engine.runner import execute, mark_interrupted
+
     talk = not cfg.json and cfg.verbosity >= 0
     echo: Callable[[str], None] | None = None
     if talk:
@@ -286,6 +315,10 @@ def main_run(cfg: RunConfig) -> int:
         for line in monitor.mapping_lines(mapping):
             echo(line)
     doc = execute(cfg, folder, echo)
+    late = stop.freeze()
+    if late and doc.get("verdict") != "interrupted":
+        doc = mark_interrupted(doc, late, "while the results were written")
+        documents.write_run_json(folder, doc)
     if cfg.json:
         sys.stdout.write(documents.run_json_text(doc))
         sys.stdout.flush()

@@ -51,6 +51,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from stress.files import write_text
+
 RAW_FILE = "profile.raw.txt"  #: py-spy's collapsed stacks, as recorded
 SPEEDSCOPE_FILE = "profile.speedscope.json"
 SVG_FILE = "profile.svg"
@@ -308,7 +310,7 @@ def write_speedscope(path: Path, stacks: Sequence[Stack], labels: Mapping[int, s
     doc = {"$schema": "https://www.speedscope.app/file-format-schema.json", "exporter": "zonelimit",
            "name": "zonelimit run", "activeProfileIndex": 0, "shared": {"frames": frames},
            "profiles": profiles}
-    path.write_text(json.dumps(doc))
+    write_text(path, json.dumps(doc))
 
 
 def write_flamegraph(path: Path, stacks: Sequence[Stack], labels: Mapping[int, str],
@@ -347,7 +349,7 @@ def write_flamegraph(path: Path, stacks: Sequence[Stack], labels: Mapping[int, s
 
     draw(tree, 10.0, 0)
     out.append("</svg>")
-    path.write_text("\n".join(out) + "\n")
+    write_text(path, "\n".join(out) + "\n")
 
 
 def _depth(node: dict[str, Any]) -> int:
