@@ -115,3 +115,14 @@ def test_install_without_a_compiler_runs_interpreted(tmp_path: Path) -> None:
 @pytest.mark.smp
 def test_install_with_a_compiler_runs_compiled(tmp_path: Path) -> None:
     assert _install(tmp_path, {}) == "True True"
+
+
+def test_every_document_records_the_mode_and_its_schema_types_it() -> None:
+    """run.json, bench, compare and race files share the host record: it says which
+    allocator ran, as a boolean (stress/schemas/host.schema.json)."""
+    from stress import documents
+
+    host = documents.host_record(None)
+    assert host["allocator_compiled"] is allocator.COMPILED
+    assert documents.schema_errors(host, "host") == []
+    assert any("allocator_compiled" in e for e in documents.schema_errors({**host, "allocator_compiled": 1}, "host"))
