@@ -11,8 +11,8 @@ zinit failures are reached.  Whole-arena comparison includes every allocator arr
 every payload byte (INVARIANTS poison), so a difference anywhere is a failure, with the
 first differing array named.
 
-Skipped when the compiled modules were not built; ``ZONELIMIT_REQUIRE_COMPILED=1`` (the
-compiled tox env) turns that skip into a failure.
+Skipped when the compiled modules were not built; ``ZONELIMIT_REQUIRE_COMPILED=1`` (tox.ini
+sets it for every env) turns that skip into a failure.
 """
 
 from __future__ import annotations

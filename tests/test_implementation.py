@@ -126,3 +126,19 @@ def test_every_document_records_the_mode_and_its_schema_types_it() -> None:
     assert host["allocator_compiled"] is allocator.COMPILED
     assert documents.schema_errors(host, "host") == []
     assert any("allocator_compiled" in e for e in documents.schema_errors({**host, "allocator_compiled": 1}, "host"))
+
+
+@pytest.mark.interpreted
+def test_the_interpreted_marker_runs_a_test_interpreted() -> None:
+    """tests/conftest.py: whatever the session's mode, this process's new allocators and
+    any ``python -m stress`` the test starts run interpreted."""
+    assert allocator.COMPILED is False and os.environ[PURE_ENV] == "1"
+    u = allocator.Uma.create(allocator.UmaConfig(ncpus=1, nmbclusters=64))
+    try:
+        assert not u.compiled
+    finally:
+        u.close()
+
+
+def test_after_an_interpreted_test_the_session_mode_is_back() -> None:
+    assert allocator.COMPILED is implementation.compiled_available() or os.environ.get(PURE_ENV, "") not in ("", "0")

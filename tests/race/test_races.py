@@ -65,6 +65,11 @@ PARALLEL = {
     "stats-unlocked": ("free", 20, 100),  # ~0.03 s
     "wake-one": ("free", 1, 80),  # ~0.2 s; 80 misses at p 0.15: ~2e-6
 }
+#: rows whose free-mode window is the interpreted one: compiled, the refcount read and the
+#: fetchadd are a few instructions apart, and refcount-eq0 was found in 1 of 30 seeds
+#: against 3 of 30 interpreted (load average 7; docs/testing.md "Two modes"), so those
+#: rows run interpreted in either mode (tests/conftest.py, the ``interpreted`` marker)
+INTERPRETED_WINDOW = {"refcount-eq0"}
 TWO_CORES = len(os.sched_getaffinity(0)) >= 2
 
 
@@ -90,7 +95,8 @@ def test_pct_recorded_failure_replays_to_the_same_verdict(inject: str) -> None:
 
 
 @pytest.mark.skipif(not TWO_CORES, reason="needs two real cores: with one, the CPUs never run in parallel")
-@pytest.mark.parametrize("inject", sorted(PARALLEL))
+@pytest.mark.parametrize("inject", [pytest.param(i, marks=pytest.mark.interpreted) if i in INTERPRETED_WINDOW else i
+                                    for i in sorted(PARALLEL)])
 def test_parallel_cores_find_it_within_budget(inject: str) -> None:
     mode, rounds, budget = PARALLEL[inject]
     seen = []
