@@ -35,7 +35,7 @@ def clusters_current(rounds: list[dict[str, Any]]) -> list[int]:
 
 
 @pytest.mark.smp
-@pytest.mark.interpreted  # compiled, the race loses ~10x fewer clusters: no wedge in 80 rounds
+@pytest.mark.interpreted  # compiled, the race loses ~8x fewer clusters (docs/testing.md "Two modes")
 @needs_smp
 def test_2005_leaks_round_over_round_and_wedges_in_zonelimit(tmp_path: Path) -> None:
     # It ends at the wedge (about 20 rounds idle or beside one hog); the race that loses
