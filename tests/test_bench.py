@@ -138,3 +138,15 @@ def test_compare_of_a_file_that_is_not_a_bench_is_refused(tmp_path, capsys):
     assert bench.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("zonelimit: error: --compare: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_every_figure_of_either_mode_passes_the_bench_schema(compiled):
+    """P1c and P3.cpu are figure ids the schema must accept, measured or not."""
+    figs = bench.new_figures(compiled=compiled)
+    for i, f in enumerate(figs.values()):
+        f.values = [1.0 + i]
+    doc = documents.bench_document([f.to_dict() for f in figs.values()], quick=True, repeat_n=1, elapsed=1.0,
+                                   start=documents.host_start())
+    assert {"P1c", "P3.cpu"} <= set(doc["figures"])
+    assert documents.schema_errors(doc, "bench") == []
