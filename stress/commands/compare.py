@@ -82,7 +82,8 @@ DEFAULT_MAX_REPEAT = 30
 #: run options a variant may not set: where the run writes and how it talks, the seed
 #: (compare sets the seeds: that is what pairs the variants) and --lock-profile (on in
 #: every run, the same cost for all, so that lock wait per op is measured)
-NOT_VARIED = {"out", "json", "quiet", "verbose", "seed", "policy_param", "help", "lock_profile"}
+NOT_VARIED = {"out", "json", "quiet", "verbose", "seed", "policy_param", "help", "lock_profile", "cores",
+              "run_config"}
 #: compare's own options that shape the plan (refused with --resume / --merge)
 PLAN_OPTIONS = ("cpus", "duration", "workload", "configs", "variant", "sweep", "baseline", "repeat", "precision",
                 "max_repeat", "nmbclusters", "rounds", "round_length", "idle", "interval", "trim_interval",
