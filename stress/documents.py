@@ -54,7 +54,6 @@ from typing import Any
 
 from stress.config import RunConfig
 from stress.cpulist import format_cpulist, usable_cores
-from stress.engine import leases
 from stress.files import new_folder, write_atomic
 from stress.outcome import RunOutcome
 from stress.samples import SAMPLES_CSV
@@ -410,7 +409,7 @@ def run_document(cfg: RunConfig, outcome: RunOutcome, start: dict[str, Any] | No
         "created": timestamp(),
         "config": cfg.to_dict(),
         "host": {**host_record(start), "start_method": o.start_method,
-                 "pinning": leases.pinning_record(o.mapping)},
+                 "pinning": o.pinning or {str(k): c for k, c in o.mapping.items()}},
         "duration_s": round(o.duration_s, 3),
         "verdict": o.verdict,
         "exit_code": o.exit_code,

@@ -25,6 +25,7 @@ from typing import Any
 
 from stress import documents
 from stress.config import RunConfig
+from stress.engine import leases
 from stress.engine.manager import Manager
 from stress.engine.noise import NoiseProbe
 from stress.engine.stopping import StopSignals
@@ -67,6 +68,7 @@ def execute(cfg: RunConfig, out_dir: Path, echo: Callable[[str], None] | None = 
         probe = NoiseProbe()
         outcome = manager.run()
         outcome.noise = probe.finish(outcome.mapping.values())
+        outcome.pinning = leases.pinning_record(outcome.mapping)
         if manager.recorded_schedule is not None:
             try:
                 manager.recorded_schedule.save(folder)
