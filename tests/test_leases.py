@@ -148,3 +148,15 @@ def test_run_cores_refused_when_held_or_not_usable(tmp_path: Path, capsys: pytes
     assert cli.main(["run", "--cores", "3-1"]) == 2
     assert "--cores" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_releasing_an_old_lease_leaves_a_new_one_on_the_same_cores(table: Path) -> None:
+    """A scheduler leases core 0 for one child, then for the next: the first child's late
+    release must not free the second's cores."""
+    first = leases.try_acquire(1)
+    assert first is not None
+    first.release()
+    second = leases.try_acquire(1)
+    assert second is not None and second.cores == first.cores
+    first.release()
+    assert leases.holders() == {c: os.getpid() for c in second.cores}

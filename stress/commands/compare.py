@@ -161,6 +161,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-spread", type=options.positive_number, default=None, metavar="F",
                    help=argparse.SUPPRESS)  # the first compare's threshold: accepted, ignored with a warning
 
+    g = parser.add_argument_group("where the runs run (docs/scale-out.md)")
+    g.add_argument("--jobs", type=whole(1, options.MAX_CPUS), default=1, metavar="J",
+                   help="up to J runs at once, each a child `run` on its own disjoint cores; J x cores per "
+                        "run beyond the usable cores is refused unless --oversubscribe; timings measured "
+                        "side by side are marked parallel (default 1: one after the other, in this process)")
+    g.add_argument("--oversubscribe", action="store_true",
+                   help="with --jobs: let runs share cores when there are not enough (default: off)")
+
     g = parser.add_argument_group("partial results")
     g.add_argument("--resume", default=None, metavar="DIR",
                    help="complete the comparison in DIR that a stop cut short, with its own plan")
@@ -427,6 +435,13 @@ class Session:
         req.folder.mkdir()
         self.progress.start(req.label)
 
+    def interrupted(self, name: str) -> None:
+        """Record a run folder a signal cut (moved aside): the first, and with --jobs all."""
+        sitting = self.doc["history"][-1]
+        sitting.setdefault("interrupted_run", name)
+        if name != sitting["interrupted_run"] or "interrupted_runs" in sitting:
+            sitting["interrupted_runs"] = [*sitting.get("interrupted_runs", [sitting["interrupted_run"]]), name]
+
     def run(self) -> str | None:
         """Make the plan's runs; the stop signal's name if a signal cut it short."""
         plan = self.doc["plan"]
@@ -434,23 +449,25 @@ class Session:
         while True:
             todo = self.requests(repeats)
             self.progress.plan(self.progress.completed + len(todo))
+            cut: str | None = None
             for req, rdoc in self.executor.run(todo, on_start=self.claim,
                                                should_stop=lambda: self.signals.name is not None):
                 self.progress.done()
                 code = rdoc.get("exit_code")
                 if code in (EX_SIGINT, EX_SIGTERM):  # the runner stopped this run cleanly: keep it aside
-                    moved = aside(req.folder)
-                    self.doc["history"][-1]["interrupted_run"] = moved.name
-                    return str((rdoc.get("stop") or {}).get("signal") or ("SIGINT" if code == EX_SIGINT
-                                                                           else "SIGTERM"))
+                    self.interrupted(aside(req.folder).name)
+                    cut = cut or str((rdoc.get("stop") or {}).get("signal")
+                                     or ("SIGINT" if code == EX_SIGINT else "SIGTERM"))
+                    self.executor.stop()  # no new run; runs still going end (and are kept) first
+                    continue
                 i, seed = req.key
                 entry = run_entry(rdoc, req.folder, seed, self.executor.parallel)
                 self.doc["variants"][i]["runs"].append(entry)
                 self.doc["variants"][i]["runs"].sort(key=lambda r: int(r["seed"]))
                 self.write()
                 self.progress.say(run_line(self.doc["variants"][i]["name"], entry))
-            if self.signals.name is not None:
-                return self.signals.name
+            if self.signals.name is not None or cut is not None:
+                return self.signals.name or cut
             if plan.get("precision") is None:
                 return None
             status = comparison.precision_status(comparison.analyse(self.doc))
@@ -563,6 +580,7 @@ def start(args: argparse.Namespace) -> tuple[Path, dict[str, Any], list[RunConfi
         options.warn("--max-spread: ignored: compare now judges differences by their 95% intervals "
                      "(docs/policies.md)")
     doc, cfgs = new_plan(args)
+    check_jobs(args, cfgs)
     if args.require_quiet:
         check_quiet(*machine_load(), len(usable_cores()))
     base = doc["base"]
@@ -593,6 +611,7 @@ def resume(args: argparse.Namespace) -> tuple[Path, dict[str, Any], list[RunConf
         raise UsageError(f"--resume: {out}/compare.json: unusable variant configuration: {exc!r}") from None
     for cfg in cfgs:
         options.check_cpus(cfg.cpus, cfg.oversubscribe, remedy="resume it on a machine with enough cores")
+    check_jobs(args, cfgs)
     if args.require_quiet:
         check_quiet(*machine_load(), len(usable_cores()))
     try:  # one sitting at a time: a second resume of the same folder is refused
@@ -613,16 +632,35 @@ def main(args: argparse.Namespace, execute: Execute | None = None) -> int:
         with StopSignals() as signals:
             out, doc, cfgs = resume(args) if args.resume else start(args)
             with files.holding(out):
-                return run_session(args, out, doc, cfgs, LocalExecutor(execute), signals)
+                return run_session(args, out, doc, cfgs, executor_for(args, signals, execute), signals)
     except UsageError as e:
         return options.usage_error(e)
+
+
+def executor_for(args: argparse.Namespace, signals: StopSignals, execute: Execute | None = None) -> Executor:
+    """Where the runs run: one after the other in this process, or ``--jobs J`` children
+    on disjoint cores (stress/engine/jobs.py)."""
+    if args.jobs == 1:
+        return LocalExecutor(execute)
+    from stress.engine.jobs import JobsExecutor
+
+    return JobsExecutor(args.jobs, args.oversubscribe, signals)
+
+
+def check_jobs(args: argparse.Namespace, cfgs: list[RunConfig]) -> None:
+    """--jobs J: J runs of the widest variant must fit the usable cores (or --oversubscribe)."""
+    from stress.engine.jobs import check_jobs as fits
+
+    if args.oversubscribe and args.jobs == 1:
+        raise UsageError("--oversubscribe: only with --jobs J (a variant oversubscribes with oversubscribe=1)")
+    fits(args.jobs, [c.cpus for c in cfgs], args.oversubscribe)
 
 
 def run_session(args: argparse.Namespace, out: Path, doc: dict[str, Any], cfgs: list[RunConfig],
                 executor: Executor, signals: StopSignals) -> int:
     """Make the missing runs, then write and print the result (partial after a stop)."""
     sitting = documents.host_start()
-    doc["history"].append({"started": sitting["started"], "resumed": bool(args.resume)})
+    doc["history"].append({"started": sitting["started"], "resumed": bool(args.resume), "jobs": args.jobs})
     documents.write_compare_json(out, doc)
     quiet = args.quiet or args.json
     with RunProgress(0, "runs", enabled=wanted(quiet), quiet_lines=quiet) as progress:

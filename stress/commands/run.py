@@ -271,12 +271,15 @@ def child_run(args: argparse.Namespace) -> int:
     from stress.engine.leases import HANDOVER_ENV
     from stress.engine.pinning import die_with_parent
 
-    parent = os.environ.get(HANDOVER_ENV, "")
+    parent = os.environ.get(HANDOVER_ENV, "").partition(":")[0]
     if parent.isdigit():
         die_with_parent(int(parent))
     try:
-        with open(args.run_config, encoding="utf-8") as f:
-            cfg = RunConfig.from_dict(json.load(f))
+        if args.run_config == "-":
+            cfg = RunConfig.from_dict(json.load(sys.stdin))
+        else:
+            with open(args.run_config, encoding="utf-8") as f:
+                cfg = RunConfig.from_dict(json.load(f))
     except (OSError, ValueError, TypeError) as exc:
         return options.usage_error(f"--run-config: {exc}")
     return start_run(cfg.replace(out=args.out), cores=args.cores)

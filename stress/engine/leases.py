@@ -39,7 +39,7 @@ from typing import Any
 from stress.cpulist import format_cpulist, parse_cpulist, usable_cores
 
 LEASE_DIR_ENV = "ZONELIMIT_LEASE_DIR"
-HANDOVER_ENV = "ZONELIMIT_LEASE_FROM"  #: "PID": the parent that leased this child's --cores
+HANDOVER_ENV = "ZONELIMIT_LEASE_FROM"  #: "PID:ID": the parent that leased this child's --cores, and the lease
 DEFAULT_DIR = Path("/tmp/zonelimit-leases")
 WAIT_POLL_S = 0.2  #: how often a waiting run looks at the table again
 SYS_CPU = Path("/sys/devices/system/cpu")
@@ -139,16 +139,20 @@ class Lease:
     pid: int
     start: int | None
     how: str  #: "leased" (chosen from the free cores), "picked" (--cores), "handed" (from a parent)
+    id: str = ""  #: unique on the host: a holder may release one lease while it holds another
 
     def release(self) -> None:
         """Drop this lease's entry (nothing happens if it was handed over or is gone)."""
         try:
             with _locked_table() as table:
                 table["leases"] = [e for e in table["leases"]
-                                   if not (e["pid"] == self.pid and e["start"] == self.start
-                                           and e["cores"] == self.cores)]
+                                   if not (e["pid"] == self.pid and e["start"] == self.start and e.get("id") == self.id)]
         except OSError:
             pass
+
+    def handover(self) -> str:
+        """The :data:`HANDOVER_ENV` value for the child that takes this lease over."""
+        return f"{self.pid}:{self.id}"
 
     def record(self) -> dict[str, Any]:
         return {"cores": format_cpulist(self.cores), "lease": self.how}
@@ -171,11 +175,18 @@ def _choose(free: list[int], n: int, nodes: dict[str, str]) -> list[int]:
     return free[:n]
 
 
+_serial = 0
+
+
 def _add(table: dict[str, Any], cores: list[int], what: str, how: str) -> Lease:
+    global _serial
     me = os.getpid()
-    lease = Lease(sorted(cores), me, start_time(me), how)
-    table["leases"].append({"cores": lease.cores, "pid": me, "start": lease.start, "what": what})
+    _serial += 1
+    start = start_time(me)
+    lease = Lease(sorted(cores), me, start, how, f"{me}.{start}.{_serial}")
+    table["leases"].append({"cores": lease.cores, "pid": me, "start": lease.start, "id": lease.id, "what": what})
     return lease
+
 
 
 def try_acquire(n: int, what: str = "run") -> Lease | None:
@@ -221,14 +232,14 @@ def pick(cores: list[int], what: str = "run") -> Lease:
     if outside:
         raise LeaseError(f"core{'s' if len(outside) > 1 else ''} {format_cpulist(outside)} not usable here "
                          f"(usable: {format_cpulist(usable)})")
-    parent = os.environ.get(HANDOVER_ENV, "")
+    parent, _, lease_id = os.environ.get(HANDOVER_ENV, "").partition(":")
     me, ppid = os.getpid(), os.getppid()
     with _locked_table() as table:
         if parent.isdigit() and int(parent) == ppid:
             for e in table["leases"]:
-                if e["pid"] == ppid and e["cores"] == sorted(cores):
+                if e["pid"] == ppid and e.get("id") == lease_id and e["cores"] == sorted(cores):
                     e["pid"], e["start"], e["what"] = me, start_time(me), what
-                    return Lease(sorted(cores), me, e["start"], "handed")
+                    return Lease(sorted(cores), me, e["start"], "handed", lease_id)
         taken = _taken(table)
         busy = [c for c in cores if c in taken]
         if busy:
