@@ -35,7 +35,9 @@ from stress import documents, options
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import usable_cores
 from stress.files import FolderError, claim_folder, new_folder
-from stress.options import EX_FAIL, EX_OK, EX_TESTER, UsageError
+from stress.engine.executor import Executor, LocalExecutor, RunRequest
+from stress.engine.stopping import StopSignals
+from stress.options import EX_FAIL, EX_OK, EX_SIGINT, EX_SIGTERM, EX_TESTER, UsageError
 from stress.output.progress import RunProgress, wanted
 from stress.workloads import WORKLOADS
 
@@ -116,6 +118,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hunt without INVARIANTS checks (default: INVARIANTS on)")
     parser.add_argument("--stop-first", action="store_true",
                         help="stop at the first seed that finds the race (default: run every seed)")
+    parser.add_argument("--jobs", type=options.whole_number(1, options.MAX_CPUS), default=1, metavar="J",
+                        help="up to J seeds at once, each a child run on its own disjoint cores; J x cores per "
+                             "run beyond the usable cores is refused unless --oversubscribe (default: 1, one "
+                             "after the other; docs/scale-out.md)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="folder for the hunt: one run folder per seed (default: "
                              "results/race-<timestamp>-<inject>/)")
@@ -223,29 +229,43 @@ def _execute() -> Execute:
 
 def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
              echo: Callable[[str], None] | None = None, stop_first: bool = False,
-             progress: RunProgress | None = None) -> list[SeedResult]:
+             progress: RunProgress | None = None, executor: Executor | None = None,
+             should_stop: Callable[[], bool] | None = None) -> list[SeedResult]:
     """Run each configuration (one per seed) into ``root/seed-N`` and classify it
-    (``progress``: seeds done of the total, the current seed's time, an ETA)."""
-    ex = execute or _execute()
-    out = []
-    for cfg in cfgs:
-        folder = root / f"seed-{cfg.seed}"
-        folder.mkdir(parents=True, exist_ok=True)
+    (``progress``: seeds done of the total, the current seed's time, an ETA).
+
+    ``executor``: where the seeds run (default: one after the other here, through
+    ``execute``; ``--jobs J``: stress/engine/jobs.py).  With ``stop_first`` the seed that
+    finds the race cancels the others; a seed a stop cut (exit 130 / 143) is no result
+    and is left out (its folder says what happened)."""
+    if executor is None:
+        ex = execute or _execute()
+        executor = LocalExecutor(lambda cfg, folder, echo=None: ex(cfg, folder))
+    requests = [RunRequest(cfg.seed, cfg.replace(out=str(root / f"seed-{cfg.seed}")), root / f"seed-{cfg.seed}",
+                           f"seed {cfg.seed}") for cfg in cfgs]
+
+    def started(req: RunRequest) -> None:
+        req.folder.mkdir(parents=True, exist_ok=True)
         if progress is not None:
-            progress.start(f"seed {cfg.seed}")
-        doc = ex(cfg.replace(out=str(folder)), folder)
+            progress.start(req.label)
+
+    out = []
+    for req, doc in executor.run(requests, on_start=started, should_stop=should_stop):
         if progress is not None:
             progress.done()
         verdict = str(doc.get("verdict", "error"))
         code = int(doc.get("exit_code", EX_TESTER))
+        if code in (EX_SIGINT, EX_SIGTERM):
+            continue  # stopped (a signal, or cancelled by --stop-first): no verdict
+        cfg = req.config
         expected = caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts) if cfg.inject else verdict == "ok"
-        r = SeedResult(cfg.seed, verdict, code, detection_time(doc), folder, expected)
+        r = SeedResult(cfg.seed, verdict, code, detection_time(doc), req.folder, expected)
         out.append(r)
         if echo is not None:
             echo(r.line())
         if stop_first and r.found:
-            break
-    return out
+            executor.stop()
+    return sorted(out, key=lambda r: r.seed)
 
 
 def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str) -> str:
@@ -282,6 +302,9 @@ def _hunt(args: argparse.Namespace) -> int:
         cpus = HUNTS[inject[0]].cpus
         oversubscribe = oversubscribe or cpus > len(usable_cores())
     options.check_cpus(cpus, oversubscribe)
+    from stress.engine.jobs import check_jobs
+
+    check_jobs(args.jobs, [cpus], args.oversubscribe)
     options.check_out(args.out)
     try:  # claimed: this hunt's alone (stress/files.py), released by the command line
         root = claim_folder(Path(args.out)) if args.out else default_root(inject)
@@ -296,12 +319,20 @@ def _hunt(args: argparse.Namespace) -> int:
     quiet = args.quiet or args.json
 
     start = documents.host_start()
-    with RunProgress(len(cfgs), "seeds", enabled=wanted(quiet), quiet_lines=quiet) as progress:
+    with StopSignals() as signals, RunProgress(len(cfgs), "seeds", enabled=wanted(quiet),
+                                               quiet_lines=quiet) as progress:
         progress.say(f"hunting {','.join(inject)} over seeds {args.seeds.start}..{args.seeds.stop - 1} "
                      f"({args.sched}, {cpus} CPUs) into {root}")
+        executor: Executor | None = None
+        if args.jobs > 1:
+            from stress.engine.jobs import JobsExecutor
+
+            executor = JobsExecutor(args.jobs, args.oversubscribe, signals)
         results = run_hunt(cfgs, root, echo=None if quiet else progress.say, stop_first=args.stop_first,
-                           progress=progress)
+                           progress=progress, executor=executor, should_stop=lambda: signals.name is not None)
     line = summary_line(results, inject, args.sched)
+    if signals.name:
+        line += f"; stopped by {signals.name} after {len(results)} of {len(cfgs)} seeds"
     doc = documents.race_document(inject=list(inject), sched=args.sched, folder=root,
                                   seeds=[r.to_dict() for r in results], found=sum(r.found for r in results),
                                   summary=line, start=start)
@@ -310,6 +341,8 @@ def _hunt(args: argparse.Namespace) -> int:
         print(documents.doc_text(doc, documents.RACE_FORMAT, indent=1), end="")
     else:
         print(line)
+    if signals.name:
+        return EX_SIGINT if signals.name == "SIGINT" else EX_SIGTERM
     if any(r.failed for r in results):
         return EX_FAIL
     if any(r.exit_code not in (EX_OK, EX_FAIL) for r in results):
