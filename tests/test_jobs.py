@@ -78,7 +78,7 @@ class FakeExecutor:
             if on_start is not None:
                 on_start(req)
             self.started.append(req)
-        for n, req in enumerate(reversed(reqs)):
+        for req in reversed(reqs):
             if self.stopped_after is not None:  # the rest were cancelled: they end stopped
                 yield req, {"verdict": "ok", "exit_code": 143}
                 continue

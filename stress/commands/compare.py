@@ -49,7 +49,8 @@ from stress import documents, files, options, stats, variants
 from stress.commands import run as run_command
 from stress.config import ERA_PRESETS, RunConfig
 from stress.cpulist import usable_cores
-from stress.engine.executor import Executor, LocalExecutor, RunRequest
+from stress.engine import executor as executors
+from stress.engine.executor import Executor, RunRequest
 from stress.engine.stopping import StopSignals
 from stress.options import EX_OK, EX_SIGINT, EX_SIGTERM, EX_TESTER, UsageError
 from stress.output import comparison
@@ -162,10 +163,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=argparse.SUPPRESS)  # the first compare's threshold: accepted, ignored with a warning
 
     g = parser.add_argument_group("where the runs run (docs/scale-out.md)")
-    g.add_argument("--jobs", type=whole(1, options.MAX_CPUS), default=1, metavar="J",
-                   help="up to J runs at once, each a child `run` on its own disjoint cores; J x cores per "
-                        "run beyond the usable cores is refused unless --oversubscribe; timings measured "
-                        "side by side are marked parallel (default 1: one after the other, in this process)")
+    executors.add_arguments(g)
     g.add_argument("--oversubscribe", action="store_true",
                    help="with --jobs: let runs share cores when there are not enough (default: off)")
 
@@ -629,30 +627,22 @@ def main(args: argparse.Namespace, execute: Execute | None = None) -> int:
     try:
         if args.merge is not None:
             return merge(args)
-        with StopSignals() as signals:
+        with StopSignals() as signals, executors.opened(args, signals, execute, args.oversubscribe) as where:
             out, doc, cfgs = resume(args) if args.resume else start(args)
             with files.holding(out):
-                return run_session(args, out, doc, cfgs, executor_for(args, signals, execute), signals)
+                return run_session(args, out, doc, cfgs, where, signals)
     except UsageError as e:
         return options.usage_error(e)
 
 
-def executor_for(args: argparse.Namespace, signals: StopSignals, execute: Execute | None = None) -> Executor:
-    """Where the runs run: one after the other in this process, or ``--jobs J`` children
-    on disjoint cores (stress/engine/jobs.py)."""
-    if args.jobs == 1:
-        return LocalExecutor(execute)
-    from stress.engine.jobs import JobsExecutor
-
-    return JobsExecutor(args.jobs, args.oversubscribe, signals)
-
-
 def check_jobs(args: argparse.Namespace, cfgs: list[RunConfig]) -> None:
-    """--jobs J: J runs of the widest variant must fit the usable cores (or --oversubscribe)."""
+    """--jobs J: J runs of the widest variant must fit the usable cores (or --oversubscribe,
+    which belongs to --jobs and --cluster: a variant oversubscribes with oversubscribe=1)."""
     from stress.engine.jobs import check_jobs as fits
 
-    if args.oversubscribe and args.jobs == 1:
-        raise UsageError("--oversubscribe: only with --jobs J (a variant oversubscribes with oversubscribe=1)")
+    if args.oversubscribe and args.jobs == 1 and args.cluster is None:
+        raise UsageError("--oversubscribe: only with --jobs J or --cluster (a variant oversubscribes with "
+                         "oversubscribe=1)")
     fits(args.jobs, [c.cpus for c in cfgs], args.oversubscribe)
 
 

@@ -34,9 +34,10 @@ from stress import config as _config
 from stress import documents, options
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import usable_cores
-from stress.files import FolderError, claim_folder, new_folder
+from stress.engine import executor as executors
 from stress.engine.executor import Executor, LocalExecutor, RunRequest
 from stress.engine.stopping import StopSignals
+from stress.files import FolderError, claim_folder, new_folder
 from stress.options import EX_FAIL, EX_OK, EX_SIGINT, EX_SIGTERM, EX_TESTER, UsageError
 from stress.output.progress import RunProgress, wanted
 from stress.workloads import WORKLOADS
@@ -118,10 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hunt without INVARIANTS checks (default: INVARIANTS on)")
     parser.add_argument("--stop-first", action="store_true",
                         help="stop at the first seed that finds the race (default: run every seed)")
-    parser.add_argument("--jobs", type=options.whole_number(1, options.MAX_CPUS), default=1, metavar="J",
-                        help="up to J seeds at once, each a child run on its own disjoint cores; J x cores per "
-                             "run beyond the usable cores is refused unless --oversubscribe (default: 1, one "
-                             "after the other; docs/scale-out.md)")
+    executors.add_arguments(parser.add_argument_group("where the seeds run (docs/scale-out.md)"))
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="folder for the hunt: one run folder per seed (default: "
                              "results/race-<timestamp>-<inject>/)")
@@ -319,17 +317,13 @@ def _hunt(args: argparse.Namespace) -> int:
     quiet = args.quiet or args.json
 
     start = documents.host_start()
-    with StopSignals() as signals, RunProgress(len(cfgs), "seeds", enabled=wanted(quiet),
-                                               quiet_lines=quiet) as progress:
+    with (StopSignals() as signals, executors.opened(args, signals, oversubscribe=args.oversubscribe) as where,
+          RunProgress(len(cfgs), "seeds", enabled=wanted(quiet), quiet_lines=quiet) as progress):
         progress.say(f"hunting {','.join(inject)} over seeds {args.seeds.start}..{args.seeds.stop - 1} "
                      f"({args.sched}, {cpus} CPUs) into {root}")
-        executor: Executor | None = None
-        if args.jobs > 1:
-            from stress.engine.jobs import JobsExecutor
-
-            executor = JobsExecutor(args.jobs, args.oversubscribe, signals)
         results = run_hunt(cfgs, root, echo=None if quiet else progress.say, stop_first=args.stop_first,
-                           progress=progress, executor=executor, should_stop=lambda: signals.name is not None)
+                           progress=progress, executor=None if args.jobs == 1 and args.cluster is None else where,
+                           should_stop=lambda: signals.name is not None)
     line = summary_line(results, inject, args.sched)
     if signals.name:
         line += f"; stopped by {signals.name} after {len(results)} of {len(cfgs)} seeds"

@@ -145,8 +145,8 @@ class Lease:
         """Drop this lease's entry (nothing happens if it was handed over or is gone)."""
         try:
             with _locked_table() as table:
-                table["leases"] = [e for e in table["leases"]
-                                   if not (e["pid"] == self.pid and e["start"] == self.start and e.get("id") == self.id)]
+                table["leases"] = [e for e in table["leases"] if not (
+                    e["pid"] == self.pid and e["start"] == self.start and e.get("id") == self.id)]
         except OSError:
             pass
 
