@@ -122,10 +122,20 @@ def test_compare_runs_two_at_once_on_disjoint_cores(tmp_path: Path) -> None:
         pin = rdoc["host"]["pinning"]
         assert pin["lease"] == "handed" and len(pin["cores"].split(",")) == 1
         assert [w["core"] for w in rdoc["workers"]] == [int(pin["cores"])]
-    # the first two runs start together, so they hold different cores
-    assert runs["none-s0"]["host"]["pinning"]["cores"] != runs["k3-s0"]["host"]["pinning"]["cores"]
+    # runs that ran at the same time held different cores (run.log: first and last line, in ms)
+    spans = {d: _interval(out / d) for d in runs}
+    for a in runs:
+        for b in runs:
+            if a < b and spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]:
+                assert runs[a]["host"]["pinning"]["cores"] != runs[b]["host"]["pinning"]["cores"], (a, b)
     assert runs["k3-s0"]["config"]["policy_params"]["k"] == 3.0 and runs["none-s1"]["config"]["seed"] == 1
     assert leases.holders() == {}  # every lease went with its run
+
+
+def _interval(folder: Path) -> tuple[str, str]:
+    """When the run's manager logged its first and last line (run.log, ms resolution)."""
+    lines = (folder / "run.log").read_text().splitlines()
+    return lines[0][:23], lines[-1][:23]
 
 
 def _started(folder: Path) -> bool:
