@@ -33,6 +33,7 @@ from .layout import (
     HDR_STOP,
     KEG_CLUSTER,
     KEG_MBUF,
+    KEG_NAMES,
     KNOB_EXHAUSTION_DRAIN,
     KNOB_INVARIANTS,
     KNOB_NO_BUCKETS,
@@ -269,7 +270,7 @@ class Uma:
         for r in range(self.geometry.rows):
             w = wchan[r]
             if w and not woken[r]:
-                out.append(Sleeper(r, WCHAN_NAMES.get(w, str(w)), ("mbuf", "mbuf_cluster")[a.view("cpu_wkeg")[r]],
+                out.append(Sleeper(r, WCHAN_NAMES.get(w, str(w)), KEG_NAMES[a.view("cpu_wkeg")[r]],
                                    ZONE_NAMES[a.view("cpu_wzone")[r]], a.view("cpu_wsince")[r]))
         return out
 

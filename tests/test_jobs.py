@@ -80,7 +80,7 @@ class FakeExecutor:
             self.started.append(req)
         for req in reversed(reqs):
             if self.stopped_after is not None:  # the rest were cancelled: they end stopped
-                yield req, {"verdict": "ok", "exit_code": 143}
+                yield req, {"verdict": "interrupted", "exit_code": 143, "duration_s": 0.5}
                 continue
             yield req, self.doc(req)
 
@@ -97,7 +97,9 @@ def test_stop_first_cancels_the_other_seeds_and_keeps_the_finished(tmp_path: Pat
     cfgs = [race.hunt_config(("refcount-eq0",), s, "pct") for s in range(1, 6)]
     res = race.run_hunt(cfgs, tmp_path, stop_first=True, executor=ex)
     assert ex.stopped_after == 5
-    assert [(r.seed, r.found) for r in res] == [(3, True), (4, False), (5, False)]  # seeds 1, 2: cancelled
+    assert [(r.seed, r.verdict, r.found) for r in res] == [  # seeds 1 and 2 still ran: stopped
+        (1, "interrupted", False), (2, "interrupted", False), (3, "leak", True), (4, "ok", False), (5, "ok", False)]
+    assert race.summary_line(res, ("refcount-eq0",), "pct") == "found in 1 of 3 seeds (inject refcount-eq0, sched pct)"
     assert all((tmp_path / f"seed-{s}").is_dir() for s in range(1, 6))
 
 

@@ -49,7 +49,7 @@ from stress import documents, files, options, stats, variants
 from stress.commands import run as run_command
 from stress.config import ERA_PRESETS, RunConfig
 from stress.cpulist import usable_cores
-from stress.engine import executor as executors
+from stress.engine import scaleout, stopping
 from stress.engine.executor import Executor, RunRequest
 from stress.engine.stopping import StopSignals
 from stress.options import EX_OK, EX_SIGINT, EX_SIGTERM, EX_TESTER, UsageError
@@ -163,7 +163,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=argparse.SUPPRESS)  # the first compare's threshold: accepted, ignored with a warning
 
     g = parser.add_argument_group("where the runs run (docs/scale-out.md)")
-    executors.add_arguments(g)
+    scaleout.add_arguments(g)
     g.add_argument("--oversubscribe", action="store_true",
                    help="with --jobs: let runs share cores when there are not enough (default: off)")
 
@@ -627,7 +627,9 @@ def main(args: argparse.Namespace, execute: Execute | None = None) -> int:
     try:
         if args.merge is not None:
             return merge(args)
-        with StopSignals() as signals, executors.opened(args, signals, execute, args.oversubscribe) as where:
+        # the command's own signals (stress.cli), shared with every run made here
+        with stopping.command_signals() as signals, scaleout.opened(args, signals, execute,
+                                                                     args.oversubscribe) as where:
             out, doc, cfgs = resume(args) if args.resume else start(args)
             with files.holding(out):
                 return run_session(args, out, doc, cfgs, where, signals)

@@ -32,13 +32,14 @@ from typing import Any
 
 from stress import config as _config
 from stress import documents, options
+from stress.commands.run import MAX_STEPS
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import usable_cores
-from stress.engine import executor as executors
+from stress.engine import scaleout
 from stress.engine.executor import Executor, LocalExecutor, RunRequest
-from stress.engine.stopping import StopSignals
+from stress.engine.sched.plan import STEPS_PER_S
 from stress.files import FolderError, claim_folder, new_folder
-from stress.options import EX_FAIL, EX_OK, EX_SIGINT, EX_SIGTERM, EX_TESTER, UsageError
+from stress.options import EX_FAIL, EX_OK, EX_TESTER, UsageError
 from stress.output.progress import RunProgress, wanted
 from stress.workloads import WORKLOADS
 
@@ -104,7 +105,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oversubscribe", action="store_true",
                         help="allow more CPUs than usable cores (default: off)")
     parser.add_argument("--duration", type=options.seconds(), default=None, metavar="S",
-                        help="seconds per seed (default: the injection's hunt profile, see docs/races.md)")
+                        help="seconds per seed; under pct, converted to scheduling steps at "
+                             f"{STEPS_PER_S:,} per second (default: the injection's hunt profile, see "
+                             "docs/races.md)")
+    parser.add_argument("--steps", type=options.whole_number(1, MAX_STEPS), default=None, metavar="N",
+                        help="with --sched pct: scheduling steps per seed; the run, its callout and its "
+                             "wedge test are placed by step, so a seed gives the same verdict on any machine "
+                             "(default: the duration's)")
     parser.add_argument("--workload", type=options.one_of(tuple(WORKLOADS)), default=None, metavar="NAME",
                         help="workload (default: the injection's hunt profile)")
     parser.add_argument("--era", type=options.one_of(_config.ERAS), default=None, metavar="ERA",
@@ -119,7 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hunt without INVARIANTS checks (default: INVARIANTS on)")
     parser.add_argument("--stop-first", action="store_true",
                         help="stop at the first seed that finds the race (default: run every seed)")
-    executors.add_arguments(parser.add_argument_group("where the seeds run (docs/scale-out.md)"))
+    scaleout.add_arguments(parser.add_argument_group("where the seeds run (docs/scale-out.md)"))
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="folder for the hunt: one run folder per seed (default: "
                              "results/race-<timestamp>-<inject>/)")
@@ -131,7 +138,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def hunt_config(inject: tuple[str, ...], seed: int, sched: str, *, cpus: int | None = None, pct_depth: int = 3,
                 jitter: float | None = None, duration: float | None = None, workload: str | None = None,
                 era: str | None = None, nmbclusters: int | None = None, wedge_timeout: float | None = None,
-                invariants: bool = True, oversubscribe: bool = False, out: str | None = None) -> RunConfig:
+                invariants: bool = True, oversubscribe: bool = False, out: str | None = None,
+                steps: int = 0) -> RunConfig:
     """The RunConfig of one hunt run: the first injection's profile, overridden by
     explicit values; the era preset's knobs (modern by default: fixed allocator)."""
     h = HUNTS[inject[0]]
@@ -147,7 +155,8 @@ def hunt_config(inject: tuple[str, ...], seed: int, sched: str, *, cpus: int | N
         interval=1.0, wedge_timeout=wedge_timeout if wedge_timeout is not None else h.wedge_timeout,
         seed=seed, inject=inject, sched=sched,
         jitter=(jitter if jitter is not None else 0.05) if sched == "jitter" else 0.0,
-        pct_depth=pct_depth, invariants=invariants, oversubscribe=oversubscribe, out=out, verbosity=-1,
+        pct_depth=pct_depth, steps=steps if sched == "pct" else 0, invariants=invariants,
+        oversubscribe=oversubscribe, out=out, verbosity=-1,
     )
 
 
@@ -158,6 +167,18 @@ def detection_time(doc: dict[str, Any]) -> float:
     if isinstance(wedge, dict) and isinstance(wedge.get("at_s"), (int, float)):
         return float(wedge["at_s"])
     return float(doc.get("duration_s", 0.0) or 0.0)
+
+
+def detection_step(doc: dict[str, Any]) -> int | None:
+    """The step of detection in a run placed by step: the wedge's, else the step at
+    which the run stopped (the audit's findings are known then); None otherwise."""
+    wedge = doc.get("wedge")
+    if isinstance(wedge, dict) and isinstance(wedge.get("at_step"), int):
+        return int(wedge["at_step"])
+    schedule = doc.get("schedule")
+    if isinstance(schedule, dict) and schedule.get("budget") and isinstance(schedule.get("total_steps"), int):
+        return int(schedule["total_steps"])
+    return None
 
 
 def caught_by_oracle(doc: dict[str, Any], verdicts: frozenset[str]) -> bool:
@@ -189,11 +210,17 @@ class SeedResult:
     detected_s: float
     folder: Path
     expected: bool  #: the verdict is one the injection's oracle reports
+    detected_step: int | None = None  #: pct: the step of the wedge (or of the stop), placed by step
 
     @property
     def failed(self) -> bool:
         """The system under test failed (any verdict class)."""
         return self.exit_code == EX_FAIL
+
+    @property
+    def interrupted(self) -> bool:
+        """A stop signal cut this seed's run: no verdict on the allocator."""
+        return self.verdict == "interrupted"
 
     @property
     def found(self) -> bool:
@@ -206,13 +233,17 @@ class SeedResult:
     def line(self) -> str:
         """``seed 3: leak after 1.42 s  replay: python -m stress replay ...``."""
         what = self.verdict if self.expected or not self.failed else f"{self.verdict} (not this row's oracle)"
+        if self.interrupted:
+            return f"seed {self.seed}: interrupted (no verdict)"
         if not self.failed:
             return f"seed {self.seed}: {what}"
-        return f"seed {self.seed}: {what} after {self.detected_s:.2f} s  replay: {self.replay_command()}"
+        when = f"at step {self.detected_step:,}" if self.detected_step is not None else f"after {self.detected_s:.2f} s"
+        return f"seed {self.seed}: {what} {when}  replay: {self.replay_command()}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "verdict": self.verdict, "exit_code": self.exit_code,
-                "detected_s": round(self.detected_s, 3), "folder": str(self.folder),
+                "detected_s": round(self.detected_s, 3), "detected_step": self.detected_step,
+                "folder": str(self.folder),
                 "expected_class": self.expected, "replay": self.replay_command()}
 
 
@@ -227,52 +258,72 @@ def _execute() -> Execute:
 
 def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
              echo: Callable[[str], None] | None = None, stop_first: bool = False,
-             progress: RunProgress | None = None, executor: Executor | None = None,
-             should_stop: Callable[[], bool] | None = None) -> list[SeedResult]:
+             progress: RunProgress | None = None, stop: Any = None,
+             executor: Executor | None = None) -> list[SeedResult]:
     """Run each configuration (one per seed) into ``root/seed-N`` and classify it
     (``progress``: seeds done of the total, the current seed's time, an ETA).
 
+    ``stop`` (the command's stress.engine.stopping.StopSignals): after a stop signal no
+    new seed starts; the seed it cut is kept, with its verdict ``interrupted``.
     ``executor``: where the seeds run (default: one after the other here, through
-    ``execute``; ``--jobs J``: stress/engine/jobs.py).  With ``stop_first`` the seed that
-    finds the race cancels the others; a seed a stop cut (exit 130 / 143) is no result
-    and is left out (its folder says what happened)."""
+    ``execute``; ``--jobs J``, ``--cluster``: docs/scale-out.md).  With ``stop_first``
+    the seed that finds the race stops the others still running (their verdict:
+    interrupted); several may find it at once."""
     if executor is None:
         ex = execute or _execute()
         executor = LocalExecutor(lambda cfg, folder, echo=None: ex(cfg, folder))
     requests = [RunRequest(cfg.seed, cfg.replace(out=str(root / f"seed-{cfg.seed}")), root / f"seed-{cfg.seed}",
                            f"seed {cfg.seed}") for cfg in cfgs]
+    begun: list[Path] = []
 
     def started(req: RunRequest) -> None:
         req.folder.mkdir(parents=True, exist_ok=True)
+        begun.append(req.folder)
         if progress is not None:
             progress.start(req.label)
 
     out = []
-    for req, doc in executor.run(requests, on_start=started, should_stop=should_stop):
-        if progress is not None:
-            progress.done()
-        verdict = str(doc.get("verdict", "error"))
-        code = int(doc.get("exit_code", EX_TESTER))
-        if code in (EX_SIGINT, EX_SIGTERM):
-            continue  # stopped (a signal, or cancelled by --stop-first): no verdict
-        cfg = req.config
-        expected = caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts) if cfg.inject else verdict == "ok"
-        r = SeedResult(cfg.seed, verdict, code, detection_time(doc), req.folder, expected)
-        out.append(r)
-        if echo is not None:
-            echo(r.line())
-        if stop_first and r.found:
-            executor.stop()
+    try:
+        for req, doc in executor.run(requests, on_start=started,
+                                     should_stop=None if stop is None else lambda: bool(stop.requested)):
+            out.append(_seed_result(req, doc, progress, echo))
+            if stop_first and out[-1].found:
+                executor.stop()
+    except KeyboardInterrupt:  # stopped before a run started (stopping.Stopped)
+        if begun and begun[-1].is_dir() and not any(begun[-1].iterdir()):
+            begun[-1].rmdir()
+        if stop is None:
+            raise
     return sorted(out, key=lambda r: r.seed)
 
 
-def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str) -> str:
+def _seed_result(req: RunRequest, doc: dict[str, Any], progress: RunProgress | None,
+                 echo: Callable[[str], None] | None) -> SeedResult:
+    """One seed's run.json classified (and its line echoed)."""
+    cfg = req.config
+    if progress is not None:
+        progress.done()
+    verdict = str(doc.get("verdict", "error"))
+    code = int(doc.get("exit_code", EX_TESTER))
+    expected = (verdict != "interrupted" and
+                (caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts) if cfg.inject else verdict == "ok"))
+    r = SeedResult(cfg.seed, verdict, code, detection_time(doc), req.folder, expected, detection_step(doc))
+    if echo is not None:
+        echo(r.line())
+    return r
+
+
+def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str, stopped: str | None = None) -> str:
     """``found in k of n seeds (inject refcount-eq0, sched pct)``, plus the seeds that
-    failed some other way, if any."""
-    k = sum(r.found for r in results)
-    other = sum(r.failed and not r.found for r in results)
+    failed some other way, if any, and the stop signal that cut the hunt short.  A seed
+    the signal cut is not counted among the n."""
+    done = [r for r in results if not r.interrupted]
+    k = sum(r.found for r in done)
+    other = sum(r.failed and not r.found for r in done)
     extra = f"; {other} other failures" if other else ""
-    return f"found in {k} of {len(results)} seeds (inject {','.join(inject)}, sched {sched}){extra}"
+    if stopped:
+        extra += f"; interrupted by {stopped} after {len(done)} seeds"
+    return f"found in {k} of {len(done)} seeds (inject {','.join(inject)}, sched {sched}){extra}"
 
 
 def default_root(inject: tuple[str, ...]) -> Path:
@@ -294,6 +345,8 @@ def _hunt(args: argparse.Namespace) -> int:
         raise UsageError("--inject: name at least one race: " + ", ".join(_config.INJECTIONS))
     if args.jitter is not None and args.sched != "jitter":
         raise UsageError(f"--jitter: only with --sched jitter (got --sched {args.sched})")
+    if args.steps is not None and args.sched != "pct":
+        raise UsageError(f"--steps: only with --sched pct (got --sched {args.sched})")
     oversubscribe = args.oversubscribe
     cpus = args.cpus
     if cpus is None:  # the profile's: its roles need that many, so oversubscribe if must
@@ -312,31 +365,34 @@ def _hunt(args: argparse.Namespace) -> int:
                         jitter=args.jitter,
                         duration=args.duration, workload=args.workload, era=args.era,
                         nmbclusters=args.nmbclusters, wedge_timeout=args.wedge_timeout,
-                        invariants=not args.no_invariants, oversubscribe=oversubscribe)
+                        invariants=not args.no_invariants, oversubscribe=oversubscribe, steps=args.steps or 0)
             for seed in args.seeds]
     quiet = args.quiet or args.json
 
+    from stress.engine import stopping
+
     start = documents.host_start()
-    with (StopSignals() as signals, executors.opened(args, signals, oversubscribe=args.oversubscribe) as where,
-          RunProgress(len(cfgs), "seeds", enabled=wanted(quiet), quiet_lines=quiet) as progress):
+    with RunProgress(len(cfgs), "seeds", enabled=wanted(quiet), quiet_lines=quiet) as progress, \
+            stopping.command_signals() as stop, \
+            scaleout.opened(args, stop, oversubscribe=args.oversubscribe) as where:
         progress.say(f"hunting {','.join(inject)} over seeds {args.seeds.start}..{args.seeds.stop - 1} "
                      f"({args.sched}, {cpus} CPUs) into {root}")
         results = run_hunt(cfgs, root, echo=None if quiet else progress.say, stop_first=args.stop_first,
-                           progress=progress, executor=None if args.jobs == 1 and args.cluster is None else where,
-                           should_stop=lambda: signals.name is not None)
-    line = summary_line(results, inject, args.sched)
-    if signals.name:
-        line += f"; stopped by {signals.name} after {len(results)} of {len(cfgs)} seeds"
+                           progress=progress, stop=stop,
+                           executor=None if args.jobs == 1 and args.cluster is None else where)
+        stopped = stop.freeze()  # race.json, written next, says whether a signal cut the hunt
+    line = summary_line(results, inject, args.sched, stopped)
     doc = documents.race_document(inject=list(inject), sched=args.sched, folder=root,
                                   seeds=[r.to_dict() for r in results], found=sum(r.found for r in results),
                                   summary=line, start=start)
+    doc["interrupted"] = stopped  # the signal that cut the hunt short, or null
     documents.write_race_json(root, doc)
     if args.json:
         print(documents.doc_text(doc, documents.RACE_FORMAT, indent=1), end="")
     else:
         print(line)
-    if signals.name:
-        return EX_SIGINT if signals.name == "SIGINT" else EX_SIGTERM
+    if stopped:
+        return stopping.EXIT_CODES.get(stopped, options.EX_SIGINT)
     if any(r.failed for r in results):
         return EX_FAIL
     if any(r.exit_code not in (EX_OK, EX_FAIL) for r in results):

@@ -42,6 +42,7 @@ from stress.documents import (
     read_compare,
     read_race,
 )
+from stress.engine import stopping
 from stress.files import is_temporary
 from stress.output import comparison, monitor
 from stress.output.plots import plot_run
@@ -183,7 +184,10 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         docs = [s.doc for s in saved]
         print(json.dumps(finite_or_null(docs[0] if len(docs) == 1 else docs), indent=2))
         return 0
+    stop = stopping.current()
     for i, s in enumerate(saved):
+        if stop is not None and stop.requested:  # a stop signal: no further folder
+            break
         if i:
             print()
         for line in saved_lines(s, netstat=not args.no_netstat):

@@ -207,11 +207,15 @@ def holders() -> dict[int, int]:
         return _taken(table)
 
 
-def acquire(n: int, what: str = "run", waiting: Callable[[str], None] | None = None) -> Lease:
+def acquire(n: int, what: str = "run", waiting: Callable[[str], None] | None = None,
+            check: Callable[[], None] | None = None) -> Lease:
     """Lease ``n`` cores (at most the usable ones), waiting while others hold them;
-    ``waiting`` is told once, in words, whom we wait for."""
+    ``waiting`` is told once, in words, whom we wait for; ``check`` is called before each
+    look (a stop signal's ``check`` raises, ending the wait)."""
     told = False
     while True:
+        if check is not None:
+            check()
         lease = try_acquire(n, what)
         if lease is not None:
             return lease
