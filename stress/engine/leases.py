@@ -112,8 +112,14 @@ def _node_of(nodes: dict[str, str]) -> dict[int, str]:
 def _locked_table() -> Iterator[dict[str, Any]]:
     """The lease table, live entries only, under the exclusive lock; written back on exit."""
     folder = lease_dir()
-    folder.mkdir(mode=0o1777, parents=True, exist_ok=True)
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        _share(folder, 0o777)  # every user's runs on this host lease from the one table
     fd = os.open(folder / "cores.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        os.fchmod(fd, 0o666)
+    except OSError:
+        pass  # another user's lock file: already shared by its maker
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         path = folder / "cores.json"
@@ -126,9 +132,19 @@ def _locked_table() -> Iterator[dict[str, Any]]:
         yield table
         tmp = folder / f"cores.json.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
+        _share(tmp, 0o666)
         os.replace(tmp, path)
     finally:
         os.close(fd)  # closing the descriptor drops the flock
+
+
+def _share(path: Path, mode: int) -> None:
+    """Make ``path`` usable by every user (the umask took the bits away); a path of
+    another user's we cannot change is left as it is."""
+    try:
+        os.chmod(path, mode)
+    except OSError:
+        pass
 
 
 @dataclass
