@@ -10,7 +10,7 @@
                                                                  ChildRun: python -m stress run (a subprocess,
                                                                    never a fork of the threaded worker)
                                                                  polls the session's stop flag
-      <--- {run.json, samples.csv, netstat.txt, run.log, ...} (the folder's files; plot.png is redrawn here)
+      <--- {run.json, samples.csv, netstat.txt, run.log, plot.png, ...} (the run folder's files)
       files written into the request's folder, exactly where a local run writes them
       host.cluster in run.json: the worker, and every attempt (a lost worker's run is retried)
 
@@ -55,7 +55,6 @@ from stress.workloads import WORKLOADS
 INSTALL_HINT = "needs dask.distributed: pip install 'zonelimit[cluster]'"
 POLL_S = 0.2  #: how often a task looks at its run and at the stop flag
 CONNECT_TIMEOUT_S = 20
-NOT_SHIPPED = {"plot.png"}  #: drawn by the client from the shipped samples
 PACKAGES = ("allocator", "stress")
 
 
@@ -204,7 +203,7 @@ def run_task(payload: dict[str, Any]) -> dict[str, Any]:
             child.kill()
             raise
         files = {p.name: p.read_bytes() for p in sorted(folder.iterdir())
-                 if p.is_file() and p.name not in NOT_SHIPPED and not p.name.startswith(".")}
+                 if p.is_file() and not p.name.startswith(".")}
     return {"doc": doc, "files": files, "worker": worker, "host": mine["host"]}
 
 
@@ -310,7 +309,6 @@ class ClusterExecutor:
     def _land(self, req: RunRequest, key: str, result: dict[str, Any]) -> dict[str, Any]:
         """The shipped files into the request's folder; run.json gains ``host.cluster``."""
         from stress import documents, files
-        from stress.output import plots
 
         req.folder.mkdir(parents=True, exist_ok=True)
         for name, data in result["files"].items():
@@ -321,10 +319,6 @@ class ClusterExecutor:
                                   "attempts": attempts or [{"worker": result["worker"], "host": result["host"]}],
                                   "retried": max(0, len(attempts) - 1)}
         documents.write_run_json(req.folder, doc)
-        try:
-            plots.plot_run(req.folder)
-        except Exception:  # noqa: BLE001 - a missing plot must not hide the verdict
-            pass
         return doc
 
     def close(self) -> None:
