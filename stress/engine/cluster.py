@@ -187,8 +187,12 @@ def run_task(payload: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="zonelimit-task-") as tmp:
         folder = Path(tmp) / "run"
         folder.mkdir()
-        child = ChildRun.start(RunRequest(payload["key"], cfg, folder, payload["label"]), lease,
-                               payload["oversubscribe"])
+        try:
+            child = ChildRun.start(RunRequest(payload["key"], cfg, folder, payload["label"]), lease,
+                                   payload["oversubscribe"])
+        except BaseException:
+            lease.release()
+            raise
         try:
             last = time.monotonic()
             while not child.done():
