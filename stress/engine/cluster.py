@@ -56,6 +56,9 @@ INSTALL_HINT = "needs dask.distributed: pip install 'zonelimit[cluster]'"
 POLL_S = 0.2  #: how often a task looks at its run and at the stop flag
 CONNECT_TIMEOUT_S = 20
 PACKAGES = ("allocator", "stress")
+#: what the digest covers: the sources, not what a build made from them (a Cython .c or a
+#: .so differs between hosts built apart; whether a run ran compiled is in its run.json)
+SOURCE_SUFFIXES = (".py", ".pyx", ".pxd", ".json")
 
 
 class ClusterRunError(Exception):
@@ -72,7 +75,7 @@ def source_digest() -> str:
     root = Path(__file__).resolve().parents[2]
     for pkg in PACKAGES:
         for path in sorted((root / pkg).rglob("*")):
-            if path.is_file() and path.suffix in (".py", ".json", ".pyx", ".c", ".h"):
+            if path.is_file() and path.suffix in SOURCE_SUFFIXES:
                 h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
