@@ -455,7 +455,7 @@ def run_document(cfg: RunConfig, outcome: RunOutcome, start: dict[str, Any] | No
         "created": timestamp(),
         "config": cfg.to_dict(),
         "host": {**host_record(start), "start_method": o.start_method,
-                 "pinning": {str(k): c for k, c in o.mapping.items()}},
+                 "pinning": o.pinning or {str(k): c for k, c in o.mapping.items()}},
         "duration_s": round(o.duration_s, 3),
         "verdict": o.verdict,
         "exit_code": o.exit_code,

@@ -41,7 +41,7 @@ from typing import NoReturn
 
 from allocator.layout import CLUSTER_IPERS
 from stress.config import INJECTIONS
-from stress.cpulist import format_cpulist, usable_cores
+from stress.cpulist import format_cpulist, parse_cpulist, usable_cores
 
 PROG = "zonelimit"
 
@@ -220,6 +220,14 @@ def policy_param(text: str) -> tuple[str, float]:
 
 
 # --- checks after parsing: each raises UsageError("--x: ...") -----------------------------
+
+
+def cpu_list(text: str) -> list[int]:
+    """``--cores 0-3,7``: a CPU list (stress/cpulist.py)."""
+    try:
+        return parse_cpulist(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def check_cpus(cpus: int, oversubscribe: bool, *, remedy: str = "or add --oversubscribe") -> None:

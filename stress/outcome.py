@@ -58,3 +58,5 @@ class RunOutcome:
     profile: list[str] = field(default_factory=list)  #: py-spy's summary lines
     error: str | None = None  #: the tester's failure, with a worker's traceback
     noise: dict[str, Any] | None = None  #: others' load on the run's cores (stress.engine.noise)
+    #: run.json host.pinning: CPU map, leased cores, topology (stress.engine.leases.pinning_record)
+    pinning: dict[str, Any] | None = None

@@ -44,7 +44,16 @@ from itertools import count
 from typing import Any
 
 import numpy as np
-import scipy.stats
+
+
+def _scipy_stats() -> Any:
+    """scipy.stats, imported on first use: it takes about a second to import, which every
+    ``python -m stress`` would pay (each ``--jobs`` child run is one) for statistics only
+    compare, report and bench compute."""
+    import scipy.stats
+
+    return scipy.stats
+
 
 CONFIDENCE = 0.95  #: the confidence level of every interval
 ALPHA = 1 - CONFIDENCE  #: the significance level of every test
@@ -76,7 +85,7 @@ def _bootstrap(samples: tuple[np.ndarray, ...], statistic: Callable[..., Any], s
     resampling of each sample; a 1-tuple for one sample)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a degenerate resample distribution only makes a narrow interval
-        res = scipy.stats.bootstrap(samples, statistic, vectorized=True, method="percentile",
+        res = _scipy_stats().bootstrap(samples, statistic, vectorized=True, method="percentile",
                                     confidence_level=CONFIDENCE, n_resamples=RESAMPLES,
                                     rng=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
@@ -210,7 +219,7 @@ def _wilcoxon(d: np.ndarray) -> float:
         return 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        p = float(scipy.stats.wilcoxon(d).pvalue)
+        p = float(_scipy_stats().wilcoxon(d).pvalue)
     return p if math.isfinite(p) else 1.0
 
 
@@ -279,6 +288,6 @@ def two_sample_comparison(old: Sequence[float | None], new: Sequence[float | Non
             low, high = _bootstrap((a, b), stat, seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            p = float(scipy.stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+            p = float(_scipy_stats().mannwhitneyu(a, b, alternative="two-sided").pvalue)
         p = p if math.isfinite(p) else 1.0
     return _judge(kind, est, low, high, p, n, better, MIN_PER_SIDE, "the Mann-Whitney test")

@@ -13,10 +13,13 @@ a deadline computed from ``time.monotonic`` has no audit event and is marked by 
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing.util
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Generator
 from typing import Any
@@ -59,6 +62,13 @@ def _sleep_audited(sleep: Any) -> Any:
         sleep(secs)
     return audited_sleep
 
+
+# Core leases (stress/engine/leases.py): this pytest process and the runs it starts share
+# a lease table of their own, so the suites of several people on one machine never wait on
+# each other's runs (a run waits for free cores).  Removed when pytest exits.
+_LEASE_DIR = tempfile.mkdtemp(prefix="zonelimit-test-leases-")
+os.environ["ZONELIMIT_LEASE_DIR"] = _LEASE_DIR
+atexit.register(shutil.rmtree, _LEASE_DIR, True)
 
 # platform.platform() asks `uname -p` (a subprocess) once per process and caches it; every
 # document's host record calls it, so ask before any test does (the smp rule would blame

@@ -49,8 +49,8 @@ from stress import documents, files, options, stats, variants
 from stress.commands import run as run_command
 from stress.config import ERA_PRESETS, RunConfig
 from stress.cpulist import usable_cores
-from stress.engine import stopping
-from stress.engine.executor import Executor, LocalExecutor, RunRequest
+from stress.engine import scaleout, stopping
+from stress.engine.executor import Executor, RunRequest
 from stress.engine.stopping import StopSignals
 from stress.options import EX_OK, EX_SIGINT, EX_SIGTERM, EX_TESTER, UsageError
 from stress.output import comparison
@@ -83,7 +83,8 @@ DEFAULT_MAX_REPEAT = 30
 #: run options a variant may not set: where the run writes and how it talks, the seed
 #: (compare sets the seeds: that is what pairs the variants) and --lock-profile (on in
 #: every run, the same cost for all, so that lock wait per op is measured)
-NOT_VARIED = {"out", "json", "quiet", "verbose", "seed", "policy_param", "help", "lock_profile"}
+NOT_VARIED = {"out", "json", "quiet", "verbose", "seed", "policy_param", "help", "lock_profile", "cores",
+              "run_config"}
 #: compare's own options that shape the plan (refused with --resume / --merge)
 PLAN_OPTIONS = ("cpus", "duration", "workload", "configs", "variant", "sweep", "baseline", "repeat", "precision",
                 "max_repeat", "nmbclusters", "rounds", "round_length", "idle", "interval", "trim_interval",
@@ -160,6 +161,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(1-minute load average) or take over half of the cores (a 1 s sample) (default: off)")
     g.add_argument("--max-spread", type=options.positive_number, default=None, metavar="F",
                    help=argparse.SUPPRESS)  # the first compare's threshold: accepted, ignored with a warning
+
+    g = parser.add_argument_group("where the runs run (docs/scale-out.md)")
+    scaleout.add_arguments(g)
+    g.add_argument("--oversubscribe", action="store_true",
+                   help="with --jobs: let runs share cores when there are not enough (default: off)")
 
     g = parser.add_argument_group("partial results")
     g.add_argument("--resume", default=None, metavar="DIR",
@@ -427,6 +433,13 @@ class Session:
         req.folder.mkdir()
         self.progress.start(req.label)
 
+    def interrupted(self, name: str) -> None:
+        """Record a run folder a signal cut (moved aside): the first, and with --jobs all."""
+        sitting = self.doc["history"][-1]
+        sitting.setdefault("interrupted_run", name)
+        if name != sitting["interrupted_run"] or "interrupted_runs" in sitting:
+            sitting["interrupted_runs"] = [*sitting.get("interrupted_runs", [sitting["interrupted_run"]]), name]
+
     def run(self) -> str | None:
         """Make the plan's runs; the stop signal's name if a signal cut it short."""
         plan = self.doc["plan"]
@@ -434,23 +447,25 @@ class Session:
         while True:
             todo = self.requests(repeats)
             self.progress.plan(self.progress.completed + len(todo))
+            cut: str | None = None
             for req, rdoc in self.executor.run(todo, on_start=self.claim,
                                                should_stop=lambda: self.signals.name is not None):
                 self.progress.done()
                 code = rdoc.get("exit_code")
                 if code in (EX_SIGINT, EX_SIGTERM):  # the runner stopped this run cleanly: keep it aside
-                    moved = aside(req.folder)
-                    self.doc["history"][-1]["interrupted_run"] = moved.name
-                    return str((rdoc.get("stop") or {}).get("signal") or ("SIGINT" if code == EX_SIGINT
-                                                                           else "SIGTERM"))
+                    self.interrupted(aside(req.folder).name)
+                    cut = cut or str((rdoc.get("stop") or {}).get("signal")
+                                     or ("SIGINT" if code == EX_SIGINT else "SIGTERM"))
+                    self.executor.stop()  # no new run; runs still going end (and are kept) first
+                    continue
                 i, seed = req.key
                 entry = run_entry(rdoc, req.folder, seed, self.executor.parallel)
                 self.doc["variants"][i]["runs"].append(entry)
                 self.doc["variants"][i]["runs"].sort(key=lambda r: int(r["seed"]))
                 self.write()
                 self.progress.say(run_line(self.doc["variants"][i]["name"], entry))
-            if self.signals.name is not None:
-                return self.signals.name
+            if self.signals.name is not None or cut is not None:
+                return self.signals.name or cut
             if plan.get("precision") is None:
                 return None
             status = comparison.precision_status(comparison.analyse(self.doc))
@@ -563,6 +578,7 @@ def start(args: argparse.Namespace) -> tuple[Path, dict[str, Any], list[RunConfi
         options.warn("--max-spread: ignored: compare now judges differences by their 95% intervals "
                      "(docs/policies.md)")
     doc, cfgs = new_plan(args)
+    check_jobs(args, cfgs)
     if args.require_quiet:
         check_quiet(*machine_load(), len(usable_cores()))
     base = doc["base"]
@@ -593,6 +609,7 @@ def resume(args: argparse.Namespace) -> tuple[Path, dict[str, Any], list[RunConf
         raise UsageError(f"--resume: {out}/compare.json: unusable variant configuration: {exc!r}") from None
     for cfg in cfgs:
         options.check_cpus(cfg.cpus, cfg.oversubscribe, remedy="resume it on a machine with enough cores")
+    check_jobs(args, cfgs)
     if args.require_quiet:
         check_quiet(*machine_load(), len(usable_cores()))
     try:  # one sitting at a time: a second resume of the same folder is refused
@@ -610,19 +627,32 @@ def main(args: argparse.Namespace, execute: Execute | None = None) -> int:
     try:
         if args.merge is not None:
             return merge(args)
-        with stopping.command_signals() as signals:  # the command's own (stress.cli), shared with every run
+        # the command's own signals (stress.cli), shared with every run made here
+        with stopping.command_signals() as signals, scaleout.opened(args, signals, execute,
+                                                                     args.oversubscribe) as where:
             out, doc, cfgs = resume(args) if args.resume else start(args)
             with files.holding(out):
-                return run_session(args, out, doc, cfgs, LocalExecutor(execute), signals)
+                return run_session(args, out, doc, cfgs, where, signals)
     except UsageError as e:
         return options.usage_error(e)
+
+
+def check_jobs(args: argparse.Namespace, cfgs: list[RunConfig]) -> None:
+    """--jobs J: J runs of the widest variant must fit the usable cores (or --oversubscribe,
+    which belongs to --jobs and --cluster: a variant oversubscribes with oversubscribe=1)."""
+    from stress.engine.jobs import check_jobs as fits
+
+    if args.oversubscribe and args.jobs == 1 and args.cluster is None:
+        raise UsageError("--oversubscribe: only with --jobs J or --cluster (a variant oversubscribes with "
+                         "oversubscribe=1)")
+    fits(args.jobs, [c.cpus for c in cfgs], args.oversubscribe)
 
 
 def run_session(args: argparse.Namespace, out: Path, doc: dict[str, Any], cfgs: list[RunConfig],
                 executor: Executor, signals: StopSignals) -> int:
     """Make the missing runs, then write and print the result (partial after a stop)."""
     sitting = documents.host_start()
-    doc["history"].append({"started": sitting["started"], "resumed": bool(args.resume)})
+    doc["history"].append({"started": sitting["started"], "resumed": bool(args.resume), "jobs": args.jobs})
     documents.write_compare_json(out, doc)
     quiet = args.quiet or args.json
     with RunProgress(0, "runs", enabled=wanted(quiet), quiet_lines=quiet) as progress:

@@ -35,6 +35,8 @@ from stress import documents, options
 from stress.commands.run import MAX_STEPS
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import usable_cores
+from stress.engine import scaleout
+from stress.engine.executor import Executor, LocalExecutor, RunRequest
 from stress.engine.sched.plan import STEPS_PER_S
 from stress.files import FolderError, claim_folder, new_folder
 from stress.options import EX_FAIL, EX_OK, EX_TESTER, UsageError
@@ -124,6 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hunt without INVARIANTS checks (default: INVARIANTS on)")
     parser.add_argument("--stop-first", action="store_true",
                         help="stop at the first seed that finds the race (default: run every seed)")
+    scaleout.add_arguments(parser.add_argument_group("where the seeds run (docs/scale-out.md)"))
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="folder for the hunt: one run folder per seed (default: "
                              "results/race-<timestamp>-<inject>/)")
@@ -255,42 +258,59 @@ def _execute() -> Execute:
 
 def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
              echo: Callable[[str], None] | None = None, stop_first: bool = False,
-             progress: RunProgress | None = None, stop: Any = None) -> list[SeedResult]:
+             progress: RunProgress | None = None, stop: Any = None,
+             executor: Executor | None = None) -> list[SeedResult]:
     """Run each configuration (one per seed) into ``root/seed-N`` and classify it
     (``progress``: seeds done of the total, the current seed's time, an ETA).
 
     ``stop`` (the command's stress.engine.stopping.StopSignals): after a stop signal no
-    new seed starts; the seed it cut is kept, with its verdict ``interrupted``."""
-    ex = execute or _execute()
+    new seed starts; the seed it cut is kept, with its verdict ``interrupted``.
+    ``executor``: where the seeds run (default: one after the other here, through
+    ``execute``; ``--jobs J``, ``--cluster``: docs/scale-out.md).  With ``stop_first``
+    the seed that finds the race stops the others still running (their verdict:
+    interrupted); several may find it at once."""
+    if executor is None:
+        ex = execute or _execute()
+        executor = LocalExecutor(lambda cfg, folder, echo=None: ex(cfg, folder))
+    requests = [RunRequest(cfg.seed, cfg.replace(out=str(root / f"seed-{cfg.seed}")), root / f"seed-{cfg.seed}",
+                           f"seed {cfg.seed}") for cfg in cfgs]
+    begun: list[Path] = []
+
+    def started(req: RunRequest) -> None:
+        req.folder.mkdir(parents=True, exist_ok=True)
+        begun.append(req.folder)
+        if progress is not None:
+            progress.start(req.label)
+
     out = []
-    for cfg in cfgs:
-        if stop is not None and stop.requested:
-            break
-        folder = root / f"seed-{cfg.seed}"
-        folder.mkdir(parents=True, exist_ok=True)
-        if progress is not None:
-            progress.start(f"seed {cfg.seed}")
-        try:
-            doc = ex(cfg.replace(out=str(folder)), folder)
-        except KeyboardInterrupt:  # stopped before the run started (stopping.Stopped)
-            if not any(folder.iterdir()):
-                folder.rmdir()
-            if stop is None:
-                raise
-            break
-        if progress is not None:
-            progress.done()
-        verdict = str(doc.get("verdict", "error"))
-        code = int(doc.get("exit_code", EX_TESTER))
-        expected = (verdict != "interrupted" and
-                    (caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts) if cfg.inject else verdict == "ok"))
-        r = SeedResult(cfg.seed, verdict, code, detection_time(doc), folder, expected, detection_step(doc))
-        out.append(r)
-        if echo is not None:
-            echo(r.line())
-        if stop_first and r.found:
-            break
-    return out
+    try:
+        for req, doc in executor.run(requests, on_start=started,
+                                     should_stop=None if stop is None else lambda: bool(stop.requested)):
+            out.append(_seed_result(req, doc, progress, echo))
+            if stop_first and out[-1].found:
+                executor.stop()
+    except KeyboardInterrupt:  # stopped before a run started (stopping.Stopped)
+        if begun and begun[-1].is_dir() and not any(begun[-1].iterdir()):
+            begun[-1].rmdir()
+        if stop is None:
+            raise
+    return sorted(out, key=lambda r: r.seed)
+
+
+def _seed_result(req: RunRequest, doc: dict[str, Any], progress: RunProgress | None,
+                 echo: Callable[[str], None] | None) -> SeedResult:
+    """One seed's run.json classified (and its line echoed)."""
+    cfg = req.config
+    if progress is not None:
+        progress.done()
+    verdict = str(doc.get("verdict", "error"))
+    code = int(doc.get("exit_code", EX_TESTER))
+    expected = (verdict != "interrupted" and
+                (caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts) if cfg.inject else verdict == "ok"))
+    r = SeedResult(cfg.seed, verdict, code, detection_time(doc), req.folder, expected, detection_step(doc))
+    if echo is not None:
+        echo(r.line())
+    return r
 
 
 def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str, stopped: str | None = None) -> str:
@@ -333,6 +353,9 @@ def _hunt(args: argparse.Namespace) -> int:
         cpus = HUNTS[inject[0]].cpus
         oversubscribe = oversubscribe or cpus > len(usable_cores())
     options.check_cpus(cpus, oversubscribe)
+    from stress.engine.jobs import check_jobs
+
+    check_jobs(args.jobs, [cpus], args.oversubscribe)
     options.check_out(args.out)
     try:  # claimed: this hunt's alone (stress/files.py), released by the command line
         root = claim_folder(Path(args.out)) if args.out else default_root(inject)
@@ -350,11 +373,13 @@ def _hunt(args: argparse.Namespace) -> int:
 
     start = documents.host_start()
     with RunProgress(len(cfgs), "seeds", enabled=wanted(quiet), quiet_lines=quiet) as progress, \
-            stopping.command_signals() as stop:
+            stopping.command_signals() as stop, \
+            scaleout.opened(args, stop, oversubscribe=args.oversubscribe) as where:
         progress.say(f"hunting {','.join(inject)} over seeds {args.seeds.start}..{args.seeds.stop - 1} "
                      f"({args.sched}, {cpus} CPUs) into {root}")
         results = run_hunt(cfgs, root, echo=None if quiet else progress.say, stop_first=args.stop_first,
-                           progress=progress, stop=stop)
+                           progress=progress, stop=stop,
+                           executor=None if args.jobs == 1 and args.cluster is None else where)
         stopped = stop.freeze()  # race.json, written next, says whether a signal cut the hunt
     line = summary_line(results, inject, args.sched, stopped)
     doc = documents.race_document(inject=list(inject), sched=args.sched, folder=root,

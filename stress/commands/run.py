@@ -76,6 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cpus", type=options.whole_number(1, options.MAX_CPUS), default=None, metavar="N",
                    help=f"simulated CPUs = worker processes, CPU k pinned to core k mod cores "
                         f"(default: the number of usable cores, {len(cores)} here: {format_cpulist(cores)})")
+    g.add_argument("--cores", type=options.cpu_list, default=None, metavar="LIST",
+                   help="run on exactly these cores, e.g. 0-3,7; refused when one is not usable or is "
+                        "leased by another run (default: lease min(--cpus, usable) free cores, waiting "
+                        "while other runs hold them; docs/scale-out.md)")
+    g.add_argument("--run-config", default=None, metavar="FILE", help=argparse.SUPPRESS)  # a child run
     g.add_argument("--oversubscribe", action="store_true",
                    help="allow more CPUs than usable cores (they then interleave instead of running "
                         "in parallel; a warning is printed) (default: off)")
@@ -256,36 +261,84 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``run``: one stress run."""
+    if args.run_config is not None:
+        return child_run(args)
     try:
         cfg = config_from_args(args)
     except UsageError as exc:
         parser.error(str(exc))
     options.oversubscription_warning(cfg.cpus)
-    return start_run(cfg)
+    return start_run(cfg, cores=args.cores)
 
 
-def start_run(cfg: RunConfig, what: str = "run", folder: Path | None = None) -> int:
+def child_run(args: argparse.Namespace) -> int:
+    """A run started by a scheduler (``compare --jobs``, a Dask task; stress/engine/jobs.py):
+    its resolved configuration from ``--run-config`` (RunConfig.to_dict as JSON), its
+    cores from ``--cores`` (leased for it by its parent), its folder from ``--out``.  It
+    dies with the parent that leased its cores, as workers die with their manager."""
+    import json
+    import os
+
+    from stress.engine.leases import HANDOVER_ENV
+    from stress.engine.pinning import die_with_parent
+
+    parent = os.environ.get(HANDOVER_ENV, "").partition(":")[0]
+    if parent.isdigit():
+        die_with_parent(int(parent))
+    try:
+        if args.run_config == "-":
+            cfg = RunConfig.from_dict(json.load(sys.stdin))
+        else:
+            with open(args.run_config, encoding="utf-8") as f:
+                cfg = RunConfig.from_dict(json.load(f))
+    except (OSError, ValueError, TypeError) as exc:
+        return options.usage_error(f"--run-config: {exc}")
+    return start_run(cfg.replace(out=args.out), cores=args.cores)
+
+
+def start_run(cfg: RunConfig, what: str = "run", folder: Path | None = None, cores: list[int] | None = None) -> int:
     """Hand a resolved configuration to :func:`main_run`, guarded (cli.md's exit codes)."""
-    return options.call_guarded(what, lambda: main_run(cfg, folder))
+    return options.call_guarded(what, lambda: main_run(cfg, folder, cores))
 
 
-def main_run(cfg: RunConfig, folder: Path | None = None) -> int:
-    """Claim the run folder (``folder``, already claimed, else --out or a new one), print
-    the configuration and the CPU map, run, print the summary (or only run.json with
-    --json); return the run's exit code."""
-    from stress.engine import stopping
-    from stress.engine.pinning import PinningError, cpu_map
+def take_lease(cfg: RunConfig, cores: list[int] | None, stop: Any = None) -> tuple[Any, str]:
+    """The run's core lease (stress/engine/leases.py): exactly ``cores`` (UsageError when
+    taken or not usable), else min(--cpus, usable) free cores, waiting for them while other
+    runs hold them (a stop signal ends the wait: ``stop.check``).  (None, why) when the
+    lease table cannot be used: the run goes on unleased, with a warning."""
+    from stress.engine import leases
 
     try:
-        mapping = cpu_map(cfg.cpus, cfg.oversubscribe)
-    except PinningError as exc:
-        return options.usage_error(f"--cpus: {exc}")
+        if cores is not None:
+            return leases.pick(cores), ""
+        return leases.acquire(cfg.cpus, waiting=options.warn, check=None if stop is None else stop.check), ""
+    except leases.LeaseError as exc:
+        raise UsageError(f"--cores: {exc}") from None
+    except OSError as exc:
+        why = f"lease table {leases.lease_dir()} unusable: {exc.strerror or exc}"
+        options.warn(f"{why}; running without a core lease")
+        return None, why
+
+
+def main_run(cfg: RunConfig, folder: Path | None = None, cores: list[int] | None = None) -> int:
+    """Lease the run's cores, claim the run folder (``folder``, already claimed, else
+    --out or a new one), print the configuration and the CPU map, run, print the summary
+    (or only run.json with --json); return the run's exit code."""
+    from stress.engine import leases, stopping
+    from stress.engine.pinning import PinningError, cpu_map
+
     with stopping.command_signals() as stop:
-        stop.check()  # stopped before the run: no folder
-        if folder is None:
-            folder = claim_out(cfg.out, lambda: documents.default_run_dir(cfg))
-        with files.holding(folder):  # released however the run ends; removed if nothing was written
-            return _run_into(cfg, folder, mapping, stop)
+        lease, why = take_lease(cfg, cores, stop)
+        with leases.running_in(lease, why):  # the affinity is the lease: workers pin within it
+            try:
+                mapping = cpu_map(cfg.cpus, cfg.oversubscribe)
+            except PinningError as exc:
+                return options.usage_error(f"--cpus: {exc}")
+            stop.check()  # stopped before the run: no folder
+            if folder is None:
+                folder = claim_out(cfg.out, lambda: documents.default_run_dir(cfg))
+            with files.holding(folder):  # released however the run ends; removed if nothing was written
+                return _run_into(cfg, folder, mapping, stop)
 
 
 def claim_out(out: str | None, default: Callable[[], Path]) -> Path:

@@ -87,3 +87,4 @@ class LocalExecutor:
 
     def stop(self) -> None:
         self.stopped = True
+

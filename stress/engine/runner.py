@@ -33,6 +33,7 @@ from typing import Any
 from stress import documents
 from stress.audit import SIGNAL_EXIT
 from stress.config import RunConfig
+from stress.engine import leases
 from stress.engine.manager import Manager
 from stress.engine.noise import NoiseProbe
 from stress.engine.stopping import command_signals
@@ -96,6 +97,7 @@ def execute(cfg: RunConfig, out_dir: Path, echo: Callable[[str], None] | None = 
             probe = NoiseProbe()
             outcome = manager.run()
             outcome.noise = probe.finish(outcome.mapping.values())
+            outcome.pinning = leases.pinning_record(outcome.mapping)
             if manager.recorded_schedule is not None:
                 try:
                     manager.recorded_schedule.save(folder)
