@@ -96,10 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             # not an option, so not `run`'s: a mistyped command (`zonelimit reprot x`)
             build_parser().error(
                 f"COMMAND: unknown command {args_in[0]!r}; allowed: {', '.join(SUBCOMMANDS)}"
+                + options.did_you_mean(args_in[0], SUBCOMMANDS)
             )
         args_in = _with_command(args_in)
         parser = build_parser()
-        args = parser.parse_args(args_in)
+        args, extra = parser.parse_known_args(args_in)
+        if extra:  # the command's parser says so, with its own options to suggest from
+            _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
         if args.handler is None:
             parser.print_help()
             return options.EX_USAGE

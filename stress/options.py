@@ -30,12 +30,13 @@ every command and imports nothing of the tester but the configuration's own cons
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
 import re
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -72,6 +73,31 @@ def warn(message: str) -> None:
     print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to a mistyped ``word``
+    (difflib's ratio >= 0.6, or a choice that starts with it), else ``""``; appended to
+    the one error line, so a typo costs one look, not a trip to --help."""
+    names = [c for c in dict.fromkeys(choices) if c and c != word]
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+    if not close and len(word) >= 3:
+        close = [c for c in names if c.startswith(word)][:1]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _mistyped_options(extra: str, known: Iterable[str]) -> str:
+    """The suggestions for ``unrecognized arguments: --cpu 2 --durration 1``: one
+    ``(did you mean ...)`` per unknown option (``--x=value`` too)."""
+    options = [o for o in known if o.startswith("--")]
+    hints = []
+    for word in extra.split():
+        if word.startswith("--"):
+            name = word.split("=", 1)[0]
+            hint = did_you_mean(name, options)
+            if hint:
+                hints.append(f"{name}{hint}")
+    return ("; " + "; ".join(hints)) if hints else ""
+
+
 class ZonelimitParser(argparse.ArgumentParser):
     """argparse with one error style: usage, then ``zonelimit: error: --option: what is allowed``."""
 
@@ -82,7 +108,8 @@ class ZonelimitParser(argparse.ArgumentParser):
         message = message.replace("expected one argument", "expects a value")
         if message.startswith("unrecognized arguments: "):
             extra = message.removeprefix("unrecognized arguments: ")
-            message = f"{extra}: unrecognized argument; the options are listed by --help"
+            message = (f"{extra}: unrecognized argument; the options are listed by --help"
+                       + _mistyped_options(extra, self._option_string_actions))
         self.exit(EX_USAGE, f"{PROG}: error: {message}\n")
 
 
@@ -156,7 +183,8 @@ def one_of(names: Sequence[str]) -> Callable[[str], str]:
 
     def check(text: str) -> str:
         if text not in names:
-            raise argparse.ArgumentTypeError(f"must be one of {', '.join(names)}; got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"must be one of {', '.join(names)}; got {text!r}{did_you_mean(text, names)}")
         return text
 
     check.__name__ = "name"
@@ -168,8 +196,9 @@ def injection_list(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",")]
     bad = [n for n in names if n not in INJECTIONS]
     if not text.strip() or bad:
+        hint = did_you_mean(bad[0], INJECTIONS) if bad else ""
         raise argparse.ArgumentTypeError(
-            f"must be NAME[,NAME] with names from {', '.join(INJECTIONS)}; got {text!r}"
+            f"must be NAME[,NAME] with names from {', '.join(INJECTIONS)}; got {text!r}{hint}"
         )
     return names
 
