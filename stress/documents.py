@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stress.config import RunConfig
+from stress.config import RunConfig, spec_label
 from stress.cpulist import format_cpulist, usable_cores
 from stress.outcome import RunOutcome
 from stress.samples import SAMPLES_CSV
@@ -105,7 +105,8 @@ def new_folder(parent: Path, name: str, *, numbered: bool = False) -> Path:
 def default_run_dir(cfg: RunConfig, root: Path = Path("results")) -> Path:
     """Create and return a fresh run folder ``root/<timestamp>-<workload>-<era>-<policy>-cpus<N>``."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return new_folder(root, f"{stamp}-{cfg.workload}-{cfg.era}-{cfg.policy}-cpus{cfg.cpus}")
+    workload, policy = spec_label(cfg.workload), spec_label(cfg.policy)  # a plugin spec holds / and :
+    return new_folder(root, f"{stamp}-{workload}-{cfg.era}-{policy}-cpus{cfg.cpus}")
 
 
 # --- JSON documents -------------------------------------------------------------------------
