@@ -43,14 +43,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from allocator.policy import POLICY_NAMES, POLICY_PARAMS
-from stress import documents, options
-from stress.config import ERAS, RunConfig, resolve_era
+from allocator.policy import POLICY_NAMES, policy_params
+from stress import documents, options, plugins
+from stress.config import ERAS, RunConfig, resolve_era, spec_label
 from stress.cpulist import usable_cores
 from stress.options import EX_OK, EX_SIGINT, EX_SIGTERM, EX_TESTER, UsageError
 from stress.output.comparison import figure_specs, rank_warnings, report_lines, row_summary, run_figures, target_check
 from stress.output.plots import plot_compare
-from stress.workloads import WORKLOADS
 
 HELP = "the same workload under several configurations, side by side (policies.md)"
 DESCRIPTION = HELP
@@ -83,9 +82,12 @@ def parse_configs(text: str) -> list[Variant]:
         era, _, policy = item.partition(":")
         if era not in ERAS:
             raise UsageError(f"--configs: unknown era {era!r} in {item!r} (allowed: {', '.join(ERAS)})")
-        if policy and policy not in POLICY_NAMES:
-            raise UsageError(
-                f"--configs: unknown policy {policy!r} in {item!r} (allowed: {', '.join(POLICY_NAMES)})")
+        if policy:  # a built-in, an installed plugin or FILE.py:CLASS / MODULE:CLASS
+            try:
+                plugins.spec_checker("policy")(policy)
+            except argparse.ArgumentTypeError as exc:
+                unknown = "unknown " if plugins.spec_origin(policy) == "entry-point" else ""
+                raise UsageError(f"--configs: {unknown}policy {policy!r} in {item!r}: {exc}") from None
         out.append(Variant(item, era, policy or None))
     if not out:
         raise UsageError("--configs: no configuration given (for example: 2005,2007,modern:median)")
@@ -99,14 +101,17 @@ def parse_policy_params(items: Sequence[str]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for item in items:
         name, eq, value = item.partition("=")
-        policy, dot, param = name.partition(".")
+        policy, dot, param = name.rpartition(".")  # a plugin spec may hold dots: x/halve.py:Halve.keep
         if not eq or not dot:
             raise UsageError(f"--policy-param: expected POLICY.PARAM=VALUE, got {item!r}")
-        if policy not in POLICY_PARAMS:
+        try:
+            known = policy_params(policy)
+        except ValueError:
             allowed = ", ".join(POLICY_NAMES)
-            raise UsageError(f"--policy-param: unknown policy {policy!r} (allowed: {allowed})")
-        if param not in POLICY_PARAMS[policy]:
-            allowed = ", ".join(POLICY_PARAMS[policy]) or "none"
+            raise UsageError(f"--policy-param: unknown policy {policy!r} (allowed: {allowed}, or a plugin "
+                             f"of --configs){options.did_you_mean(policy, POLICY_NAMES)}") from None
+        if param not in known:
+            allowed = ", ".join(known) or "none"
             raise UsageError(
                 f"--policy-param: policy {policy!r} has no parameter {param!r} (allowed: {allowed})")
         try:
@@ -121,8 +126,8 @@ def variant_config(base: dict[str, Any], v: Variant, seed: int,
     """The RunConfig of one run: the base options, the variant's era preset and policy."""
     knobs = resolve_era(v.era, {"policy": v.policy})
     policy = knobs["policy"]
-    return RunConfig(**{**base, **knobs, "era": v.era, "seed": seed,
-                        "policy_params": dict(params.get(policy, {}))})
+    return plugins.with_records(RunConfig(**{**base, **knobs, "era": v.era, "seed": seed,
+                                             "policy_params": dict(params.get(policy, {}))}))
 
 
 # --- the command --------------------------------------------------------------------
@@ -137,7 +142,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workload", default="netperf", metavar="NAME",
                         help="workload shape of every run, e.g. netperf, burst, netperf-nfs (default netperf)")
     parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), metavar="LIST",
-                        help="comma-separated ERA or ERA:POLICY (default: %(default)s)")
+                        help="comma-separated ERA or ERA:POLICY, POLICY a name or a plugin (FILE.py:CLASS, "
+                             "MODULE:CLASS) (default: %(default)s)")
     parser.add_argument("--repeat", type=whole(), default=3, metavar="R", help="runs per configuration (default 3)")
     parser.add_argument("--nmbclusters", type=whole(options.MIN_NMBCLUSTERS, options.MAX_NMBCLUSTERS),
                         default=None, metavar="N", help="cluster zone limit (default: run's)")
@@ -169,9 +175,11 @@ def _base_options(args: argparse.Namespace) -> dict[str, Any]:
     """The RunConfig fields every configuration shares, checked (UsageError if bad)."""
     cpus = args.cpus if args.cpus is not None else len(usable_cores())
     options.check_cpus(cpus, False, remedy="compare does not oversubscribe")
-    if args.workload not in WORKLOADS:
-        allowed = ", ".join(WORKLOADS)
-        raise UsageError(f"--workload: unknown workload {args.workload!r} (allowed: {allowed})")
+    try:
+        plugins.spec_checker("workload")(args.workload)
+    except argparse.ArgumentTypeError as exc:
+        unknown = "unknown workload " if plugins.spec_origin(args.workload) == "entry-point" else ""
+        raise UsageError(f"--workload: {unknown}{args.workload!r}: {exc}") from None
     if args.repeat < 1:
         raise UsageError(f"--repeat: must be at least 1 (got {args.repeat})")
     base: dict[str, Any] = {"cpus": cpus, "duration": args.duration, "workload": args.workload,
@@ -212,7 +220,7 @@ def run_compare(args: argparse.Namespace, execute: Execute,
     for r, seed in enumerate(seeds, start=1):  # interleave configurations: drift hits all alike
         for v, row in zip(variants, rows, strict=True):
             cfg = variant_config(base, v, seed, params)
-            run_dir = out / f"{v.label.replace(':', '-')}-r{r}"
+            run_dir = out / f"{v.era}{'-' + spec_label(v.policy) if v.policy else ''}-r{r}"
             run_dir.mkdir()
             doc = execute(cfg, run_dir, echo=None)
             if doc.get("exit_code") in (EX_SIGINT, EX_SIGTERM):
