@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from stress import config as _config
-from stress import documents, options
+from stress import documents, options, plugins
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import usable_cores
 from stress.options import EX_FAIL, EX_OK, EX_TESTER, UsageError
-from stress.workloads import WORKLOADS
 
 HELP = "race hunting and schedule replay (races.md)"
 DESCRIPTION = HELP
@@ -113,8 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allow more CPUs than usable cores (default: off)")
     parser.add_argument("--duration", type=options.seconds(), default=None, metavar="S",
                         help="seconds per seed (default: the injection's hunt profile, see docs/races.md)")
-    parser.add_argument("--workload", type=options.one_of(tuple(WORKLOADS)), default=None, metavar="NAME",
-                        help="workload (default: the injection's hunt profile)")
+    parser.add_argument("--workload", type=plugins.spec_checker("workload"), default=None, metavar="NAME",
+                        help="workload, a name or a plugin (FILE.py:CLASS, MODULE:CLASS) "
+                             "(default: the injection's hunt profile)")
     parser.add_argument("--era", type=options.one_of(_config.ERAS), default=None, metavar="ERA",
                         help="allocator preset the injection is added to (default: modern: the fixed "
                              "allocator, so only the injected defect can fire)")
@@ -146,7 +146,7 @@ def hunt_config(inject: tuple[str, ...], seed: int, sched: str, *, cpus: int | N
         oversubscribe = oversubscribe or cpus > len(usable_cores())
     era = era or h.era
     knobs = resolve_era(era, {})
-    return RunConfig(
+    return plugins.with_records(RunConfig(
         cpus=cpus, duration=duration if duration is not None else h.duration,
         workload=workload or h.workload, era=era, policy=knobs["policy"], refcount=knobs["refcount"],
         wakeup=knobs["wakeup"], nmbclusters=nmbclusters or h.nmbclusters,
@@ -154,7 +154,7 @@ def hunt_config(inject: tuple[str, ...], seed: int, sched: str, *, cpus: int | N
         seed=seed, inject=inject, sched=sched,
         jitter=(jitter if jitter is not None else 0.05) if sched == "jitter" else 0.0,
         pct_depth=pct_depth, invariants=invariants, oversubscribe=oversubscribe, out=out, verbosity=-1,
-    )
+    ))
 
 
 def detection_time(doc: dict[str, Any]) -> float:
