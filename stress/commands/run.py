@@ -29,9 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from allocator.policy import POLICY_NAMES, POLICY_PARAMS
+from allocator.policy import POLICY_PARAMS, policy_params
 from stress import config as _config
-from stress import documents, options
+from stress import documents, options, plugins
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import format_cpulist, usable_cores
 from stress.options import UsageError
@@ -78,8 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--duration", type=options.seconds(), default=None, metavar="S",
                    help=f"total run time in seconds (default: {d['duration']:g}; with --rounds: "
                         "rounds x (round-length + idle))")
-    g.add_argument("--workload", type=options.one_of(WORKLOAD_NAMES), default=d["workload"], metavar="NAME",
-                   help=f"{', '.join(WORKLOAD_NAMES)} (default: {d['workload']})")
+    g.add_argument("--workload", type=plugins.spec_checker("workload"), default=d["workload"], metavar="NAME",
+                   help=f"{plugins.help_names('workload')}; or a plugin: path/to/file.py:CLASS or "
+                        f"MODULE:CLASS (docs/extending.md) (default: {d['workload']})")
     g.add_argument("--rounds", type=options.whole_number(0), default=d["rounds"], metavar="R",
                    help="netperf-style on/off rounds, netstat -m printed after each; 0 = one continuous "
                         f"round (default: {d['rounds']})")
@@ -96,8 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "no trimming), 2007 (refcount fixed, packet zone drained on cluster exhaustion, "
                         "wake all), modern (all fixes plus the default trimming policy) "
                         f"(default: {d['era']})")
-    g.add_argument("--policy", type=options.one_of(POLICY_NAMES), default=None, metavar="NAME",
-                   help=f"packet-zone / bucket-cache trimming: {', '.join(POLICY_NAMES)} "
+    g.add_argument("--policy", type=plugins.spec_checker("policy"), default=None, metavar="NAME",
+                   help=f"packet-zone / bucket-cache trimming: {plugins.help_names('policy')}; or a plugin: "
+                        f"path/to/file.py:CLASS or MODULE:CLASS (docs/extending.md) "
                         f"(default: {_era_default('policy')})")
     g.add_argument("--policy-param", type=options.policy_param, action="append", default=None, metavar="NAME=VALUE",
                    help="a tuning parameter of --policy, repeatable: "
@@ -208,17 +210,17 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
     params: dict[str, float] = dict(args.policy_param or [])
     if params:
-        known = POLICY_PARAMS.get(knobs["policy"], {})
+        known = policy_params(knobs["policy"])
         for name in params:
             if name not in known:
                 allowed = ", ".join(sorted(known)) or "none"
                 raise UsageError(f"--policy-param: policy {knobs['policy']} has no parameter {name!r}; "
-                                 f"allowed: {allowed}")
+                                 f"allowed: {allowed}{options.did_you_mean(name, known)}")
 
     if args.profile and not _py_spy_available():
         raise UsageError("--profile: py-spy is not installed (pip install py-spy)")
 
-    return RunConfig(
+    return with_plugins(RunConfig(
         cpus=cpus,
         duration=duration,
         workload=args.workload,
@@ -247,7 +249,16 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         json=args.json,
         verbosity=verbosity,
         policy_params=params,
-    )
+    ))
+
+
+def with_plugins(cfg: RunConfig) -> RunConfig:
+    """``cfg`` recording the plugins it runs (``RunConfig.plugins``: spec, version, source
+    hash); a plugin that cannot be loaded is a UsageError naming the option."""
+    try:
+        return plugins.with_records(cfg)
+    except plugins.PluginError as exc:
+        raise UsageError(f"--{exc.kind or 'policy'}: {exc}") from None
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
