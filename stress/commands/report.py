@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replot", action="store_true",
                         help="redraw plot.png even when it exists (default: only when missing)")
     parser.add_argument("--json", action="store_true",
-                        help="print the run.json documents instead (one run: the document; several: a "
-                             "JSON list) (default: off)")
+                        help="print the run.json documents instead, each with its run folder in \"folder\" "
+                             "(one run: the document; several: a JSON list) (default: off)")
 
 
 def netstat_section(doc: dict[str, Any], folder: Path) -> list[str]:
@@ -82,7 +82,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
                 parser.error(f"RUN_DIR: {exc}")
             return options.usage_error(f"RUN_DIR: {exc}")
     if args.json:
-        docs = [doc for _, doc in runs]
+        docs = [{"format": doc.get("format"), "folder": str(folder), **doc} for folder, doc in runs]
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
         return 0
     for i, (folder, doc) in enumerate(runs):
