@@ -290,7 +290,7 @@ def main(args: argparse.Namespace, execute: Execute | None = None) -> int:
         return EX_SIGINT
     lines = write_compare(out, doc)
     if args.json:
-        print(documents.compare_json_text(doc), end="")
+        print(documents.compare_json_text({"folder": str(out), **doc}), end="")
     else:
         for line in lines:
             print(line)
