@@ -350,15 +350,18 @@ def _module_source(module: ModuleType) -> tuple[str | None, str]:
 
 def _module_version(module: ModuleType) -> str | None:
     """The version of the distribution that installed the module's top-level package, else
-    the module's ``__version__``, else None."""
+    the ``__version__`` of the module or of its top-level package, else None."""
     top = module.__name__.partition(".")[0]
     for dist in importlib.metadata.packages_distributions().get(top, []):
         try:
             return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             continue
-    version = getattr(module, "__version__", None)
-    return str(version) if version is not None else None
+    for holder in (module, sys.modules.get(top)):
+        version = getattr(holder, "__version__", None)
+        if version is not None:
+            return str(version)
+    return None
 
 
 # --- configurations: record, check, load -----------------------------------------------------

@@ -88,7 +88,9 @@ def with_plugins(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
             record = plugins.resolve(kind, spec)
         except plugins.PluginError as exc:
             raise UsageError(f"--{kind}: {exc}") from None
-        assert record is not None  # a built-in name was refused above
+        if record is None:
+            raise UsageError(f"--{kind}: {spec!r} is built in, but the run used the {kind} plugin "
+                             f"{plugins.describe(recorded)}; a replay re-runs what was recorded")
         diff = plugins.difference(recorded, record)
         if diff and not args.force:
             raise UsageError(f"--{kind}: {spec}: {diff}; --force replays it anyway")

@@ -160,7 +160,8 @@ def add_output_arguments(parser: argparse.ArgumentParser, run_folder: bool) -> N
                        help="where to write the run folder; must be new or empty "
                             "(default: results/<timestamp>-<workload>-<era>-<policy>-cpus<N>/)")
     g.add_argument("--json", action="store_true",
-                   help="print the final run.json to stdout instead of the human summary (default: off)")
+                   help="print the final run.json to stdout instead of the human summary, with the run "
+                        "folder in \"folder\" (default: off)")
     g.add_argument("-q", "--quiet", action="store_true", help="less output (default: off)")
     g.add_argument("-v", "--verbose", action="count", default=0,
                    help="more output, repeatable (default: 0)")
@@ -297,8 +298,8 @@ def main_run(cfg: RunConfig) -> int:
         for line in monitor.mapping_lines(mapping):
             echo(line)
     doc = execute(cfg, folder, echo)
-    if cfg.json:
-        sys.stdout.write(documents.run_json_text(doc))
+    if cfg.json:  # run.json as written, plus the folder it was written to
+        sys.stdout.write(documents.run_json_text({"folder": str(folder), **doc}))
         sys.stdout.flush()
     else:
         lines = (monitor.verdict_lines(doc) + [f"run folder: {folder}"] if cfg.verbosity < 0
