@@ -35,6 +35,7 @@ from typing import Any
 from stress import options
 from stress.commands import bench, compare, race, replay, report, run
 from stress.documents import package_version
+from stress.files import release_all
 from stress.options import PROG, ZonelimitParser
 
 SUBCOMMANDS = ("run", "compare", "race", "replay", "report", "bench")
@@ -119,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return options.EX_SIGINT
     except BrokenPipeError:
         return options.stdout_closed()
+    finally:
+        release_all()  # every result folder this command claimed (stress/files.py)
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:

@@ -2,7 +2,7 @@
 
 Every document and where it lives (cli.md, "The run folder"; docs/results-format.md)::
 
-    results/<YYYYmmdd-HHMMSS>-<workload>-<era>-<policy>-cpus<N>/   new_folder / default_run_dir
+    results/<YYYYmmdd-HHMMSS>-<workload>-<era>-<policy>-cpus<N>/   default_run_dir (files.new_folder)
       run.json        zonelimit.run/1        run_document(cfg, outcome) / write_run_json / load_run
       samples.csv     one row per sample     stress.samples: SampleWriter / read_samples
       netstat.txt     netstat -m as printed  stress.samples: append_netstat
@@ -10,20 +10,24 @@ Every document and where it lives (cli.md, "The run folder"; docs/results-format
     results/<stamp>-compare-<workload>-cpus<N>/compare.json
                       zonelimit.compare/1    compare_document / write_compare_json / read_compare
     results/race-<stamp>-<inject>/race.json
-                      zonelimit.race/1       race_document / write_race_json
+                      zonelimit.race/1       race_document / write_race_json / read_race
     results/bench/<stamp>.json
-                      zonelimit.bench/1      bench_document / write_bench
+                      zonelimit.bench/1      bench_document / write_bench / read_bench
 
 Why these rules (after pyperf):
 
-- a result is never overwritten: :func:`new_folder` claims a name that is not taken
-  (``mkdir`` without ``exist_ok``; ``-2``, ``-3``, ... on a clash), a bench file is
-  published with ``link(2)``, which fails rather than replace;
-- every JSON document is written whole to a temporary file, fsynced and renamed
-  (:func:`write_doc`), so a kill leaves the previous state or the new one, never half a
-  file; samples are flushed per row, netstat lines appended per batch;
+- a result is never overwritten and a folder belongs to one run: folders are claimed
+  through stress/files.py (``new_folder``, ``claim_folder``: a ``mkdir`` only one process
+  can make), a bench file is published with ``link(2)``, which fails rather than replace;
+- every document is written whole under a temporary name, fsynced and renamed
+  (:func:`write_doc` -> ``stress.files.write_atomic``), so a kill leaves the previous
+  state or the new one, never half a file;
 - every reader checks the format string (:func:`check_format`) and refuses a newer
-  major version with one clear line instead of misreading it;
+  major version with one clear line instead of misreading it, then every field against
+  the document's JSON Schema (stress/schemas/, :func:`check_document`): one line naming
+  the field; earlier shapes are upgraded first, explicitly (:func:`_migrate`);
+- every document records its host (:func:`host_record`, after pyperf) and its times in
+  one ISO 8601 format (:func:`timestamp`);
 - JSON has no NaN: the writer refuses it; documents whose figures may be undefined
   (compare, bench) store them as null (:func:`finite_or_null`).
 
@@ -33,19 +37,23 @@ commands hand them here.
 
 from __future__ import annotations
 
+import datetime
+import functools
 import importlib.metadata
+import importlib.resources
 import json
 import math
 import os
 import platform
+import re
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stress.config import RunConfig, spec_label
 from stress.cpulist import format_cpulist, usable_cores
+from stress.files import new_folder, write_atomic
 from stress.outcome import RunOutcome
 from stress.samples import SAMPLES_CSV
 
@@ -75,35 +83,124 @@ def package_version() -> str:
         return "0+unknown"  # running from a checkout that was never installed
 
 
-# --- names that are never reused ------------------------------------------------------------
+# --- the host, as pyperf records it -----------------------------------------------------------
+
+#: the distributions whose versions every document records: ours and what it runs on
+RECORDED_PACKAGES = ("zonelimit", "numpy", "matplotlib", "jsonschema", "py-spy")
 
 
-def _claim(parent: Path, name: str, make: Callable[[Path], object], *, numbered: bool = False,
-           suffix: str = "") -> Path:
-    """The first of ``name``, ``name-2``, ``name-3``, ... (``name-1``, ... when ``numbered``),
-    plus ``suffix``, that ``make`` can create without replacing anything (it raises
-    FileExistsError when the name is taken)."""
-    n = 1
-    while True:
-        path = parent / ((f"{name}-{n}" if numbered or n > 1 else name) + suffix)
+def timestamp(when: float | None = None) -> str:
+    """The one timestamp format of every document: ISO 8601, local time, seconds, the UTC
+    offset with a colon (``2005-12-01T12:00:00+01:00``)."""
+    moment = datetime.datetime.now() if when is None else datetime.datetime.fromtimestamp(when)
+    return moment.astimezone().isoformat(timespec="seconds")
+
+
+def _loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages (others' work on the machine shows here)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def host_start() -> dict[str, Any]:
+    """What is measured when a run (or a comparison, a hunt, a bench) starts: the time and
+    the load average; handed back to :func:`host_record` at the end."""
+    return {"started": timestamp(), "loadavg_start": _loadavg()}
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Processor", "cpu model") and value.strip():
+                    return " ".join(value.split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in RECORDED_PACKAGES:
         try:
-            make(path)
-        except FileExistsError:
-            n += 1
-            continue
-        return path
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
-def new_folder(parent: Path, name: str, *, numbered: bool = False) -> Path:
-    """Create and return a folder ``parent/name`` that did not exist (``name-2`` ... on a
-    clash; always numbered ``name-1``, ``name-2`` ... with ``numbered``)."""
-    parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
-    return _claim(parent, name, lambda p: p.mkdir(), numbered=numbered)
+def _git_dir(start: Path) -> Path | None:
+    """The git directory of the checkout holding ``start``, if any (a worktree's ``.git``
+    is a file naming it)."""
+    for folder in (start, *start.parents):
+        dot = folder / ".git"
+        if dot.is_dir():
+            return dot
+        if dot.is_file():
+            text = dot.read_text(encoding="utf-8").strip()
+            if text.startswith("gitdir:"):
+                gitdir = Path(text.removeprefix("gitdir:").strip())
+                return gitdir if gitdir.is_absolute() else (folder / gitdir).resolve()
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit checked out where this zonelimit runs from (an editable install or a
+    checkout), read from the git files themselves (no ``git`` process): None when it is
+    not a checkout.  Uncommitted changes are not detected."""
+    try:
+        gitdir = _git_dir(Path(__file__).resolve().parent)
+        if gitdir is None:
+            return None
+        head = (gitdir / "HEAD").read_text(encoding="utf-8").strip()
+        if not head.startswith("ref:"):
+            return head if re.fullmatch(r"[0-9a-f]{40,64}", head) else None
+        ref = head.removeprefix("ref:").strip()
+        common = gitdir
+        if (gitdir / "commondir").is_file():  # a worktree keeps its refs in the main repository
+            common = (gitdir / (gitdir / "commondir").read_text(encoding="utf-8").strip()).resolve()
+        for base in (gitdir, common):
+            if (base / ref).is_file():
+                return (base / ref).read_text(encoding="utf-8").strip()
+        packed = common / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text(encoding="utf-8").splitlines():
+                sha, _, name = line.partition(" ")
+                if name == ref:
+                    return sha
+    except (OSError, UnicodeDecodeError):
+        pass
+    return None
+
+
+def host_record(start: dict[str, Any] | None) -> dict[str, Any]:
+    """The host block of every document (after pyperf's metadata): the machine (cores,
+    CPU model, platform), the software (Python, the package versions, the git commit
+    when run from a checkout) and the load average at ``start`` (:func:`host_start`;
+    None: not measured) and now."""
+    usable = usable_cores()
+    start = start or {}
+    return {
+        "cores": len(usable), "usable_cores": format_cpulist(usable), "cpu_model": _cpu_model(),
+        "machine": platform.machine(), "platform": platform.platform(),
+        "python": platform.python_version(), "python_implementation": platform.python_implementation(),
+        "packages": _package_versions(), "git_commit": git_commit(),
+        "started": start.get("started"), "ended": timestamp(),
+        "loadavg_start": start.get("loadavg_start"), "loadavg_end": _loadavg(),
+    }
+
+
+# --- folders that are never reused -----------------------------------------------------------
 
 
 def default_run_dir(cfg: RunConfig, root: Path = Path("results")) -> Path:
-    """Create and return a fresh run folder ``root/<timestamp>-<workload>-<era>-<policy>-cpus<N>``."""
+    """Create and claim a fresh run folder ``root/<timestamp>-<workload>-<era>-<policy>-cpus<N>``
+    (:func:`stress.files.new_folder`; release it with :func:`stress.files.release_folder`)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workload, policy = spec_label(cfg.workload), spec_label(cfg.policy)  # a plugin spec holds / and :
     return new_folder(root, f"{stamp}-{workload}-{cfg.era}-{policy}-cpus{cfg.cpus}")
@@ -151,22 +248,10 @@ def write_doc(path: Path, doc: dict[str, Any], fmt: str, *, indent: int | None =
               exclusive: bool = False) -> Path:
     """Write ``doc`` to ``path`` atomically: a temporary file, fsynced, then renamed over
     ``path`` -- or, ``exclusive``, linked to ``path`` (FileExistsError if it exists)."""
-    text = doc_text(doc, fmt, indent)
+    data = doc_text(doc, fmt, indent).encode("utf-8")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if exclusive:
-            os.link(tmp, path)
-        else:
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, lambda f: f.write(data), exclusive=exclusive)
 
 
 def check_format(fmt: object, expected: str, where: str) -> None:
@@ -186,9 +271,89 @@ def check_format(fmt: object, expected: str, where: str) -> None:
                             f"this version reads {expected}")
 
 
-def read_doc(path: Path, fmt: str) -> dict[str, Any]:
-    """Read a JSON document and check its format (DocumentError, one line; a missing file
-    is FileNotFoundError, which each reader words for itself)."""
+# --- JSON Schemas: every field of every document, checked on reading -----------------------
+
+#: format name -> its schema, ``stress/schemas/<kind>.schema.json`` (package data)
+SCHEMA_KINDS = {RUN_FORMAT: "run", SCHEDULE_FORMAT: "schedule", COMPARE_FORMAT: "compare", RACE_FORMAT: "race",
+                BENCH_FORMAT: "bench"}
+_SCHEMA_FILES = ("host", "run", "schedule", "compare", "race", "bench")
+
+
+@functools.cache
+def schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of a document kind (``run``, ``schedule``, ``compare``, ``race``,
+    ``bench``, ``host``), loaded from the package (importlib.resources)."""
+    if kind not in _SCHEMA_FILES:
+        raise KeyError(f"no schema for {kind!r}; known: {', '.join(_SCHEMA_FILES)}")
+    text = importlib.resources.files("stress.schemas").joinpath(f"{kind}.schema.json").read_text(encoding="utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+@functools.cache
+def _validator(kind: str) -> Any:
+    """A Draft 2020-12 validator of ``kind`` whose references to the other schemas
+    (``host.schema.json``, ``run.schema.json#/$defs/...``) resolve inside the package.
+    jsonschema is imported here, on the first check: a run that only writes never pays
+    for it."""
+    import jsonschema
+    import referencing
+
+    registry: Any = referencing.Registry().with_resources(
+        (schema(k)["$id"], referencing.Resource.from_contents(schema(k))) for k in _SCHEMA_FILES)
+    return jsonschema.Draft202012Validator(schema(kind), registry=registry)
+
+
+def _field(path: Any) -> str:
+    """``config.duration``, ``zones[1].used``: where in the document an error is."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(the document)"
+
+
+def schema_errors(doc: Any, kind: str) -> list[str]:
+    """Every place where ``doc`` breaks the schema of ``kind``, one line each (the most
+    telling first); empty when it is valid."""
+    import jsonschema.exceptions
+
+    errors = list(_validator(kind).iter_errors(doc))
+    best = jsonschema.exceptions.best_match(errors)
+    ordered = ([best] if best is not None else []) + [e for e in errors if e is not best]
+    lines = []
+    for e in ordered:
+        message = e.message if len(e.message) <= 160 else e.message[:157] + "..."
+        lines.append(f"{_field(e.absolute_path)}: {message}")
+    return lines
+
+
+def check_document(doc: Any, kind: str, where: str) -> None:
+    """Raise DocumentError naming the first field of ``doc`` that breaks its schema."""
+    problems = schema_errors(doc, kind)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DocumentError(f"{where}: {problems[0]}{more}")
+
+
+#: Earlier shapes of format-1 documents that this version reads by upgrading them first,
+#: each named and tested against results/reference (docs/results-format.md, "History").
+def _migrate(doc: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Upgrade what earlier 0.1.0 writers wrote differently to today's shape:
+
+    - bench ``created`` with a UTC offset without a colon (``+0000``, strftime's %z):
+      rewritten with the colon (``+00:00``), the one timestamp format of every document.
+    """
+    created = doc.get("created")
+    if kind == "bench" and isinstance(created, str) and re.fullmatch(r".*T[0-9:]{8}[+-][0-9]{4}", created):
+        doc = {**doc, "created": f"{created[:-2]}:{created[-2:]}"}
+    return doc
+
+
+def read_doc(path: Path, fmt: str, *, validate: bool = True) -> dict[str, Any]:
+    """Read a JSON document, check its format and (``validate``) every field against its
+    schema: DocumentError, one line naming the file and the field; a missing file is
+    FileNotFoundError, which each reader words for itself.  Earlier shapes are migrated
+    first (:func:`_migrate`)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -202,27 +367,31 @@ def read_doc(path: Path, fmt: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise DocumentError(f"{path}: not a JSON object")
     check_format(doc.get("format"), fmt, str(path))
+    kind = SCHEMA_KINDS[fmt]
+    doc = _migrate(doc, kind)
+    if validate:
+        check_document(doc, kind, str(path))
     return doc
 
 
 # --- the run folder -------------------------------------------------------------------------
 
 
-def run_document(cfg: RunConfig, outcome: RunOutcome) -> dict[str, Any]:
+def run_document(cfg: RunConfig, outcome: RunOutcome, start: dict[str, Any] | None = None) -> dict[str, Any]:
     """run.json for one run: the fields of cli.md in their order, then the details of
-    docs/results-format.md (readers must not rely on those being present)."""
+    docs/results-format.md (readers must not rely on those being present).  ``start``:
+    :func:`host_start` taken when the run began (its load average)."""
     o = outcome
     d = max(o.duration_s, 1e-9)
     total_ops = sum(o.per_cpu_ops)
     packets = o.counters["packets"] if o.counters is not None else 0
-    usable = usable_cores()
     doc: dict[str, Any] = {
         "format": RUN_FORMAT,
         "version": package_version(),
+        "created": timestamp(),
         "config": cfg.to_dict(),
-        "host": {"cores": len(usable), "usable_cores": format_cpulist(usable),
-                 "python": platform.python_version(), "platform": platform.platform(),
-                 "start_method": o.start_method, "pinning": {str(k): c for k, c in o.mapping.items()}},
+        "host": {**host_record(start), "start_method": o.start_method,
+                 "pinning": {str(k): c for k, c in o.mapping.items()}},
         "duration_s": round(o.duration_s, 3),
         "verdict": o.verdict,
         "exit_code": o.exit_code,
@@ -271,18 +440,21 @@ def write_run_json(folder: Path, doc: dict[str, Any]) -> Path:
     return write_doc(Path(folder) / RUN_JSON, doc, RUN_FORMAT)
 
 
-def load_run(folder: Path) -> dict[str, Any]:
-    """Read ``folder/run.json``, check its format, and return the document.
+def load_run(folder: Path, *, validate: bool = True) -> dict[str, Any]:
+    """Read ``folder/run.json``, check its format and every field (run.schema.json), and
+    return the document.
 
     Raises DocumentError with a one-line message when the folder is missing, holds no
-    run.json, the JSON is damaged, or the format is unknown or newer.
+    run.json, the JSON is damaged, the format is unknown or newer, or a field is missing,
+    of the wrong type or out of range (the message names it: ``config.duration: ...``).
+    ``validate=False`` skips the schema (the plot of a run.json just written).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DocumentError(f"{folder}: no such run folder")
     path = folder / RUN_JSON
     try:
-        doc = read_doc(path, RUN_FORMAT)
+        doc = read_doc(path, RUN_FORMAT, validate=validate)
     except FileNotFoundError:
         raise DocumentError(f"{folder}: no {RUN_JSON} (not a run folder, or its run did not end)") from None
     if not isinstance(doc.get("config"), dict):
@@ -353,11 +525,12 @@ def load_schedule(run_dir: Path) -> Schedule:
 
 def compare_document(*, base: dict[str, Any], seeds: list[int], figures: list[dict[str, str]],
                      rows: list[dict[str, Any]], max_spread: float, warnings: list[str],
-                     target: dict[str, Any]) -> dict[str, Any]:
-    """compare.json (``zonelimit.compare/1``): one row per configuration (docs/policies.md)."""
-    return {"format": COMPARE_FORMAT, "version": package_version(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-            "base": base, "repeat": len(seeds), "seeds": seeds, "figures": figures, "rows": rows,
+                     target: dict[str, Any], start: dict[str, Any] | None = None) -> dict[str, Any]:
+    """compare.json (``zonelimit.compare/1``): one row per configuration (docs/policies.md);
+    ``start``: :func:`host_start` taken when the comparison began."""
+    return {"format": COMPARE_FORMAT, "version": package_version(), "created": timestamp(),
+            "host": host_record(start), "base": base, "repeat": len(seeds), "seeds": seeds, "figures": figures,
+            "rows": rows,
             "max_spread": max_spread, "warnings": warnings, "target": target}
 
 
@@ -381,9 +554,11 @@ def read_compare(folder: Path) -> dict[str, Any]:
 
 
 def race_document(*, inject: list[str], sched: str, folder: Path, seeds: list[dict[str, Any]],
-                  found: int, summary: str) -> dict[str, Any]:
-    """race.json (``zonelimit.race/1``): one entry per seed hunted (docs/races.md)."""
-    return {"format": RACE_FORMAT, "version": package_version(), "inject": inject, "sched": sched,
+                  found: int, summary: str, start: dict[str, Any] | None = None) -> dict[str, Any]:
+    """race.json (``zonelimit.race/1``): one entry per seed hunted (docs/races.md); ``start``:
+    :func:`host_start` taken when the hunt began."""
+    return {"format": RACE_FORMAT, "version": package_version(), "created": timestamp(),
+            "host": host_record(start), "inject": inject, "sched": sched,
             "folder": str(folder), "seeds": seeds, "found": found, "runs": len(seeds), "summary": summary}
 
 
@@ -392,15 +567,34 @@ def write_race_json(folder: Path, doc: dict[str, Any]) -> Path:
     return write_doc(Path(folder) / RACE_JSON, doc, RACE_FORMAT, indent=1)
 
 
+def read_race(folder: Path) -> dict[str, Any]:
+    """Read and check ``folder/race.json``."""
+    path = Path(folder) / RACE_JSON
+    try:
+        return read_doc(path, RACE_FORMAT)
+    except FileNotFoundError:
+        raise DocumentError(f"{folder}: no {RACE_JSON} (not a race hunt folder)") from None
+
+
+def read_bench(path: Path) -> dict[str, Any]:
+    """Read and check a bench file (``results/bench/<stamp>.json``)."""
+    try:
+        return read_doc(Path(path), BENCH_FORMAT)
+    except FileNotFoundError:
+        raise DocumentError(f"{path}: no such bench file") from None
+
+
 def bench_document(figures: list[dict[str, Any]], *, quick: bool, repeat_n: int, elapsed: float,
-                   loadavg: list[float]) -> dict[str, Any]:
-    """The bench document (``zonelimit.bench/1``): every figure of performance.md, raw values kept."""
+                   start: dict[str, Any] | None) -> dict[str, Any]:
+    """The bench document (``zonelimit.bench/1``): every figure of performance.md, raw values
+    kept; ``start``: :func:`host_start` taken before the first measurement."""
+    host = host_record(start)
+    loads = [host[k][0] if host[k] else None for k in ("loadavg_start", "loadavg_end")]
     return {
         "format": BENCH_FORMAT,
         "version": package_version(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": {"cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-                 "platform": platform.platform(), "machine": platform.machine(), "loadavg_1min": loadavg},
+        "created": timestamp(),
+        "host": {**host, "loadavg_1min": loads},  # loadavg_1min: [start, end], as bench/1 always had
         "quick": quick,
         "repeat": repeat_n,
         "elapsed_s": elapsed,
@@ -410,6 +604,15 @@ def bench_document(figures: list[dict[str, Any]], *, quick: bool, repeat_n: int,
 
 
 def write_bench(out_dir: Path, doc: dict[str, Any]) -> Path:
-    """Write ``out_dir/<timestamp>.json``; an existing file is never replaced (``-2``, ...)."""
+    """Write ``out_dir/<timestamp>.json``; an existing file is never replaced (``-2``, ...):
+    each name is tried with ``link(2)``, which fails rather than replace."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return _claim(Path(out_dir), stamp, lambda p: write_doc(p, doc, BENCH_FORMAT, exclusive=True), suffix=".json")
+    n = 1
+    while True:
+        path = out_dir / (f"{stamp}-{n}.json" if n > 1 else f"{stamp}.json")
+        try:
+            return write_doc(path, doc, BENCH_FORMAT, exclusive=True)
+        except FileExistsError:
+            n += 1

@@ -56,6 +56,13 @@ EX_SIGTERM = 143  #: stopped by SIGTERM (128 + SIGTERM), after a clean stop and 
 MAX_CPUS = 256  #: MAXCPU: one process per simulated CPU; more is a fork bomb, not a test
 MIN_NMBCLUSTERS = CLUSTER_IPERS  #: one cluster slab; the allocator refuses fewer
 MAX_NMBCLUSTERS = 1 << 20  #: the arena holds 2 KB per cluster plus 2 mbufs each: ~2.6 GB at the cap
+MAX_SECONDS = 30 * 86400  #: any time option, and a whole run: longer than any soak; more is a typo
+MIN_PERIOD = 0.01  #: --interval, --trim-interval: the manager's loop wakes every 50 ms; finer is a spin
+MAX_ROUNDS = 1_000_000  #: --rounds
+MAX_SEED = 2**64 - 1  #: a seed is a 64-bit word (numpy's SeedSequence takes any, run.json keeps it exact)
+MAX_PCT_DEPTH = 64  #: --pct-depth
+MAX_REPEAT = 1000  #: compare --repeat, bench --repeat
+MAX_PAGE_BUDGET = 1 << 31  #: --page-budget: 8 TB of 4 KB pages; the arena's words are 64-bit, the VM's int
 
 
 class UsageError(ValueError):
@@ -148,13 +155,24 @@ def _finite(text: str) -> float:
         return math.nan
 
 
-def seconds(allow_zero: bool = False) -> Callable[[str], float]:
-    """A checker for a finite number of seconds, > 0 (or >= 0 with ``allow_zero``)."""
-    allowed = ">= 0" if allow_zero else "> 0"
+def finite_number(text: str) -> float | None:
+    """``float(text)`` when it is a finite number, else None (``nan``, ``inf``, ``1e999``, words)."""
+    value = _finite(text)
+    return value if math.isfinite(value) else None
+
+
+def seconds(allow_zero: bool = False, minimum: float | None = None) -> Callable[[str], float]:
+    """A checker for a finite number of seconds, > 0 (or >= 0 with ``allow_zero``; or
+    >= ``minimum``), at most :data:`MAX_SECONDS`."""
+    if minimum is not None:
+        allowed = f"from {minimum:g} to {MAX_SECONDS}"
+    else:
+        allowed = (">= 0" if allow_zero else "> 0") + f" and at most {MAX_SECONDS} (30 days)"
 
     def check(text: str) -> float:
         value = _finite(text)
-        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        low_ok = value >= minimum if minimum is not None else (value > 0 or (value == 0 and allow_zero))
+        if not math.isfinite(value) or not low_ok or value > MAX_SECONDS:
             raise argparse.ArgumentTypeError(f"must be a number of seconds {allowed}, got {text!r}")
         return value
 
@@ -176,6 +194,24 @@ def probability(text: str) -> float:
     if not 0.0 <= value <= 1.0:  # also false for NaN
         raise argparse.ArgumentTypeError(f"must be a probability from 0 to 1, got {text!r}")
     return value
+
+
+def seed_range(text: str) -> range:
+    """``A..B`` (inclusive) or ``N``: seeds to hunt over, each a 64-bit word, at most
+    100000 at once."""
+    try:
+        if ".." in text:
+            a, b = text.split("..", 1)
+            lo, hi = int(a.strip(), 10), int(b.strip(), 10)
+        else:
+            lo = hi = int(text.strip(), 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be A..B or N (whole numbers), got {text!r}") from None
+    if lo < 0 or hi < lo or hi > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be A..B with 0 <= A <= B < 2**64, got {text!r}")
+    if hi - lo >= 100000:
+        raise argparse.ArgumentTypeError(f"at most 100000 seeds at once, got {text!r}")
+    return range(lo, hi + 1)
 
 
 def one_of(names: Sequence[str]) -> Callable[[str], str]:
@@ -236,15 +272,73 @@ def oversubscription_warning(cpus: int) -> None:
 
 
 def check_out(out: str | os.PathLike[str] | None, *, may_hold_files: bool = False) -> None:
-    """A result is never overwritten: ``--out`` must be a folder, new or (unless
-    ``may_hold_files``: a folder of timestamped results) empty."""
+    """``--out`` names a folder this command can write a result into: refused here, before
+    anything runs, with one line naming --out.
+
+    A result is never overwritten: the folder must be new or empty (unless
+    ``may_hold_files``: a folder of timestamped results); a new folder's parent must
+    exist (a mistyped parent is refused, not created) and be a writable folder; no name in
+    the path may exceed the file system's limit.  The run claims the folder atomically
+    later (stress/files.py); this check only refuses early and in plain words.
+    """
     if out is None:
         return
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out: {out} exists and is not a folder")
-    if not may_hold_files and path.is_dir() and any(path.iterdir()):
-        raise UsageError(f"--out: {out} already holds files and runs never overwrite; give a new or empty folder")
+    text = os.fspath(out)
+    if not text.strip() or "\0" in text:
+        raise UsageError(f"--out: must name a folder, got {text!r}")
+    try:
+        _check_out_path(Path(text), may_hold_files)
+    except OSError as exc:
+        raise UsageError(f"--out: {text}: {exc.strerror or exc}") from None
+
+
+def _check_out_path(path: Path, may_hold_files: bool) -> None:
+    absolute = Path(os.path.abspath(path))
+    anchor = next((p for p in (absolute, *absolute.parents) if p.is_dir()), Path("/"))
+    try:
+        name_max = os.pathconf(anchor, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    long_names = [part for part in absolute.parts if len(os.fsencode(part)) > name_max]
+    if long_names:
+        raise UsageError(f"--out: a name in it is longer than the {name_max} bytes this file system allows "
+                         f"({len(os.fsencode(long_names[0]))} bytes)")
+    if os.path.lexists(path):
+        if not path.is_dir():
+            raise UsageError(f"--out: {path} exists and is not a folder")
+        if not may_hold_files and any(not name.startswith(".") for name in os.listdir(path)):
+            raise UsageError(f"--out: {path} already holds files and runs never overwrite; give a new or "
+                             "empty folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UsageError(f"--out: {path} is not writable (permissions, or a read-only file system)")
+        return
+    parent = absolute.parent
+    if not parent.is_dir():
+        ancestor = next((p for p in parent.parents if os.path.lexists(p)), Path("/"))
+        if os.path.lexists(parent) or not ancestor.is_dir():
+            raise UsageError(f"--out: {path}: a parent of it is a file, not a folder")
+        if not may_hold_files:
+            raise UsageError(f"--out: {path}: its parent folder {path.parent} does not exist (create it first)")
+        parent = ancestor
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out: {path}: cannot create it: {parent} is not writable (permissions, or a "
+                         "read-only file system)")
+
+
+def run_length(duration: float | None, rounds: int, round_length: float, idle: float, default: float) -> float:
+    """The seconds a run lasts: ``--duration``, or with ``--rounds`` R the rounds'
+    R x (round-length + idle).  Both at once is refused: the rounds decide a run's length,
+    so a --duration beside them would be recorded and not honoured."""
+    if rounds:
+        if duration is not None:
+            raise UsageError(f"--duration: not with --rounds: a run of rounds lasts rounds x (round-length + idle) "
+                             f"= {rounds * (round_length + idle):g} s; give one or the other")
+        total = rounds * (round_length + idle)
+        if total > MAX_SECONDS:
+            raise UsageError(f"--rounds: {rounds} rounds of {round_length + idle:g} s last {total:g} s, more than "
+                             f"{MAX_SECONDS} s (30 days)")
+        return total
+    return default if duration is None else duration
 
 
 def verbosity(quiet: bool, verbose: int) -> int:

@@ -1,9 +1,19 @@
 """The run's time series: samples.csv and netstat.txt, written while the run goes on.
 
 Unlike the JSON documents (stress/documents.py), written once at the end, these grow
-during the run, so a run killed at any point still leaves every sample taken before the
-kill: samples.csv is flushed after every row (a torn last row is dropped on reading),
-netstat.txt is appended one batch at a time, exactly as printed.
+during the run:
+
+- samples.csv is written under its temporary name (``.samples.csv.<pid>@<host>.tmp``,
+  stress/files.py), flushed after every row (one write(2) each), and renamed to
+  samples.csv when the writer closes at the end of the run.  So samples.csv exists only
+  complete: a torn file cannot pass as a whole one (a kill leaves only the temporary,
+  which no reader opens and a later run removes), and a reader that finds a row torn
+  in samples.csv has found damage, not a kill, and says so.  Someone watching a live
+  run reads the temporary.
+- netstat.txt is a transcript, like run.log: the netstat -m blocks exactly as printed,
+  appended one block per write(2), so it survives a kill between blocks and keeps the
+  order in which the lines were printed.  Its last block may be missing after a kill,
+  never half a line.
 
 samples.csv: a header line naming the columns, then one row per sample.  Numbers only:
 integers as integers, floats in their shortest exact text, an empty cell for "not
@@ -19,6 +29,8 @@ import math
 import operator
 from pathlib import Path
 from typing import IO, Any
+
+from stress.files import TempFile
 
 SAMPLES_CSV = "samples.csv"
 NETSTAT_TXT = "netstat.txt"
@@ -43,23 +55,32 @@ def _cell(value: Any) -> str:
 
 
 class SampleWriter:
-    """samples.csv: a header line, then one row per sample, flushed as it is written.
+    """samples.csv: a header line, then one row per sample, flushed as it is written, under
+    the temporary name until :meth:`close` publishes it.
 
     Flushing per row costs one write(2) per sample (at most a few per second) and means a
-    run killed with SIGKILL still leaves every sample taken before the kill.
+    run killed with SIGKILL still leaves, in the temporary, every sample taken before the
+    kill (for someone to look at by hand; no reader takes it for a result).
     """
 
     def __init__(self, path: Path, columns: list[str]) -> None:
-        """Open ``path`` for writing (truncating it) and write the header ``columns``."""
+        """Open the temporary file of ``path`` and write the header ``columns``."""
         if len(set(columns)) != len(columns):
             raise ValueError(f"duplicate sample columns: {columns}")
         self.path = Path(path)
         self.columns = list(columns)
         self._known = set(columns)
-        self._file: IO[str] | None = open(self.path, "w", newline="", encoding="ascii")
-        self._csv = csv.writer(self._file, lineterminator="\n")
+        self._out: TempFile | None = TempFile(self.path, "w", newline="", encoding="ascii")
+        self._file: IO[str] | None = self._out.opened()
+        csv_file = self._file
+        self._csv = csv.writer(csv_file, lineterminator="\n")
         self._csv.writerow(self.columns)
-        self._file.flush()
+        csv_file.flush()
+
+    @property
+    def writing(self) -> Path:
+        """Where the rows go until :meth:`close`: the temporary name."""
+        return self._out.temp if self._out is not None else self.path
 
     def write(self, row: dict[str, float]) -> None:
         """Append one sample; a column missing from ``row`` is left empty.
@@ -76,10 +97,10 @@ class SampleWriter:
         self._file.flush()
 
     def close(self) -> None:
-        """Close the file; safe to call twice."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Close the file and publish it as samples.csv; safe to call twice."""
+        out, self._out, self._file = self._out, None, None
+        if out is not None:
+            out.publish()
 
     def __enter__(self) -> SampleWriter:
         return self
@@ -89,7 +110,10 @@ class SampleWriter:
 
 
 def read_samples(path: Path) -> dict[str, list[float]]:
-    """Read samples.csv back into columns of floats (empty cells become NaN)."""
+    """Read samples.csv back into columns of floats (empty cells become NaN).
+
+    Every row must be whole: a published samples.csv is complete (module docstring), so
+    a short row is damage (SamplesError), never a kill to be forgiven."""
     with open(path, newline="", encoding="ascii") as f:
         rows = [rec for rec in csv.reader(f) if rec]
     if not rows:
@@ -98,8 +122,6 @@ def read_samples(path: Path) -> dict[str, list[float]]:
     cols: dict[str, list[float]] = {name: [] for name in header}
     for lineno, rec in enumerate(body, start=2):
         if len(rec) != len(header):
-            if lineno == len(rows):
-                break  # the last row torn by a kill mid-write: keep every row before it
             raise SamplesError(f"{path}:{lineno}: {len(rec)} cells for {len(header)} columns")
         for name, text in zip(header, rec, strict=True):
             try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing.util
 import os
+import platform
 import sys
 import time
 from collections.abc import Generator
@@ -59,6 +60,10 @@ def _sleep_audited(sleep: Any) -> Any:
     return audited_sleep
 
 
+# platform.platform() asks `uname -p` (a subprocess) once per process and caches it; every
+# document's host record calls it, so ask before any test does (the smp rule would blame
+# whichever test came first).
+platform.platform()
 sys.addaudithook(_audit)  # cannot be removed; costs one comparison per event outside a test
 if sys.version_info < (3, 13):
     time.sleep = _sleep_audited(time.sleep)
@@ -128,3 +133,50 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, Any]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     return (yield from _watching(item))
+
+
+# --- every document a test writes is checked against its schema -------------------------------
+
+
+def _zonelimit_documents(root: Any) -> list[tuple[Any, str]]:
+    """(path, format) of every zonelimit document under ``root`` (temporaries passed by)."""
+    import json
+
+    from stress.documents import SCHEMA_KINDS
+
+    by_name = {fmt.partition("/")[0]: fmt for fmt in SCHEMA_KINDS}
+    found = []
+    for path in sorted(root.rglob("*.json")):
+        if path.name.startswith("."):
+            continue
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        fmt = doc.get("format") if isinstance(doc, dict) else None
+        if isinstance(fmt, str) and fmt.partition("/")[0] in by_name:
+            found.append((path, by_name[fmt.partition("/")[0]]))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _documents_follow_their_schemas(request: pytest.FixtureRequest) -> Generator[None, None, None]:
+    """After a test that has a ``tmp_path``, every run.json, schedule.json, compare.json,
+    race.json and bench file under it -- written in this process or by a ``python -m
+    stress`` it started -- must pass its JSON Schema (stress/schemas/).  A test that writes
+    damaged documents on purpose is marked ``bad_documents``."""
+    checked = "tmp_path" in request.fixturenames and not request.node.get_closest_marker("bad_documents")
+    root = request.getfixturevalue("tmp_path") if checked else None  # before the test: torn down after it
+    yield
+    if root is None:
+        return
+    from stress.documents import DocumentError, read_doc
+
+    problems = []
+    for path, fmt in _zonelimit_documents(root):
+        try:
+            read_doc(path, fmt)
+        except DocumentError as exc:
+            problems.append(str(exc))
+    if problems:
+        pytest.fail("documents that break their schema:\n  " + "\n  ".join(problems), pytrace=False)

@@ -22,6 +22,7 @@ from stress.commands import run as run_command
 from stress.config import RunConfig
 from stress.cpulist import format_cpulist, parse_cpulist
 from stress.documents import write_run_json
+from tests.fixtures import run_doc
 
 ROOT = Path(__file__).resolve().parent.parent
 NCORES = len(os.sched_getaffinity(0))
@@ -35,8 +36,10 @@ class Recorder:
         self.exc = exc
         self.configs: list[RunConfig] = []
 
-    def __call__(self, cfg: RunConfig) -> int:
+    def __call__(self, cfg: RunConfig, folder: Path | None = None) -> int:
         self.configs.append(cfg)
+        if folder is not None:  # a claimed folder the run writes into (an empty one is removed)
+            (folder / "run.log").write_text("recorded\n")
         if self.exc is not None:
             raise self.exc
         return self.code
@@ -234,9 +237,13 @@ def test_rounds_set_the_duration(capsys: pytest.CaptureFixture[str], runner: Rec
     assert (cfg.rounds, cfg.round_length, cfg.idle, cfg.duration) == (3, 2.0, 0.5, 7.5)
 
 
-def test_explicit_duration_beats_rounds(capsys: pytest.CaptureFixture[str], runner: Recorder) -> None:
-    run_main(capsys, "--cpus", "1", "--rounds", "3", "--round-length", "2", "--duration", "4")
-    assert runner.cfg.duration == 4.0
+def test_duration_with_rounds_is_refused(capsys: pytest.CaptureFixture[str], runner: Recorder) -> None:
+    """The rounds decide a run's length; a --duration beside them would be recorded and
+    not honoured (a 2 s run became 60 s), so the pair is refused."""
+    code, _, err = run_main(capsys, "--cpus", "1", "--rounds", "3", "--round-length", "2", "--duration", "4")
+    assert code == 2 and runner.configs == []
+    assert err.strip().splitlines()[-1] == ("zonelimit: error: --duration: not with --rounds: a run of rounds "
+                                            "lasts rounds x (round-length + idle) = 6 s; give one or the other")
 
 
 def test_race_options(capsys: pytest.CaptureFixture[str], runner: Recorder) -> None:
@@ -331,7 +338,7 @@ def test_module_command_crash_exits_3(capsys: pytest.CaptureFixture[str],
 def _saved_run(folder: Path, **changes: Any) -> Path:
     cfg = RunConfig(cpus=1, duration=2.0, seed=42, era="2005", refcount="buggy-eq0", wakeup="one",
                     policy="none").replace(**changes)
-    write_run_json(folder, {"config": cfg.to_dict(), "verdict": "wedged", "exit_code": 1})
+    write_run_json(folder, run_doc(cfg, outcome_changes={"verdict": "wedged", "exit_code": 1}))
     return folder
 
 
@@ -375,6 +382,7 @@ def test_replay_of_an_unreadable_schedule_exits_2(capsys: pytest.CaptureFixture[
     assert not runner.configs
 
 
+@pytest.mark.bad_documents
 def test_replay_of_a_bad_folder_exits_2(capsys: pytest.CaptureFixture[str], runner: Recorder,
                                         tmp_path: Path) -> None:
     for folder in (tmp_path / "missing", tmp_path):

@@ -22,6 +22,7 @@ from stress.config import RunConfig
 from stress.documents import write_run_json
 from stress.output import comparison
 from stress.samples import SampleWriter
+from tests.fixtures import run_doc
 
 COLUMNS = ["t", "clusters_current", "packets_cache", "clusters_max", "ops"]
 
@@ -53,16 +54,16 @@ class FakeRunner:
                 w.write({"t": t, "clusters_current": 100 if load else 10, "packets_cache": cache,
                          "clusters_max": cfg.nmbclusters, "ops": 1000 * min(t, 3)})
         wedged = cfg.era == "2005"
-        doc = {
-            "config": cfg.to_dict(), "duration_s": t_end, "verdict": "wedged" if wedged else "ok",
-            "exit_code": 1 if wedged else 0,
-            "ops": {"total": 3000, "per_s": 500.0 + cfg.seed, "packets_per_s": 0.0 if wedged else 40.0},
-            "zones": [{"name": n, "req": 1000, "fail": 1 if wedged else 0, "sleep": 2 if wedged else 0,
-                       "misses": 10} for n in ("mbuf", "mbuf_cluster", "mbuf_packet")],
-            "locks": [{"name": "mbuf keg", "wait_total_us": 300.0}],
-            "wedge": {"at_s": 5.0} if wedged else None,
-            "samples": "samples.csv",
-        }
+        doc = run_doc(
+            cfg, duration_s=t_end, verdict="wedged" if wedged else "ok", exit_code=1 if wedged else 0,
+            ops={"total": 3000, "per_s": 500.0 + cfg.seed, "per_cpu_per_s": [500.0],
+                 "packets_per_s": 0.0 if wedged else 40.0},
+            zones=[{"name": n, "size": 256, "limit": 0, "used": 1, "free": 1, "req": 1000,
+                    "fail": 1 if wedged else 0, "sleep": 2 if wedged else 0, "misses": 10}
+                   for n in ("mbuf", "mbuf_cluster", "mbuf_packet")],
+            locks=[{"name": "mbuf keg", "count": 10, "contended": 1, "wait_total_us": 300.0}],
+            wedge={"at_s": 5.0, "zone": "mbuf_cluster", "wchan": "zonelimit", "sleeping_cpus": [0]}
+            if wedged else None)
         write_run_json(out_dir, doc)
         return doc
 
@@ -185,18 +186,29 @@ def test_compare_one_repeat_says_no_spread_is_known(tmp_path: Path) -> None:
 @pytest.mark.parametrize("argv,needle", [
     (["--configs", "2006"], "--configs: unknown era '2006'"),
     (["--configs", "modern:lru"], "--configs: unknown policy 'lru'"),
-    (["--repeat", "0"], "--repeat: must be at least 1"),
+    (["--repeat", "0"], "--repeat: must be a whole number from 1 to 1000"),
     (["--policy-param", "median.q=1"], "has no parameter 'q'"),
-    (["--policy-param", "median.k=x"], "is not a number"),
-    (["--workload", "nope"], "--workload: unknown workload 'nope'"),
-    (["--cpus", "999"], "--cpus: must be 1 to"),
+    (["--policy-param", "median.k=x"], "is not a finite number"),
+    (["--policy-param", "median.k=nan"], "is not a finite number"),
+    (["--workload", "nope"], "--workload: must be one of"),
+    (["--cpus", "999"], "--cpus: must be a whole number from 1 to 256"),
+    (["--interval", "nan"], "--interval: must be a number of seconds"),
+    (["--duration", "inf"], "--duration: must be a number of seconds"),
+    (["--nmbclusters", "1"], "--nmbclusters: must be a whole number from"),
+    (["--rounds", "2", "--duration", "3"], "--duration: not with --rounds"),
+    (["--round-length", "2"], "--round-length: only meaningful with --rounds"),
+    (["--seed", "18446744073709551615", "--repeat", "2"], "--seed: repeat r runs seed + r - 1"),
 ])
 def test_bad_compare_options_give_one_line_and_exit_2(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
-    args = parse(["--cpus", "1", "--out", str(tmp_path / "c"), "-q", *argv])  # a later --cpus wins
-    assert compare.main(args, execute=FakeRunner()) == 2
+    """Refused before any run starts (nothing is executed: the engine is never reached)."""
+    from stress import cli
+
+    code = cli.main(["compare", "--cpus", "1", "--out", str(tmp_path / "c"), "-q", *argv])
     err = capsys.readouterr().err
-    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert code == 2, err
+    assert needle in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert not (tmp_path / "c").exists(), "a refused comparison leaves no folder"
 
 
 def test_compare_refuses_to_overwrite_a_previous_comparison(tmp_path: Path) -> None:

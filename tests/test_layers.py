@@ -10,7 +10,7 @@ Data flows one way, and so do imports::
        |      |
     output    (stress.output.*)           |
        |                                  |
-    documents (stress.documents, stress.samples)
+    documents (stress.documents, stress.samples, stress.files, stress.schemas)
        |                                  |
     base      (stress.config, options, cpulist, audit, outcome)
        |
@@ -57,7 +57,7 @@ def layer_of(module: str) -> str | None:
     for name in ("engine", "workloads", "output"):
         if module == f"stress.{name}" or module.startswith(f"stress.{name}."):
             return name
-    if module in ("stress.documents", "stress.samples"):
+    if module in ("stress.documents", "stress.samples", "stress.files") or module.startswith("stress.schemas"):
         return "documents"
     if module in BASE:
         return "base"

@@ -26,6 +26,7 @@ def wedged_doc() -> dict[str, Any]:
         "format": "zonelimit.run/1",
         "version": "0.1.0",
         "config": cfg.to_dict(),
+        "host": {"cores": 2, "python": "3.11.7"},
         "duration_s": 12.5,
         "verdict": "wedged",
         "exit_code": 1,

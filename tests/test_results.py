@@ -1,4 +1,4 @@
-"""The run folder: naming never overwrites, samples survive a kill, run.json round-trips
+"""The run folder: naming never overwrites, samples are published whole, run.json round-trips
 and refuses what it cannot read, netstat.txt keeps order, plot.png is drawn."""
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from stress.documents import (
     DocumentError,
     default_run_dir,
     load_run,
+    run_document,
     write_run_json,
 )
 from stress.output.plots import PLOT_COLUMNS, plot_run
 from stress.samples import SamplesError, SampleWriter, append_netstat, read_samples
+from tests.fixtures import outcome, run_doc
 
 CFG = RunConfig(cpus=2, workload="netperf", era="2005", policy="none")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -62,14 +64,20 @@ def test_samples_round_trip(tmp_path: Path) -> None:
     assert path.read_text().splitlines()[2] == "1.0,4341,"
 
 
-def test_samples_are_on_disk_before_close(tmp_path: Path) -> None:
-    """A run killed mid-way keeps its samples: every row is flushed as written."""
+def test_samples_are_on_disk_before_close_under_a_temporary_name(tmp_path: Path) -> None:
+    """A run killed mid-way keeps its samples in the temporary (every row is flushed as
+    written); samples.csv appears only when the writer closes: a torn file never passes
+    as complete."""
     path = tmp_path / "samples.csv"
     w = SampleWriter(path, ["t", "x"])
     w.write({"t": 1, "x": 2})
-    assert path.read_text() == "t,x\n1,2\n"
+    assert not path.exists()
+    assert w.writing.parent == tmp_path and w.writing.name.startswith(".samples.csv.")
+    assert w.writing.read_text() == "t,x\n1,2\n"
     w.close()
     w.close()  # idempotent
+    assert path.read_text() == "t,x\n1,2\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["samples.csv"]
 
 
 def test_samples_refuse_unknown_columns(tmp_path: Path) -> None:
@@ -81,10 +89,13 @@ def test_samples_refuse_unknown_columns(tmp_path: Path) -> None:
         w.write({"t": 2})
 
 
-def test_torn_last_row_is_dropped(tmp_path: Path) -> None:
+def test_a_torn_row_is_damage_not_a_kill(tmp_path: Path) -> None:
+    """samples.csv is published whole, so a short row anywhere is refused (a kill leaves
+    only the temporary, never a torn samples.csv)."""
     path = tmp_path / "samples.csv"
     path.write_text("t,x\n1,2\n2,3\n3")
-    assert read_samples(path) == {"t": [1.0, 2.0], "x": [2.0, 3.0]}
+    with pytest.raises(SamplesError, match=":4: 1 cells for 2 columns"):
+        read_samples(path)
     path.write_text("t,x\n1\n2,3\n")
     with pytest.raises(SamplesError):
         read_samples(path)
@@ -94,9 +105,7 @@ def test_torn_last_row_is_dropped(tmp_path: Path) -> None:
 
 
 def _doc() -> dict[str, object]:
-    return {"version": "0.1.0", "config": CFG.to_dict(), "verdict": "ok", "exit_code": 0,
-            "ops": {"total": np.int64(5), "per_s": 2.5, "per_cpu_per_s": np.array([1.0, 1.5])},
-            "wedge": None}
+    return run_doc(CFG, ops={"total": np.int64(5), "per_s": 2.5, "per_cpu_per_s": np.array([1.0, 1.5])})
 
 
 def test_run_json_round_trip(tmp_path: Path) -> None:
@@ -130,8 +139,9 @@ def test_run_json_refuses_nan_and_other_formats(tmp_path: Path) -> None:
     ('{"config": {}}', "no format"),
     ('{"format": "pyperf/1", "config": {}}', "not a zonelimit run"),
     ('{"format": "zonelimit.run/2", "config": {}}', "newer zonelimit"),
-    ('{"format": "zonelimit.run/1"}', "config"),
+    ('{"format": "zonelimit.run/1"}', "is a required property"),
 ])
+@pytest.mark.bad_documents
 def test_load_run_refuses_with_a_clear_message(tmp_path: Path, text: str | None, match: str) -> None:
     if text is not None:
         (tmp_path / "run.json").write_text(text)
@@ -140,7 +150,7 @@ def test_load_run_refuses_with_a_clear_message(tmp_path: Path, text: str | None,
 
 
 def test_load_run_accepts_minor_versions(tmp_path: Path) -> None:
-    (tmp_path / "run.json").write_text(json.dumps({"format": "zonelimit.run/1.3", "config": {}}))
+    (tmp_path / "run.json").write_text(json.dumps({**run_doc(CFG), "format": "zonelimit.run/1.3"}))
     assert load_run(tmp_path)["format"] == "zonelimit.run/1.3"
 
 
@@ -174,3 +184,101 @@ def test_plot_is_drawn_from_samples(tmp_path: Path) -> None:
 def test_plot_without_samples_still_draws(tmp_path: Path) -> None:
     SampleWriter(tmp_path / "samples.csv", ["t", "mbufs_current"]).close()
     assert plot_run(tmp_path).read_bytes()[:8] == PNG_MAGIC
+
+
+# --- the host record and the one timestamp format ---------------------------------------------
+
+
+def test_timestamps_are_iso_8601_with_a_colon_in_the_offset() -> None:
+    import re
+
+    stamp = documents.timestamp(0.0)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", stamp), stamp
+    import datetime
+
+    assert datetime.datetime.fromisoformat(stamp).timestamp() == 0.0
+
+
+def test_every_document_records_the_host() -> None:
+    """run.json, compare.json, race.json and the bench file carry the same host record:
+    the load at start (measured before) and end, CPU model, versions, git commit."""
+    start = documents.host_start()
+    docs = {
+        "run": run_document(CFG, outcome(CFG), start),
+        "compare": documents.compare_document(base={}, seeds=[1], figures=[], rows=[], max_spread=0.1,
+                                              warnings=[], target={"met": None, "checks": []}, start=start),
+        "race": documents.race_document(inject=["refcount-eq0"], sched="pct", folder=Path("x"), seeds=[],
+                                        found=0, summary="", start=start),
+        "bench": documents.bench_document([], quick=True, repeat_n=1, elapsed=1.0, start=start),
+    }
+    for kind, doc in docs.items():
+        host = doc["host"]
+        assert host["started"] == start["started"] and host["loadavg_start"] == start["loadavg_start"], kind
+        assert len(host["loadavg_end"]) == 3 and host["cpu_model"] and host["python"], kind
+        assert set(documents.RECORDED_PACKAGES) <= set(host["packages"]), kind
+        assert host["git_commit"] is None or len(host["git_commit"]) == 40, kind
+        assert doc["created"] == host["ended"] or doc["created"][:16] == host["ended"][:16], kind
+        documents.check_document(documents.finite_or_null(doc), kind, kind)
+
+
+@pytest.mark.smp  # asks git itself, a second process
+def test_the_git_commit_is_the_checkout_s() -> None:
+    """Read from the git files (no process started by zonelimit): what git says HEAD is."""
+    import shutil
+    import subprocess
+
+    root = Path(documents.__file__).resolve().parents[1]
+    if not (root / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not run from a git checkout")
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          timeout=60).stdout.strip()
+    assert documents.git_commit() == head
+
+
+# --- the schemas agree with the code ---------------------------------------------------------
+
+
+def test_the_schemas_name_every_field_the_writers_write() -> None:
+    """Every key the builders write is described in its schema (the objects stay open for
+    later additions, so an undescribed key would otherwise pass unnoticed)."""
+    import dataclasses
+
+    run = documents.schema("run")
+    doc = run_doc(CFG, outcome_changes={"trim": {"intervals": 1}, "schedule": {"mode": "free", "seed": 0},
+                                        "audit_lines": ["ok"], "error": "x", "profile": ["p"]})
+    assert set(doc) <= set(run["properties"])
+    config = run["$defs"]["config_fields"]["properties"]
+    assert set(config) == {f.name for f in dataclasses.fields(RunConfig)}
+    assert set(doc["host"]) <= set(documents.schema("host")["properties"])
+    start = documents.host_start()
+    for kind, built in {
+        "compare": documents.compare_document(base={}, seeds=[1], figures=[], rows=[], max_spread=0.1, warnings=[],
+                                              target={"met": None, "checks": []}, start=start),
+        "race": documents.race_document(inject=["x"], sched="pct", folder=Path("x"), seeds=[], found=0,
+                                        summary="", start=start),
+        "bench": documents.bench_document([], quick=True, repeat_n=1, elapsed=1.0, start=start),
+        "schedule": documents.Schedule(seed=1, ncpus=1, depth=1, steps=1).to_dict(),
+    }.items():
+        assert set(built) <= set(documents.schema(kind)["properties"]), kind
+
+
+def test_the_schema_ranges_are_the_command_line_s() -> None:
+    """run.json's config ranges are the options' (stress/options.py): a value the command
+    line refuses is refused in a document too, and the other way round."""
+    from stress import options
+    from stress.audit import VERDICTS
+
+    run = documents.schema("run")
+    c = run["$defs"]["config_fields"]["properties"]
+    assert (c["cpus"]["minimum"], c["cpus"]["maximum"]) == (1, options.MAX_CPUS)
+    assert (c["nmbclusters"]["minimum"], c["nmbclusters"]["maximum"]) == (options.MIN_NMBCLUSTERS,
+                                                                          options.MAX_NMBCLUSTERS)
+    for name in ("round_length", "idle", "interval", "wedge_timeout", "trim_interval"):
+        assert c[name]["maximum"] == options.MAX_SECONDS, name
+    assert c["interval"]["minimum"] == c["trim_interval"]["minimum"] == options.MIN_PERIOD
+    assert c["duration"]["maximum"] == options.MAX_SECONDS * 2 + 2  # a replay doubles it, plus 2 s
+    assert c["rounds"]["maximum"] == options.MAX_ROUNDS and c["pct_depth"]["maximum"] == options.MAX_PCT_DEPTH
+    assert c["page_budget"]["maximum"] == options.MAX_PAGE_BUDGET
+    assert run["$defs"]["seed"]["maximum"] == options.MAX_SEED
+    assert set(VERDICTS) <= set(run["$defs"]["verdict"]["enum"])
+    assert documents.schema("compare")["properties"]["repeat"]["maximum"] == options.MAX_REPEAT

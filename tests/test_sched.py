@@ -26,7 +26,6 @@ from stress.engine import sched
 from stress.engine.sched import (
     CTL_DIVERGED,
     CTL_NDIVERGED,
-    CTL_NLOAD,
     CTL_NLOG,
     CTL_STEP,
     CTL_TOKEN,
@@ -37,6 +36,7 @@ from stress.engine.sched import (
     prepare_arena,
     read_schedule,
 )
+from stress.engine.sched.schedule import CTL_NLOAD
 
 
 class SharedArrays:

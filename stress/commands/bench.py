@@ -47,6 +47,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from stress import documents, options
 from stress.config import RunConfig
@@ -168,6 +169,25 @@ def table_lines(figs: Iterable[Figure]) -> list[str]:
     return out + notes
 
 
+def figure_from_dict(d: dict[str, Any]) -> Figure:
+    """A figure of a saved bench file, to print with :func:`table_lines` (``report``); its
+    target is judged as recorded."""
+    met = d.get("met")
+    return Figure(d["id"], d["title"], d["unit"], d["target"], check=None if met is None else (lambda _v: bool(met)),
+                  values=list(d["values"]), detail=dict(d.get("detail") or {}), note=d.get("note") or "")
+
+
+def saved_lines(doc: dict[str, Any], path: Path) -> list[str]:
+    """What ``report`` prints for a saved bench file: the table, the missed targets, the host."""
+    host = doc.get("host") or {}
+    lines = [f"== {path}", f"bench of {doc['created']}: zonelimit {doc['version']}, {host.get('cores')} cores"
+             + (f", {host['cpu_model']}" if host.get("cpu_model") else "")
+             + (", quick" if doc["quick"] else "") + f", {doc['repeat']} repetitions"]
+    lines += table_lines(figure_from_dict(f) for f in doc["figures"].values())
+    lines.append(f"missed: {', '.join(doc['missed'])}" if doc["missed"] else "every target met")
+    return lines
+
+
 def busy_warning(load_before: float, load_after: float, cores: int) -> str:
     """A warning when other work shared the cores (1-minute load average above the
     core count, the bench's own processes included): P3/P4 then measure the neighbours."""
@@ -247,18 +267,24 @@ def main(args: argparse.Namespace) -> int:
     except options.UsageError as exc:
         return options.usage_error(exc)
     out_dir = Path(args.out)
+    try:  # before minutes of measuring: the folder exists and takes a file
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        return options.usage_error(f"--out: cannot write into {out_dir}: {exc.strerror or exc}")
 
     def echo(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    load0 = os.getloadavg()[0]
+    start = documents.host_start()
     t0 = time.perf_counter()
     figs = run_bench(quick=args.quick, repeat_n=args.repeat, only=args.only, echo=echo)
     elapsed = time.perf_counter() - t0
-    load1 = os.getloadavg()[0]
     doc = documents.bench_document([f.to_dict() for f in figs.values()], quick=args.quick,
                                    repeat_n=args.repeat or (3 if args.quick else 5), elapsed=elapsed,
-                                   loadavg=[load0, load1])
+                                   start=start)
+    load0, load1 = (x or 0.0 for x in doc["host"]["loadavg_1min"])
     busy = busy_warning(load0, load1, doc["host"]["cores"])
     try:
         path = documents.write_bench(out_dir, doc)

@@ -21,6 +21,7 @@ Data flow::
 compare.json (``"zonelimit.compare/1"``)::
 
     {"format": "zonelimit.compare/1", "version": .., "created": "<ISO time>",
+     "host": {the host record: cores, CPU model, versions, git commit, load at start and end},
      "base": {resolved options shared by every configuration},
      "repeat": R, "seeds": [..],
      "figures": [{"key": .., "label": .., "unit": .., "better": "lower" | "higher"}, ..],
@@ -47,6 +48,7 @@ from allocator.policy import POLICY_NAMES, policy_params
 from stress import documents, options, plugins
 from stress.config import ERAS, RunConfig, resolve_era, spec_label
 from stress.cpulist import usable_cores
+from stress.files import FolderError, claim_folder, new_folder, write_text
 from stress.options import EX_OK, EX_SIGINT, EX_SIGTERM, EX_TESTER, UsageError
 from stress.output.comparison import figure_specs, rank_warnings, report_lines, row_summary, run_figures, target_check
 from stress.output.plots import plot_compare
@@ -114,10 +116,10 @@ def parse_policy_params(items: Sequence[str]) -> dict[str, dict[str, float]]:
             allowed = ", ".join(known) or "none"
             raise UsageError(
                 f"--policy-param: policy {policy!r} has no parameter {param!r} (allowed: {allowed})")
-        try:
-            out.setdefault(policy, {})[param] = float(value)
-        except ValueError:
-            raise UsageError(f"--policy-param: {item!r}: {value!r} is not a number") from None
+        number = options.finite_number(value)
+        if number is None:
+            raise UsageError(f"--policy-param: {item!r}: {value!r} is not a finite number")
+        out.setdefault(policy, {})[param] = number
     return out
 
 
@@ -136,30 +138,34 @@ def variant_config(base: dict[str, Any], v: Variant, seed: int,
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``python -m stress compare``."""
     whole, secs = options.whole_number, options.seconds
-    parser.add_argument("--cpus", type=whole(1), default=None, metavar="N",
+    parser.add_argument("--cpus", type=whole(1, options.MAX_CPUS), default=None, metavar="N",
                         help="simulated CPUs (default: usable cores)")
-    parser.add_argument("--duration", type=secs(), default=10.0, metavar="S", help="seconds per run (default 10)")
-    parser.add_argument("--workload", default="netperf", metavar="NAME",
-                        help="workload shape of every run, e.g. netperf, burst, netperf-nfs (default netperf)")
+    parser.add_argument("--duration", type=secs(), default=None, metavar="S",
+                        help="seconds per run; not with --rounds (default 10)")
+    parser.add_argument("--workload", type=plugins.spec_checker("workload"), default="netperf", metavar="NAME",
+                        help="workload shape of every run, e.g. netperf, burst, netperf-nfs, or a plugin "
+                             "(FILE.py:CLASS, MODULE:CLASS) (default netperf)")
     parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), metavar="LIST",
                         help="comma-separated ERA or ERA:POLICY, POLICY a name or a plugin (FILE.py:CLASS, "
                              "MODULE:CLASS) (default: %(default)s)")
-    parser.add_argument("--repeat", type=whole(), default=3, metavar="R", help="runs per configuration (default 3)")
+    parser.add_argument("--repeat", type=whole(1, options.MAX_REPEAT), default=3, metavar="R",
+                        help="runs per configuration (default 3)")
     parser.add_argument("--nmbclusters", type=whole(options.MIN_NMBCLUSTERS, options.MAX_NMBCLUSTERS),
                         default=None, metavar="N", help="cluster zone limit (default: run's)")
-    parser.add_argument("--rounds", type=whole(0), default=None, metavar="R", help="on/off rounds (default: run's)")
+    parser.add_argument("--rounds", type=whole(0, options.MAX_ROUNDS), default=None, metavar="R",
+                        help="on/off rounds (default: run's)")
     parser.add_argument("--round-length", type=secs(), default=None, metavar="S", help="seconds per round")
     parser.add_argument("--idle", type=secs(allow_zero=True), default=None, metavar="S",
                         help="idle seconds between rounds")
-    parser.add_argument("--interval", type=secs(), default=0.25, metavar="S",
+    parser.add_argument("--interval", type=secs(minimum=options.MIN_PERIOD), default=0.25, metavar="S",
                         help="sampling period: the figures are computed from these samples (default 0.25)")
-    parser.add_argument("--trim-interval", type=secs(), default=None, metavar="S",
+    parser.add_argument("--trim-interval", type=secs(minimum=options.MIN_PERIOD), default=None, metavar="S",
                         help="policy period (default: run's)")
     parser.add_argument("--wedge-timeout", type=secs(), default=None, metavar="S",
                         help="wedge timeout (default: run's)")
-    parser.add_argument("--page-budget", type=whole(0), default=None, metavar="PAGES",
+    parser.add_argument("--page-budget", type=whole(0, options.MAX_PAGE_BUDGET), default=None, metavar="PAGES",
                         help="pages the VM has for the kegs, 0 = none (default: run's)")
-    parser.add_argument("--seed", type=whole(0, 2**64 - 1), default=0, metavar="N",
+    parser.add_argument("--seed", type=whole(0, options.MAX_SEED), default=0, metavar="N",
                         help="seed of repeat 1; repeat r uses seed + r - 1")
     parser.add_argument("--policy-param", action="append", default=[], metavar="POLICY.PARAM=VALUE",
                         help="a policy parameter, e.g. median.k=3 (repeatable); see docs/policies.md")
@@ -175,14 +181,20 @@ def _base_options(args: argparse.Namespace) -> dict[str, Any]:
     """The RunConfig fields every configuration shares, checked (UsageError if bad)."""
     cpus = args.cpus if args.cpus is not None else len(usable_cores())
     options.check_cpus(cpus, False, remedy="compare does not oversubscribe")
-    try:
-        plugins.spec_checker("workload")(args.workload)
-    except argparse.ArgumentTypeError as exc:
-        unknown = "unknown workload " if plugins.spec_origin(args.workload) == "entry-point" else ""
-        raise UsageError(f"--workload: {unknown}{args.workload!r}: {exc}") from None
-    if args.repeat < 1:
-        raise UsageError(f"--repeat: must be at least 1 (got {args.repeat})")
-    base: dict[str, Any] = {"cpus": cpus, "duration": args.duration, "workload": args.workload,
+    options.check_out(args.out)
+    if args.seed + args.repeat - 1 > options.MAX_SEED:
+        raise UsageError(f"--seed: repeat r runs seed + r - 1, so --seed must be at most "
+                         f"{options.MAX_SEED - args.repeat + 1} with --repeat {args.repeat}, got {args.seed}")
+    rounds = args.rounds or 0
+    if not rounds:
+        for flag, value in (("--round-length", args.round_length), ("--idle", args.idle)):
+            if value is not None:
+                raise UsageError(f"{flag}: only meaningful with --rounds R (R >= 1)")
+    defaults = RunConfig(cpus=1)
+    duration = options.run_length(args.duration, rounds,
+                                  args.round_length if args.round_length is not None else defaults.round_length,
+                                  args.idle if args.idle is not None else defaults.idle, 10.0)
+    base: dict[str, Any] = {"cpus": cpus, "duration": duration, "workload": args.workload,
                             "lock_profile": True, "verbosity": -1}
     for opt in ("nmbclusters", "rounds", "round_length", "idle", "interval", "trim_interval", "wedge_timeout",
                 "page_budget"):
@@ -193,13 +205,13 @@ def _base_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _compare_dir(args: argparse.Namespace, base: dict[str, Any]) -> Path:
     """--out (new or empty), or a new results/<stamp>-compare-<workload>-cpus<N>/."""
-    if args.out:
-        options.check_out(args.out)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        return out
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return documents.new_folder(Path("results"), f"{stamp}-compare-{base['workload']}-cpus{base['cpus']}")
+    try:  # claimed: this comparison's alone (stress/files.py), released by the command line
+        if args.out:
+            return claim_folder(Path(args.out))
+        return new_folder(Path("results"), f"{stamp}-compare-{base['workload']}-cpus{base['cpus']}")
+    except FolderError as exc:
+        raise UsageError(f"--out: {exc}") from None
 
 
 def run_compare(args: argparse.Namespace, execute: Execute,
@@ -209,6 +221,7 @@ def run_compare(args: argparse.Namespace, execute: Execute,
     params = parse_policy_params(args.policy_param)
     base = _base_options(args)
     out = _compare_dir(args, base)
+    start = documents.host_start()
     seeds = [args.seed + r for r in range(args.repeat)]
     rows: list[dict[str, Any]] = []
     for v in variants:
@@ -242,7 +255,7 @@ def run_compare(args: argparse.Namespace, execute: Execute,
         shared.pop(knob, None)  # these vary per configuration or per repeat
     doc = documents.compare_document(base=shared, seeds=seeds, figures=figure_specs(), rows=rows,
                                      max_spread=args.max_spread, warnings=rank_warnings(rows, args.max_spread),
-                                     target=target_check(rows))
+                                     target=target_check(rows), start=start)
     return doc, out
 
 
@@ -250,7 +263,7 @@ def write_compare(out: Path, doc: dict[str, Any]) -> list[str]:
     """Write compare.json, compare.txt and compare.png into ``out``; return the report lines."""
     lines = report_lines(doc)
     documents.write_compare_json(out, doc)
-    (out / documents.COMPARE_TXT).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(out / documents.COMPARE_TXT, "\n".join(lines) + "\n")
     plot_compare(out, doc["rows"], out, doc["base"].get("nmbclusters"))
     return lines
 

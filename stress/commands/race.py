@@ -34,6 +34,7 @@ from stress import config as _config
 from stress import documents, options, plugins
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import usable_cores
+from stress.files import FolderError, claim_folder, new_folder
 from stress.options import EX_FAIL, EX_OK, EX_TESTER, UsageError
 
 HELP = "race hunting and schedule replay (races.md)"
@@ -71,21 +72,7 @@ HUNTS: dict[str, Hunt] = {
 }
 
 
-def parse_seeds(text: str) -> range:
-    """``A..B`` (inclusive) or ``N``: the seeds to hunt over."""
-    try:
-        if ".." in text:
-            a, b = text.split("..", 1)
-            lo, hi = int(a), int(b)
-        else:
-            lo = hi = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be A..B or N (whole numbers), got {text!r}") from None
-    if lo < 0 or hi < lo:
-        raise argparse.ArgumentTypeError(f"must be A..B with 0 <= A <= B, got {text!r}")
-    if hi - lo >= 100000:
-        raise argparse.ArgumentTypeError(f"at most 100000 seeds at once, got {text!r}")
-    return range(lo, hi + 1)
+parse_seeds = options.seed_range  #: ``A..B`` (inclusive) or ``N``: the seeds to hunt over
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,8 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="free (real parallel cores), jitter (random delays at sched points), "
                              "pct (one CPU at a time, PCT priorities; failures replay exactly) "
                              "(default: pct)")
-    parser.add_argument("--pct-depth", type=options.whole_number(1, 64), default=_config.RunConfig.pct_depth,
-                        metavar="D", help="PCT bug depth, D-1 priority change points (default: %(default)s)")
+    parser.add_argument("--pct-depth", type=options.whole_number(1, options.MAX_PCT_DEPTH),
+                        default=_config.RunConfig.pct_depth, metavar="D",
+                        help="PCT bug depth, D-1 priority change points (default: %(default)s)")
     parser.add_argument("--jitter", type=options.probability, default=None, metavar="P",
                         help="probability of a delay at each sched point, with --sched jitter "
                              "(default: 0.05)")
@@ -118,7 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--era", type=options.one_of(_config.ERAS), default=None, metavar="ERA",
                         help="allocator preset the injection is added to (default: modern: the fixed "
                              "allocator, so only the injected defect can fire)")
-    parser.add_argument("--nmbclusters", type=options.whole_number(1, options.MAX_NMBCLUSTERS), default=None,
+    parser.add_argument("--nmbclusters", type=options.whole_number(options.MIN_NMBCLUSTERS, options.MAX_NMBCLUSTERS),
+                        default=None,
                         metavar="N", help="cluster limit (default: the injection's hunt profile)")
     parser.add_argument("--wedge-timeout", type=options.seconds(), default=None, metavar="S",
                         help="wedge watchdog timeout (default: the injection's hunt profile)")
@@ -262,8 +251,8 @@ def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str)
 
 
 def default_root(inject: tuple[str, ...]) -> Path:
-    """Create results/race-<timestamp>-<inject>/, never an existing folder."""
-    return documents.new_folder(Path("results"), f"race-{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(inject)}")
+    """Create and claim results/race-<timestamp>-<inject>/, never an existing folder."""
+    return new_folder(Path("results"), f"race-{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(inject)}")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -287,7 +276,10 @@ def _hunt(args: argparse.Namespace) -> int:
         oversubscribe = oversubscribe or cpus > len(usable_cores())
     options.check_cpus(cpus, oversubscribe)
     options.check_out(args.out)
-    root = Path(args.out) if args.out else default_root(inject)
+    try:  # claimed: this hunt's alone (stress/files.py), released by the command line
+        root = claim_folder(Path(args.out)) if args.out else default_root(inject)
+    except FolderError as exc:
+        raise UsageError(f"--out: {exc}") from None
     cfgs = [hunt_config(inject, seed, args.sched, cpus=cpus, pct_depth=args.pct_depth,
                         jitter=args.jitter,
                         duration=args.duration, workload=args.workload, era=args.era,
@@ -302,11 +294,12 @@ def _hunt(args: argparse.Namespace) -> int:
     if not quiet:
         print(f"hunting {','.join(inject)} over seeds {args.seeds.start}..{args.seeds.stop - 1} "
               f"({args.sched}, {cpus} CPUs) into {root}", flush=True)
+    start = documents.host_start()
     results = run_hunt(cfgs, root, echo=None if quiet else echo, stop_first=args.stop_first)
     line = summary_line(results, inject, args.sched)
     doc = documents.race_document(inject=list(inject), sched=args.sched, folder=root,
                                   seeds=[r.to_dict() for r in results], found=sum(r.found for r in results),
-                                  summary=line)
+                                  summary=line, start=start)
     documents.write_race_json(root, doc)
     if args.json:
         print(documents.doc_text(doc, documents.RACE_FORMAT, indent=1), end="")

@@ -29,7 +29,8 @@ from stress import config as _config
 from stress import options, plugins
 from stress.commands import run
 from stress.config import RunConfig
-from stress.documents import SCHEDULE_FILE, DocumentError, load_run, load_schedule, new_folder
+from stress.documents import SCHEDULE_FILE, DocumentError, load_run, load_schedule
+from stress.files import new_folder
 from stress.options import UsageError
 from stress.workloads import workload_names
 
@@ -112,6 +113,11 @@ def _recorded_spec(recorded: dict[str, object]) -> str:
     return spec
 
 
+#: the longest run a replay starts: a run's longest, doubled as prepare_replay does, plus 2 s
+#: (run.schema.json's config.duration maximum)
+MAX_REPLAY_SECONDS = options.MAX_SECONDS * 2 + 2
+
+
 def config_problems(cfg: RunConfig) -> list[str]:
     """What in a recorded configuration this version cannot run (option name: problem)."""
     problems = []
@@ -131,6 +137,9 @@ def config_problems(cfg: RunConfig) -> list[str]:
         problems.append(f"--inject: recorded {','.join(bad)}; allowed here: {', '.join(_config.INJECTIONS)}")
     if not isinstance(cfg.cpus, int) or cfg.cpus < 1:
         problems.append(f"--cpus: recorded {cfg.cpus!r}; must be a whole number >= 1")
+    if cfg.rounds and cfg.rounds * (cfg.round_length + cfg.idle) > MAX_REPLAY_SECONDS:
+        problems.append(f"--rounds: recorded {cfg.rounds} rounds of {cfg.round_length + cfg.idle:g} s: longer than "
+                        f"{MAX_REPLAY_SECONDS} s")
     return problems
 
 
@@ -154,7 +163,11 @@ def prepare_replay(run_dir: Path, cfg: RunConfig) -> RunConfig:
     # The replay stops its workers when the recording is used up; give it room to get
     # there even if following a schedule is slower than recording it was.  (The manager
     # still runs out its duration: it does not end when every worker has left.)
-    return cfg.replace(sched="replay", replay_from=str(run_dir), duration=cfg.duration * 2 + 2.0)
+    duration = cfg.duration * 2 + 2.0
+    if duration > MAX_REPLAY_SECONDS:
+        raise ValueError(f"a schedule followed for twice the recorded {cfg.duration:g} s would run longer than "
+                         f"{MAX_REPLAY_SECONDS} s")
+    return cfg.replace(sched="replay", replay_from=str(run_dir), duration=duration)
 
 
 def _replay_config(args: argparse.Namespace) -> tuple[RunConfig, dict[str, object]]:
@@ -180,22 +193,24 @@ def _replay_config(args: argparse.Namespace) -> tuple[RunConfig, dict[str, objec
         followed = prepare_replay(run_dir, cfg)
     except ValueError as exc:
         raise UsageError(f"RUN_DIR: {run_dir}: schedule: {exc}") from None
-    out = Path(args.out) if args.out is not None else new_folder(run_dir, "replay", numbered=True)
-    return followed.replace(out=str(out), json=args.json, verbosity=verbosity, oversubscribe=oversubscribe), doc
+    return followed.replace(json=args.json, verbosity=verbosity, oversubscribe=oversubscribe), doc
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``replay RUN_DIR``: re-run exactly what RUN_DIR/run.json recorded, into a fresh folder."""
     try:
         cfg, doc = _replay_config(args)
+        # checked first, claimed last: a replay refused for any reason leaves no folder
+        folder = run.claim_out(args.out, lambda: new_folder(Path(args.run_dir), "replay", numbered=True))
     except UsageError as exc:
         parser.error(str(exc))
+    cfg = cfg.replace(out=str(folder))
     talk = not args.json and cfg.verbosity >= 0
     if talk:
         print(f"replay of {args.run_dir} (recorded verdict {doc.get('verdict', '?')}, exit "
               f"{doc.get('exit_code', '?')}) into {cfg.out}", file=sys.stderr, flush=True)
     options.oversubscription_warning(cfg.cpus)
-    code = run.start_run(cfg, "replay")
+    code = run.start_run(cfg, "replay", folder)
     recorded = doc.get("exit_code")
     if talk and isinstance(recorded, int) and code in (0, 1) and code != recorded:
         print(f"replay: exit {code} differs from the recorded exit {recorded}", file=sys.stderr)

@@ -1,10 +1,20 @@
-"""Re-print saved runs: the netstat -m lines, the summary, and plot.png if it is missing.
+"""Re-print saved results: runs (netstat -m, summary, plot.png if missing), comparisons,
+race hunts and bench files.
 
-``python -m stress report RUN_DIR [RUN_DIR...]`` reads each folder through
-``stress.documents.load_run`` and prints with the very functions a live run uses
-(``stress.output.monitor``), so a report reads exactly like the end of the run it describes.
-Every folder is checked before anything is printed: one bad folder means exit 2 and
-no half report.
+``python -m stress report RUN_DIR [RUN_DIR...]`` takes, for each argument:
+
+- a run folder (run.json): read through ``stress.documents.load_run`` and printed with
+  the very functions a live run uses (``stress.output.monitor``), so a report reads
+  exactly like the end of the run it describes;
+- a comparison folder (compare.json): its table, as compare printed it
+  (``stress.output.comparison.report_lines``);
+- a race hunt folder (race.json): a line per seed and the summary;
+- a bench file (``results/bench/<stamp>.json``): its table.
+
+Every document is read through its JSON Schema (stress/schemas/) and every argument is
+checked before anything is printed: one bad argument means exit 2, one line naming the
+file and the field, and no half report.  Only final names are read: the temporaries of
+a run still writing (``.<name>.<pid>@<host>.tmp``) are never taken for a result.
 """
 
 from __future__ import annotations
@@ -12,12 +22,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stress import options
-from stress.documents import PLOT_PNG, DocumentError, load_run
-from stress.output import monitor
+from stress.commands import bench
+from stress.commands.race import SeedResult
+from stress.documents import (
+    COMPARE_JSON,
+    PLOT_PNG,
+    RACE_JSON,
+    RUN_JSON,
+    DocumentError,
+    load_run,
+    read_bench,
+    read_compare,
+    read_race,
+)
+from stress.files import is_temporary
+from stress.output import comparison, monitor
 from stress.output.plots import plot_run
 from stress.samples import NETSTAT_TXT, SAMPLES_CSV, SamplesError
 
@@ -27,13 +51,15 @@ DESCRIPTION = __doc__ or HELP
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``report``."""
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders holding run.json")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="run folders (run.json), comparison folders (compare.json), race hunt folders "
+                             "(race.json) or bench files")
     parser.add_argument("--no-netstat", action="store_true",
                         help="leave out the netstat -m lines (default: print them)")
     parser.add_argument("--replot", action="store_true",
                         help="redraw plot.png even when it exists (default: only when missing)")
     parser.add_argument("--json", action="store_true",
-                        help="print the run.json documents instead, each with its run folder in \"folder\" "
+                        help="print the documents instead, each with where it was read in \"folder\" (\"file\": bench) "
                              "(one run: the document; several: a JSON list) (default: off)")
 
 
@@ -70,28 +96,83 @@ def report_lines(doc: dict[str, Any], folder: Path, netstat: bool = True) -> lis
     return lines
 
 
+@dataclass(frozen=True)
+class Saved:
+    """One argument of ``report``, read and checked: what it is, where, its document."""
+
+    kind: str  #: "run", "compare", "race" or "bench"
+    path: Path  #: the folder (run, compare, race) or the file (bench)
+    doc: dict[str, Any]
+
+
+def load_saved(name: str) -> Saved:
+    """Read the result ``name`` names, whatever it is (DocumentError, one line, if none)."""
+    path = Path(name)
+    if is_temporary(path.name):
+        raise DocumentError(f"{path}: a file still being written, or left by a killed writer (a temporary): "
+                            "not a result")
+    if path.is_file():
+        if path.name == RUN_JSON:
+            return Saved("run", path.parent, load_run(path.parent))
+        if path.name == COMPARE_JSON:
+            return Saved("compare", path.parent, read_compare(path.parent))
+        if path.name == RACE_JSON:
+            return Saved("race", path.parent, read_race(path.parent))
+        return Saved("bench", path, read_bench(path))
+    if path.is_dir() and not (path / RUN_JSON).exists():
+        if (path / COMPARE_JSON).exists():
+            return Saved("compare", path, read_compare(path))
+        if (path / RACE_JSON).exists():
+            return Saved("race", path, read_race(path))
+    return Saved("run", path, load_run(path))
+
+
+def race_lines(doc: dict[str, Any], folder: Path) -> list[str]:
+    """A saved hunt: a line per seed (as race printed it) and the summary."""
+    lines = [f"== {folder}", f"hunt of {','.join(doc['inject'])} ({doc['sched']}), {doc['runs']} seeds"]
+    for seed in doc["seeds"]:
+        result = SeedResult(seed["seed"], seed["verdict"], seed["exit_code"], seed["detected_s"],
+                            Path(seed["folder"]), bool(seed.get("expected_class", True)))
+        lines.append(result.line())
+    return lines + [doc["summary"]]
+
+
+def saved_lines(saved: Saved, netstat: bool) -> list[str]:
+    """Everything ``report`` prints for one argument."""
+    if saved.kind == "compare":
+        return [f"== {saved.path}", *comparison.report_lines(saved.doc)]
+    if saved.kind == "race":
+        return race_lines(saved.doc, saved.path)
+    if saved.kind == "bench":
+        return bench.saved_lines(saved.doc, saved.path)
+    return report_lines(saved.doc, saved.path, netstat=netstat)
+
+
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
-    """Run ``report``; returns the exit code (2 when a folder is not a readable run)."""
-    runs: list[tuple[Path, dict[str, Any]]] = []
+    """Run ``report``; returns the exit code (2 when an argument is not a readable result)."""
+    saved: list[Saved] = []
     for name in args.run_dirs:
-        folder = Path(name)
         try:
-            runs.append((folder, load_run(folder)))
+            saved.append(load_saved(name))
         except DocumentError as exc:
             if parser is not None:
                 parser.error(f"RUN_DIR: {exc}")
             return options.usage_error(f"RUN_DIR: {exc}")
     if args.json:
-        docs = [{"format": doc.get("format"), "folder": str(folder), **doc} for folder, doc in runs]
+        # each with where it was read: a run or comparison folder, a bench file
+        docs = [{"format": s.doc.get("format"), "folder" if s.kind != "bench" else "file": str(s.path), **s.doc}
+                for s in saved]
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
         return 0
-    for i, (folder, doc) in enumerate(runs):
+    for i, s in enumerate(saved):
         if i:
             print()
-        for line in report_lines(doc, folder, netstat=not args.no_netstat):
+        for line in saved_lines(s, netstat=not args.no_netstat):
             print(line)
+        if s.kind != "run":
+            continue
         try:
-            drawn = ensure_plot(folder, force=args.replot)
+            drawn = ensure_plot(s.path, force=args.replot)
         except (SamplesError, OSError) as exc:
             print(f"plot: not redrawn: {exc}", file=sys.stderr)
         else:

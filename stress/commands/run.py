@@ -31,7 +31,7 @@ from typing import Any
 
 from allocator.policy import POLICY_PARAMS, policy_params
 from stress import config as _config
-from stress import documents, options, plugins
+from stress import documents, files, options, plugins
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import format_cpulist, usable_cores
 from stress.options import UsageError
@@ -76,19 +76,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="allow more CPUs than usable cores (they then interleave instead of running "
                         "in parallel; a warning is printed) (default: off)")
     g.add_argument("--duration", type=options.seconds(), default=None, metavar="S",
-                   help=f"total run time in seconds (default: {d['duration']:g}; with --rounds: "
-                        "rounds x (round-length + idle))")
+                   help=f"total run time in seconds; not with --rounds, whose runs last rounds x "
+                        f"(round-length + idle) (default: {d['duration']:g})")
     g.add_argument("--workload", type=plugins.spec_checker("workload"), default=d["workload"], metavar="NAME",
                    help=f"{plugins.help_names('workload')}; or a plugin: path/to/file.py:CLASS or "
                         f"MODULE:CLASS (docs/extending.md) (default: {d['workload']})")
-    g.add_argument("--rounds", type=options.whole_number(0), default=d["rounds"], metavar="R",
+    g.add_argument("--rounds", type=options.whole_number(0, options.MAX_ROUNDS), default=d["rounds"], metavar="R",
                    help="netperf-style on/off rounds, netstat -m printed after each; 0 = one continuous "
                         f"round (default: {d['rounds']})")
     g.add_argument("--round-length", type=options.seconds(), default=None, metavar="S",
                    help=f"seconds of load per round, with --rounds (default: {d['round_length']:g})")
     g.add_argument("--idle", type=options.seconds(allow_zero=True), default=None, metavar="S",
                    help=f"idle seconds between rounds, with --rounds (default: {d['idle']:g})")
-    g.add_argument("--seed", type=options.whole_number(0, 2**64 - 1), default=d["seed"], metavar="N",
+    g.add_argument("--seed", type=options.whole_number(0, options.MAX_SEED), default=d["seed"], metavar="N",
                    help=f"seeds every random choice; recorded in run.json (default: {d['seed']})")
 
     g = parser.add_argument_group("allocator semantics (an explicit option beats the --era preset)")
@@ -111,15 +111,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"zonelimit wakeup: one (2005) or all (default: {_era_default('wakeup')})")
     g.add_argument("--nmbclusters", type=options.whole_number(options.MIN_NMBCLUSTERS, options.MAX_NMBCLUSTERS),
                    default=d["nmbclusters"], metavar="N", help=f"cluster zone limit (default: {d['nmbclusters']})")
-    g.add_argument("--trim-interval", type=options.seconds(), default=d["trim_interval"], metavar="S",
+    g.add_argument("--trim-interval", type=options.seconds(minimum=options.MIN_PERIOD), default=d["trim_interval"],
+                   metavar="S",
                    help=f"period of the trimming policy's decisions (default: {d['trim_interval']:g})")
-    g.add_argument("--page-budget", type=options.whole_number(0), default=d["page_budget"], metavar="PAGES",
+    g.add_argument("--page-budget", type=options.whole_number(0, options.MAX_PAGE_BUDGET), default=d["page_budget"],
+                   metavar="PAGES",
                    help="pages the VM has for the kegs: when free pages fall below about 2%% of it, "
                         "vm_lowmem asks every zone's policy to give memory back; 0 = no budget, no "
                         f"low-memory event ever, as on the Dec 2005 machines (default: {d['page_budget']})")
 
     g = parser.add_argument_group("monitoring and watchdog")
-    g.add_argument("--interval", type=options.seconds(), default=d["interval"], metavar="S",
+    g.add_argument("--interval", type=options.seconds(minimum=options.MIN_PERIOD), default=d["interval"], metavar="S",
                    help=f"sampling period of the monitor (default: {d['interval']:g})")
     g.add_argument("--wedge-timeout", type=options.seconds(), default=d["wedge_timeout"], metavar="S",
                    help="how long all CPUs may sleep in zonelimit without progress before the run is "
@@ -136,7 +138,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--jitter", type=options.probability, default=None, metavar="P",
                    help=f"probability of a random delay at each sched point (default: {d['jitter']:g}; "
                         "with --sched jitter: 0.01)")
-    g.add_argument("--pct-depth", type=options.whole_number(1, 64), default=d["pct_depth"], metavar="D",
+    g.add_argument("--pct-depth", type=options.whole_number(1, options.MAX_PCT_DEPTH), default=d["pct_depth"],
+                   metavar="D",
                    help="PCT bug depth: D-1 priority change points, with --sched pct "
                         f"(default: {d['pct_depth']})")
 
@@ -190,12 +193,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                 raise UsageError(f"{flag}: only meaningful with --rounds R (R >= 1)")
     round_length = args.round_length if args.round_length is not None else _DEFAULTS["round_length"]
     idle = args.idle if args.idle is not None else _DEFAULTS["idle"]
-    if args.duration is not None:
-        duration = args.duration
-    elif args.rounds:
-        duration = args.rounds * (round_length + idle)
-    else:
-        duration = _DEFAULTS["duration"]
+    duration = options.run_length(args.duration, args.rounds, round_length, idle, _DEFAULTS["duration"])
 
     sched = args.sched
     if sched is None:
@@ -272,22 +270,40 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return start_run(cfg)
 
 
-def start_run(cfg: RunConfig, what: str = "run") -> int:
+def start_run(cfg: RunConfig, what: str = "run", folder: Path | None = None) -> int:
     """Hand a resolved configuration to :func:`main_run`, guarded (cli.md's exit codes)."""
-    return options.call_guarded(what, lambda: main_run(cfg))
+    return options.call_guarded(what, lambda: main_run(cfg, folder))
 
 
-def main_run(cfg: RunConfig) -> int:
-    """Print the configuration and the CPU map, run, print the summary (or only run.json
-    with --json); return the run's exit code."""
+def main_run(cfg: RunConfig, folder: Path | None = None) -> int:
+    """Claim the run folder (``folder``, already claimed, else --out or a new one), print
+    the configuration and the CPU map, run, print the summary (or only run.json with
+    --json); return the run's exit code."""
     from stress.engine.pinning import PinningError, cpu_map
-    from stress.engine.runner import execute
 
     try:
         mapping = cpu_map(cfg.cpus, cfg.oversubscribe)
     except PinningError as exc:
         return options.usage_error(f"--cpus: {exc}")
-    folder = Path(cfg.out) if cfg.out else documents.default_run_dir(cfg)
+    if folder is None:
+        folder = claim_out(cfg.out, lambda: documents.default_run_dir(cfg))
+    with files.holding(folder):  # released however the run ends; removed if nothing was written
+        return _run_into(cfg, folder, mapping)
+
+
+def claim_out(out: str | None, default: Callable[[], Path]) -> Path:
+    """Claim ``--out`` (new, or an empty folder) or make the default folder: the folder is
+    this run's alone (stress/files.py); any problem is a usage error naming --out."""
+    try:
+        return files.claim_folder(Path(out)) if out else default()
+    except files.FolderError as exc:
+        raise UsageError(f"--out: {exc}") from None
+
+
+def _run_into(cfg: RunConfig, folder: Path, mapping: dict[int, int]) -> int:
+    """The run itself, into a claimed ``folder``."""
+    from stress.engine.runner import execute
+
     talk = not cfg.json and cfg.verbosity >= 0
     echo: Callable[[str], None] | None = None
     if talk:

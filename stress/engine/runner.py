@@ -59,6 +59,7 @@ def execute(cfg: RunConfig, out_dir: Path, echo: Callable[[str], None] | None = 
     """
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    start = documents.host_start()  # the load average before the workers start (run.json host)
     with run_log(folder, cfg.verbosity), StopSignals() as signals:
         manager = Manager(cfg, folder, echo, signals)
         outcome = manager.run()
@@ -67,7 +68,7 @@ def execute(cfg: RunConfig, out_dir: Path, echo: Callable[[str], None] | None = 
                 manager.recorded_schedule.save(folder)
             except Exception:  # noqa: BLE001 - a lost schedule must not cost the verdict
                 log.error("schedule not saved:\n%s", traceback.format_exc())
-        doc = documents.run_document(cfg, outcome)
+        doc = documents.run_document(cfg, outcome, start)
         documents.write_run_json(folder, doc)
         if not (folder / NETSTAT_TXT).exists():
             append_netstat(folder, ["# no netstat -m sample was taken"])

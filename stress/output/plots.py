@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from stress.documents import PLOT_PNG, DocumentError, load_run
+from stress.files import write_atomic
 from stress.output.comparison import run_series
 from stress.samples import SAMPLES_CSV, read_samples
 
@@ -73,8 +74,7 @@ def _save(fig: Any, axes: tuple[Any, ...], path: Path) -> Path:
         ax.set_ylim(bottom=0)
     axes[-1].set_xlabel("time (s)")
     fig.subplots_adjust(**MARGINS)
-    fig.savefig(path)
-    return path
+    return write_atomic(Path(path), lambda f: fig.savefig(f, format="png"))  # whole or not at all
 
 
 def _no_samples(ax: Any) -> None:
@@ -84,7 +84,7 @@ def _no_samples(ax: Any) -> None:
 def _plot_context(folder: Path) -> tuple[str, float | None]:
     """From run.json when it is there: a title (what ran, how it ended) and the wedge time."""
     try:
-        doc = load_run(folder)
+        doc = load_run(folder, validate=False)  # a title only: the schema's import is not worth it
     except DocumentError:
         return folder.name, None
     c = doc["config"]

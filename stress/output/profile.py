@@ -65,6 +65,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stress.files import write_text
+
 SPEEDSCOPE_FILE = "profile.speedscope.json"  #: py-spy's own output: the interactive flame graph
 SUMMARY_FILE = "profile.txt"  #: idle, hottest functions and lines per process
 LOG_FILE = "profile.log"  #: py-spy's own stderr
@@ -207,7 +209,7 @@ def stop(handle: ProfileHandle, roles: Mapping[int, str] | None = None) -> list[
     labels = dict(roles or {})
     labels.setdefault(handle.pid, "manager")
     summaries = summarise(samples, labels)
-    (handle.run_dir / SUMMARY_FILE).write_text("\n".join(table_lines(summaries)) + "\n")
+    write_text(handle.run_dir / SUMMARY_FILE, "\n".join(table_lines(summaries)) + "\n")
     handle.lines = [f"profile: {out} (interactive flame graph: https://www.speedscope.app); "
                     f"per process: {handle.run_dir / SUMMARY_FILE}"]
     handle.lines += summary_lines(summaries)
