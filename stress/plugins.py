@@ -385,13 +385,20 @@ def with_records(cfg: RunConfig) -> RunConfig:
 
 def recorded_plugins(cfg: RunConfig) -> dict[str, dict[str, Any]]:
     """The plugins a recorded configuration needs, by kind, read from the document only
-    (nothing is imported): its record, or ``{"spec": ...}`` for a document without one."""
+    (nothing is imported): its record, or ``{"spec": ...}`` for a plugin spec recorded
+    without one.  A plain name that is neither built in nor an installed entry point is
+    not listed: it is unknown here, which the caller reports as such."""
     out: dict[str, dict[str, Any]] = {}
     for kind in KINDS:
         spec = spec_of(cfg, kind)
-        if not is_builtin(kind, spec):
-            record = cfg.plugins.get(kind) if isinstance(cfg.plugins, dict) else None
-            out[kind] = dict(record) if isinstance(record, dict) else {"spec": spec}
+        if is_builtin(kind, spec):
+            continue
+        record = cfg.plugins.get(kind) if isinstance(cfg.plugins, dict) else None
+        if isinstance(record, dict):
+            out[kind] = dict(record)
+        elif spec_origin(spec) != "entry-point" or spec in entry_points(kind):
+            out[kind] = {"spec": spec}  # a plugin spec recorded without its record
+        # else: a name this version does not know (replay's config check says so)
     return out
 
 

@@ -319,7 +319,7 @@ def test_the_example_package_runs_compares_and_replays_by_entry_point(tmp_path: 
 @pytest.mark.smp
 def test_the_examples_run_compare_and_replay_as_files(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    r = stress("--cpus", "2", "--duration", "1.5", "--policy", HALVE, "--workload", ECHO, "--rounds", "2",
+    r = stress("--cpus", "2", "--policy", HALVE, "--workload", ECHO, "--rounds", "2",
                "--round-length", "0.5", "--idle", "0.25", "--out", str(run_dir), "-q")
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads((run_dir / "run.json").read_text())
