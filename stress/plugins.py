@@ -53,7 +53,7 @@ import inspect
 import re
 import sys
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -454,6 +454,8 @@ def spec_checker(kind: str) -> Callable[[str], str]:
         if not spec:
             raise argparse.ArgumentTypeError(f"must be a {kind} name ({', '.join(names(kind))}), "
                                              f"FILE.py:CLASS or MODULE:CLASS; got {text!r}")
+        if is_builtin(kind, spec):
+            return spec
         if spec_origin(spec) == "entry-point" and spec not in names(kind):
             raise argparse.ArgumentTypeError(
                 f"must be one of {', '.join(names(kind))}, or FILE.py:CLASS or MODULE:CLASS; "
@@ -473,8 +475,3 @@ def help_names(kind: str) -> str:
     installed = tuple(entry_points(kind))
     text = ", ".join(builtin_names(kind))
     return text + (f"; installed plugins: {', '.join(installed)}" if installed else "")
-
-
-def plugin_specs(specs: Iterable[str]) -> list[str]:
-    """The specs among ``specs`` that are not built in (either kind), in order."""
-    return [s for s in specs if not (is_builtin("policy", s) or is_builtin("workload", s))]

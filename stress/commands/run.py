@@ -36,12 +36,10 @@ from stress.config import RunConfig, resolve_era
 from stress.cpulist import format_cpulist, usable_cores
 from stress.options import UsageError
 from stress.output import monitor
-from stress.workloads import WORKLOADS
 
 HELP = "one stress run (the default command)"
 DESCRIPTION = ("One stress run: workers pinned to cores, live netstat -m, watchdog, audit, run folder.\n"
                "Exit 0 ok, 1 the allocator failed, 2 usage, 3 the tester failed, 130 interrupted.")
-WORKLOAD_NAMES = tuple(WORKLOADS)  #: the --workload names, in the registry's order
 
 _DEFAULTS: dict[str, Any] = {
     f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING
@@ -49,6 +47,7 @@ _DEFAULTS: dict[str, Any] = {
 
 
 def _policy_params_help() -> str:
+    """The built-in policies' parameters with their defaults (a plugin's: docs/extending.md)."""
     return "; ".join(
         f"{policy}: " + ", ".join(f"{name}={default:g}" for name, (default, _) in params.items())
         for policy, params in POLICY_PARAMS.items()
