@@ -8,7 +8,8 @@ Every document and where it lives (cli.md, "The run folder"; docs/results-format
       netstat.txt     netstat -m as printed  stress.samples: append_netstat
       schedule.json   zonelimit.schedule/1   Schedule.save / load_schedule        (pct, replay)
     results/<stamp>-compare-<workload>-cpus<N>/compare.json
-                      zonelimit.compare/1    compare_document / write_compare_json / read_compare
+                      zonelimit.compare/2    compare_document / write_compare_json / read_compare
+                                             (reads /1 too: upgrade_compare)
     results/race-<stamp>-<inject>/race.json
                       zonelimit.race/1       race_document / write_race_json / read_race
     results/bench/<stamp>.json
@@ -59,7 +60,7 @@ from stress.samples import SAMPLES_CSV
 
 RUN_FORMAT = "zonelimit.run/1"  #: the number after the slash is the major version
 SCHEDULE_FORMAT = "zonelimit.schedule/1"
-COMPARE_FORMAT = "zonelimit.compare/1"
+COMPARE_FORMAT = "zonelimit.compare/2"
 RACE_FORMAT = "zonelimit.race/1"
 BENCH_FORMAT = "zonelimit.bench/1"
 
@@ -276,13 +277,17 @@ def check_format(fmt: object, expected: str, where: str) -> None:
 #: format name -> its schema, ``stress/schemas/<kind>.schema.json`` (package data)
 SCHEMA_KINDS = {RUN_FORMAT: "run", SCHEDULE_FORMAT: "schedule", COMPARE_FORMAT: "compare", RACE_FORMAT: "race",
                 BENCH_FORMAT: "bench"}
-_SCHEMA_FILES = ("host", "run", "schedule", "compare", "race", "bench")
+_SCHEMA_FILES = ("host", "run", "schedule", "compare", "race", "bench", "compare-1")
+#: earlier major versions still read, each checked against its own schema before it is
+#: upgraded (:func:`_migrate`): (kind, major) -> schema
+EARLIER_SCHEMAS = {("compare", 1): "compare-1"}
 
 
 @functools.cache
 def schema(kind: str) -> dict[str, Any]:
     """The JSON Schema of a document kind (``run``, ``schedule``, ``compare``, ``race``,
-    ``bench``, ``host``), loaded from the package (importlib.resources)."""
+    ``bench``, ``host``; ``compare-1``: the first compare format, read only), loaded from
+    the package (importlib.resources)."""
     if kind not in _SCHEMA_FILES:
         raise KeyError(f"no schema for {kind!r}; known: {', '.join(_SCHEMA_FILES)}")
     text = importlib.resources.files("stress.schemas").joinpath(f"{kind}.schema.json").read_text(encoding="utf-8")
@@ -341,12 +346,20 @@ def _migrate(doc: dict[str, Any], kind: str) -> dict[str, Any]:
     """Upgrade what earlier 0.1.0 writers wrote differently to today's shape:
 
     - bench ``created`` with a UTC offset without a colon (``+0000``, strftime's %z):
-      rewritten with the colon (``+00:00``), the one timestamp format of every document.
+      rewritten with the colon (``+00:00``), the one timestamp format of every document;
+    - ``zonelimit.compare/1``: upgraded to ``/2`` (:func:`upgrade_compare`).
     """
     created = doc.get("created")
     if kind == "bench" and isinstance(created, str) and re.fullmatch(r".*T[0-9:]{8}[+-][0-9]{4}", created):
         doc = {**doc, "created": f"{created[:-2]}:{created[-2:]}"}
+    if kind == "compare":
+        doc = upgrade_compare(doc)
     return doc
+
+
+def _major(fmt: str) -> int:
+    """The major version of a format string (checked already by :func:`check_format`)."""
+    return int(fmt.partition("/")[2].split(".", 1)[0])
 
 
 def read_doc(path: Path, fmt: str, *, validate: bool = True) -> dict[str, Any]:
@@ -368,7 +381,13 @@ def read_doc(path: Path, fmt: str, *, validate: bool = True) -> dict[str, Any]:
         raise DocumentError(f"{path}: not a JSON object")
     check_format(doc.get("format"), fmt, str(path))
     kind = SCHEMA_KINDS[fmt]
-    doc = _migrate(doc, kind)
+    earlier = EARLIER_SCHEMAS.get((kind, _major(doc["format"])))
+    if validate and earlier is not None:
+        check_document(doc, earlier, str(path))
+    try:
+        doc = _migrate(doc, kind)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DocumentError(f"{path}: damaged {doc.get('format')} document, not upgraded: {exc!r}") from None
     if validate:
         check_document(doc, kind, str(path))
     return doc
@@ -427,6 +446,8 @@ def run_document(cfg: RunConfig, outcome: RunOutcome, start: dict[str, Any] | No
         doc["audit_lines"] = o.audit_lines
     if o.schedule is not None:
         doc["schedule"] = o.schedule
+    if o.noise is not None:
+        doc["noise"] = o.noise
     return doc
 
 
@@ -523,19 +544,24 @@ def load_schedule(run_dir: Path) -> Schedule:
 # --- compare.json, race.json, the bench document --------------------------------------------
 
 
-def compare_document(*, base: dict[str, Any], seeds: list[int], figures: list[dict[str, str]],
-                     rows: list[dict[str, Any]], max_spread: float, warnings: list[str],
-                     target: dict[str, Any], start: dict[str, Any] | None = None) -> dict[str, Any]:
-    """compare.json (``zonelimit.compare/1``): one row per configuration (docs/policies.md);
+#: RunConfig fields that are not run options: where a run writes and how it talks, and the
+#: seed a comparison sets per repeat.  compare.json's ``base`` never holds them.
+NOT_RUN_OPTIONS = ("out", "json", "verbosity", "seed", "replay_from")
+
+
+def compare_document(*, base: dict[str, Any], plan: dict[str, Any], variants: list[dict[str, Any]],
+                     start: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A new compare.json (``zonelimit.compare/2``, docs/results-format.md): the plan and
+    the variants, no run yet; stress.output.comparison.analyse fills the statistics.
     ``start``: :func:`host_start` taken when the comparison began."""
-    return {"format": COMPARE_FORMAT, "version": package_version(), "created": timestamp(),
-            "host": host_record(start), "base": base, "repeat": len(seeds), "seeds": seeds, "figures": figures,
-            "rows": rows,
-            "max_spread": max_spread, "warnings": warnings, "target": target}
+    return {"format": COMPARE_FORMAT, "version": package_version(), "created": timestamp(), "finished": None,
+            "state": "running", "stop": None, "history": [], "host": host_record(start),
+            "base": {k: v for k, v in base.items() if k not in NOT_RUN_OPTIONS},
+            "plan": plan, "variants": variants}
 
 
 def compare_json_text(doc: dict[str, Any]) -> str:
-    """compare.json's text; an undefined figure (an infinite spread) is null."""
+    """compare.json's text; an undefined figure (an infinite half-width) is null."""
     return doc_text(finite_or_null(doc), COMPARE_FORMAT)
 
 
@@ -545,12 +571,44 @@ def write_compare_json(folder: Path, doc: dict[str, Any]) -> Path:
 
 
 def read_compare(folder: Path) -> dict[str, Any]:
-    """Read and check ``folder/compare.json``."""
+    """Read and check ``folder/compare.json``, upgraded to the current format first (every
+    earlier version the project wrote is read: :func:`upgrade_compare`)."""
     path = Path(folder) / COMPARE_JSON
     try:
         return read_doc(path, COMPARE_FORMAT)
     except FileNotFoundError:
         raise DocumentError(f"{folder}: no {COMPARE_JSON} (not a comparison folder)") from None
+
+
+def upgrade_compare(doc: dict[str, Any]) -> dict[str, Any]:
+    """A compare document of any version this project wrote, as ``zonelimit.compare/2``.
+
+    ``zonelimit.compare/1`` (0.1.0, the references in results/reference/policies): a
+    ``rows`` list, one per ``--configs`` item (``label``, ``era``, ``policy``,
+    ``refcount``, ``wakeup``, ``policy_params``, ``runs``) and ``base`` with the display
+    options in it.  Its runs and their figures are kept as they were; the statistics
+    are recomputed by the reader (stress.output.comparison.analyse); the baseline is the
+    first row; ``upgraded_from`` names the original format."""
+    if _major(doc["format"]) >= 2:
+        return doc
+    variants = []
+    for i, row in enumerate(doc["rows"]):
+        params = {f"{row['policy']}.{k}": f"{v:g}" for k, v in (row.get("policy_params") or {}).items()}
+        era, _, policy = str(row["label"]).partition(":")
+        options = {"era": era, **({"policy": policy} if policy else {}), **params}
+        config = {k: row[k] for k in ("era", "policy", "refcount", "wakeup") if k in row}
+        config["policy_params"] = dict(row.get("policy_params") or {})
+        runs = [{k: run.get(k) for k in ("dir", "seed", "verdict", "exit_code", "figures")} for run in row["runs"]]
+        variants.append({"name": str(row["label"]), "options": options, "config": config, "baseline": i == 0,
+                         "runs": runs})
+    seeds = [int(s) for s in doc.get("seeds") or []]
+    plan = {"seed": min(seeds) if seeds else 0, "repeat": int(doc.get("repeat") or len(seeds)),
+            "precision": None, "max_repeat": None, "baseline": variants[0]["name"] if variants else None}
+    return {"format": COMPARE_FORMAT, "version": doc.get("version"), "created": doc.get("created"),
+            "finished": doc.get("created"), "state": "complete", "stop": None, "history": [],
+            "upgraded_from": doc["format"], **({"host": doc["host"]} if "host" in doc else {}),
+            "base": {k: v for k, v in (doc.get("base") or {}).items() if k not in NOT_RUN_OPTIONS},
+            "plan": plan, "variants": variants}
 
 
 def race_document(*, inject: list[str], sched: str, folder: Path, seeds: list[dict[str, Any]],

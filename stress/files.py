@@ -29,7 +29,9 @@ whatever their timing.  The marker holds one file naming its owner (pid, host, w
 the claim created the folder) for the error message of a run that finds it taken.
 :func:`release_folder` removes the marker when the command is done with the folder, and
 removes the folder itself when nothing was written into it and the claim had created it
-(a stop before the first write leaves no empty folder behind).  :func:`holding` releases
+(a stop before the first write leaves no empty folder behind).  :func:`reclaim_folder`
+claims a folder that holds an unfinished result of its own (``compare --resume``), the
+same ``mkdir``, without the "new or empty" rule.  :func:`holding` releases
 around a block; ``stress.cli.main`` calls :func:`release_all` on its way out, so a
 folder is released on every path of every command.  A SIGKILLed run leaves its marker
 (and its temporaries): the folder then reads as claimed by a pid "no longer running".
@@ -270,6 +272,39 @@ def claim_folder(path: Path) -> Path:
         _HELD.add(path)
         return path
     raise FolderError(errno.EBUSY, f"{path} keeps vanishing while it is claimed; give another folder")
+
+
+def reclaim_folder(path: Path) -> Path:
+    """Claim a folder that holds an unfinished result of its own (a comparison to resume):
+    the marker's ``mkdir``, exclusive as in :func:`claim_folder`, without the "new or
+    empty" rule.  A marker this process holds is kept; one left by a writer no longer
+    running on this host (a SIGKILLed comparison) is removed and claimed anew; a live
+    one is refused (EBUSY).  Two resumes racing over the same dead writer's marker
+    within a millisecond could both get past the removal: not guarded against."""
+    path = Path(path)
+    for _ in range(3):
+        try:
+            os.mkdir(path / CLAIM)
+        except FileExistsError:
+            owner = claim_owner(path)
+            if owner is not None and owner[1] == _host() and owner[0] == os.getpid():
+                _HELD.add(path)
+                return path
+            if owner is not None and owner[1] == _host() and not _alive(owner[0]):
+                _release(path, False)  # the dead writer's marker: gone, then claimed anew
+                continue
+            who = "" if owner is None else f" (pid {owner[0]} on {owner[1]})"
+            raise FolderError(errno.EBUSY, f"{path} is claimed by another run{who}; wait for it to end") from None
+        except OSError as exc:
+            raise FolderError(exc.errno, f"{path}: not writable: {_why(exc)}") from None
+        try:
+            (path / CLAIM / _OWNER).write_text(_owner_text(False), encoding="ascii")
+        except OSError as exc:
+            _release(path, False)
+            raise FolderError(exc.errno, f"{path}: not writable: {_why(exc)}") from None
+        _HELD.add(path)
+        return path
+    raise FolderError(errno.EBUSY, f"{path}: its claim keeps changing hands; try again")
 
 
 def new_folder(parent: Path, name: str, *, numbered: bool = False) -> Path:

@@ -50,3 +50,4 @@ class RunOutcome:
     schedule: dict[str, Any] | None = None  #: what the scheduler did (not in free mode)
     profile: list[str] = field(default_factory=list)  #: py-spy's summary lines
     error: str | None = None  #: the tester's failure, with a worker's traceback
+    noise: dict[str, Any] | None = None  #: others' load on the run's cores (stress.engine.noise)

@@ -278,7 +278,7 @@ def test_report_checks_every_document_it_reads(capsys: pytest.CaptureFixture[str
         elif field == "created":
             doc["created"] = "2026-11-25 19:10"
         elif field == "newer":
-            doc["format"] = "zonelimit.compare/2"
+            doc["format"] = "zonelimit.compare/3"
         else:
             doc["rows"][0]["runs"][0]["exit_code"] = "0"
         (tmp_path / "c").mkdir()

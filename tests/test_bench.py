@@ -4,6 +4,7 @@ options are one line and exit 2.  No timing is asserted: only that figures exist
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -95,3 +96,36 @@ def test_out_that_is_a_file_is_refused(tmp_path):
     proc = _bench("--only", "P8", "--out", str(f), timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"zonelimit: error: --out: {f} exists and is not a folder"
+
+
+REFERENCE_BENCH = ROOT / "results" / "reference" / "performance" / "bench-round2-20261125-191443.json"
+
+
+def test_compare_calls_significant_changes_only(tmp_path, capsys):
+    """bench --compare OLD NEW, the pyperf way: every figure's change with its interval;
+    significant only where the interval excludes 1 and the Mann-Whitney p agrees."""
+    new = json.loads(REFERENCE_BENCH.read_text())
+    new["figures"]["P1"]["values"] = [v * 0.8 for v in new["figures"]["P1"]["values"]]  # 5 values: faster
+    new["figures"]["P5.lock"]["values"] = [v * 0.8 for v in new["figures"]["P5.lock"]["values"]]  # slower
+    new["figures"]["P6"]["values"] = [v * 0.5 for v in new["figures"]["P6"]["values"]]  # 3 values: cannot tell
+    new["figures"]["P8"]["values"] = []
+    path = tmp_path / "new.json"
+    path.write_text(json.dumps(new))
+    args = argparse.Namespace(compare=[str(REFERENCE_BENCH), str(path)])
+    assert bench.main(args) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line[:1] == "P"}
+    assert rows["P1"].endswith("significant: better") and " 0.800x " in rows["P1"]
+    assert rows["P5.lock"].endswith("significant: worse")
+    assert rows["P6"].endswith("not significant")
+    assert rows["P2"].endswith("not significant") and " 1.000x " in rows["P2"]
+    assert rows["P8"].endswith(f"not measured in {path}")
+
+
+@pytest.mark.bad_documents
+def test_compare_of_a_file_that_is_not_a_bench_is_refused(tmp_path, capsys):
+    other = tmp_path / "run.json"
+    other.write_text(json.dumps({"format": "zonelimit.run/1"}))
+    args = argparse.Namespace(compare=[str(REFERENCE_BENCH), str(other)])
+    assert bench.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zonelimit: error: --compare: ") and err.count("\n") == 1

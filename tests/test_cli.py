@@ -147,6 +147,8 @@ BAD = [
     (["--policy-param", "k"], "--policy-param"),
     (["--policy-param", "k=x"], "--policy-param"),
     (["--policy", "median", "--policy-param", "no_such_param=1"], "--policy-param"),
+    (["--policy", "median", "--policy-param", "wss.periodic=1"], "--policy-param"),
+    (["--policy", "median", "--policy-param", "lru.k=1"], "--policy-param"),
     (["--quiet", "-v"], "--quiet"),
     (["--no-such-option"], "--no-such-option"),
 ]
@@ -261,6 +263,12 @@ def test_pct_and_policy_params(capsys: pytest.CaptureFixture[str], runner: Recor
     assert (cfg.sched, cfg.pct_depth, cfg.policy, cfg.policy_params) == ("pct", 4, "median", {"k": 3.0})
 
 
+def test_policy_params_are_accepted_in_both_forms(capsys: pytest.CaptureFixture[str], runner: Recorder) -> None:
+    run_main(capsys, "--cpus", "1", "--policy", "median", "--policy-param", "median.k=3",
+             "--policy-param", "window=4")
+    assert runner.cfg.policy_params == {"k": 3.0, "window": 4.0}
+
+
 def test_output_flags(capsys: pytest.CaptureFixture[str], runner: Recorder, tmp_path: Path) -> None:
     run_main(capsys, "--cpus", "1", "--json", "-q", "--out", str(tmp_path / "r"))
     cfg = runner.cfg
@@ -353,6 +361,22 @@ def test_replay_reruns_the_recorded_config(capsys: pytest.CaptureFixture[str], r
     assert cfg.out == str(run_dir / "replay-1")
     run_main(capsys, "replay", str(run_dir))
     assert runner.configs[1].out == str(run_dir / "replay-2"), "a replay never reuses a folder"
+
+
+@pytest.mark.parametrize("recorded", [{"k": 2.0}, {"median.k": 2.0}])
+def test_replay_reads_policy_params_in_either_form(capsys: pytest.CaptureFixture[str], runner: Recorder,
+                                                   tmp_path: Path, recorded: dict[str, float]) -> None:
+    run_dir = _saved_run(tmp_path / "run", era="modern", policy="median", policy_params=recorded)
+    code, _, _ = run_main(capsys, "replay", str(run_dir))
+    assert code == 0 and runner.cfg.policy_params == {"k": 2.0}
+
+
+def test_replay_refuses_a_parameter_of_another_policy(capsys: pytest.CaptureFixture[str], runner: Recorder,
+                                                      tmp_path: Path) -> None:
+    run_dir = _saved_run(tmp_path / "run", era="modern", policy="median", policy_params={"wss.periodic": 1.0})
+    code, _, err = run_main(capsys, "replay", str(run_dir))
+    assert code == 2 and not runner.configs
+    assert "wss.periodic is a parameter of policy wss, but the policy is median" in err.splitlines()[-1]
 
 
 def test_replay_follows_a_recorded_schedule(capsys: pytest.CaptureFixture[str], runner: Recorder,

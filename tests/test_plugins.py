@@ -311,9 +311,11 @@ def test_the_example_package_runs_compares_and_replays_by_entry_point(tmp_path: 
     assert r.returncode == 0, r.stderr[-2000:]
     printed = json.loads(r.stdout)
     assert printed["folder"] == str(tmp_path / "cmp")  # --json names the folder
-    rows = printed["rows"]
-    assert [row["policy"] for row in rows] == ["median", "halve"] and rows[1]["policy_params"] == {"keep": 128.0}
-    assert all(run["verdict"] == "ok" for row in rows for run in row["runs"])
+    vs = printed["variants"]
+    assert [v["config"]["policy"] for v in vs] == ["median", "halve"]
+    assert vs[1]["config"]["policy_params"] == {"keep": 128.0}
+    assert vs[1]["config"]["plugins"]["policy"]["origin"] == "entry-point"
+    assert all(run["verdict"] == "ok" for v in vs for run in v["runs"])
 
 
 @pytest.mark.smp
@@ -329,4 +331,4 @@ def test_the_examples_run_compare_and_replay_as_files(tmp_path: Path) -> None:
     r = stress("compare", "--cpus", "2", "--duration", "1", "--repeat", "1", "--workload", "netperf",
                "--configs", f"modern:{HALVE}", "--out", str(tmp_path / "cmp"), "-q")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert (tmp_path / "cmp" / "modern-HalvePolicy-r1" / "run.json").is_file()
+    assert (tmp_path / "cmp" / "modern_HalvePolicy-s0" / "run.json").is_file()  # named by the class, not the path

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -199,14 +200,23 @@ def test_timestamps_are_iso_8601_with_a_colon_in_the_offset() -> None:
     assert datetime.datetime.fromisoformat(stamp).timestamp() == 0.0
 
 
+def _compare_document(start: dict[str, Any]) -> dict[str, Any]:
+    """compare.json of one variant and no run, its statistics filled in (every field it can have)."""
+    from stress.output.comparison import analyse
+
+    doc = documents.compare_document(
+        base={}, plan={"seed": 1, "repeat": 1, "precision": 0.05, "max_repeat": 6, "baseline": "a"},
+        variants=[{"name": "a", "options": {}, "config": {}, "baseline": True, "runs": []}], start=start)
+    return analyse({**doc, "state": "complete"})
+
+
 def test_every_document_records_the_host() -> None:
     """run.json, compare.json, race.json and the bench file carry the same host record:
     the load at start (measured before) and end, CPU model, versions, git commit."""
     start = documents.host_start()
     docs = {
         "run": run_document(CFG, outcome(CFG), start),
-        "compare": documents.compare_document(base={}, seeds=[1], figures=[], rows=[], max_spread=0.1,
-                                              warnings=[], target={"met": None, "checks": []}, start=start),
+        "compare": _compare_document(start),
         "race": documents.race_document(inject=["refcount-eq0"], sched="pct", folder=Path("x"), seeds=[],
                                         found=0, summary="", start=start),
         "bench": documents.bench_document([], quick=True, repeat_n=1, elapsed=1.0, start=start),
@@ -252,8 +262,7 @@ def test_the_schemas_name_every_field_the_writers_write() -> None:
     assert set(doc["host"]) <= set(documents.schema("host")["properties"])
     start = documents.host_start()
     for kind, built in {
-        "compare": documents.compare_document(base={}, seeds=[1], figures=[], rows=[], max_spread=0.1, warnings=[],
-                                              target={"met": None, "checks": []}, start=start),
+        "compare": _compare_document(start),
         "race": documents.race_document(inject=["x"], sched="pct", folder=Path("x"), seeds=[], found=0,
                                         summary="", start=start),
         "bench": documents.bench_document([], quick=True, repeat_n=1, elapsed=1.0, start=start),
@@ -281,4 +290,5 @@ def test_the_schema_ranges_are_the_command_line_s() -> None:
     assert c["page_budget"]["maximum"] == options.MAX_PAGE_BUDGET
     assert run["$defs"]["seed"]["maximum"] == options.MAX_SEED
     assert set(VERDICTS) <= set(run["$defs"]["verdict"]["enum"])
-    assert documents.schema("compare")["properties"]["repeat"]["maximum"] == options.MAX_REPEAT
+    plan = documents.schema("compare")["properties"]["plan"]["properties"]
+    assert plan["repeat"]["maximum"] == plan["max_repeat"]["maximum"] == options.MAX_REPEAT

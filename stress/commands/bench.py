@@ -32,6 +32,13 @@ P8     arena bytes / raw payload bytes at the default size      <= 1.10
 The measurements on the allocator alone (P1..P5, P8) are in stress/engine/measure.py;
 P6 and P7 are whole runs, measured here.
 
+``bench --compare OLD.json NEW.json`` measures nothing: it sets two bench files side by
+side the pyperf way (``pyperf compare_to``): per figure the old and new medians, the
+change (new / old) with its 95% bootstrap interval, the Mann-Whitney U p-value, and
+whether the change is significant (the interval excludes 1 and p < 0.05; two bench runs
+are independent samples, nothing pairs them) -- better or worse by the figure's
+direction (:data:`BETTER`), or "not significant".
+
 Exit status: 0 when the measurements ran (missed targets are marked, they are not
 errors: this is a measurement, not a test), 2 on bad options, 3 if the bench itself
 failed.
@@ -41,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,7 +57,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from stress import documents, options
+from stress import documents, options, stats
 from stress.config import RunConfig
 from stress.engine.measure import (
     FULL,
@@ -61,11 +69,15 @@ from stress.engine.measure import (
     measure_memory,
     measure_scaling,
 )
+from stress.output.progress import RunProgress, wanted
 
 HELP = "performance measurements (performance.md)"
 DESCRIPTION = HELP
 DEFAULT_OUT = Path("results/bench")
 FIGURE_IDS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
+#: which way each figure is better (ratios to a floor and times: lower; speed-ups and rates: higher)
+BETTER = {"P1": "lower", "P2": "lower", "P3": "higher", "P4": "higher", "P5.lock": "higher", "P5.sched": "higher",
+          "P5.invariants": "higher", "P6": "higher", "P7": "lower", "P8": "lower"}
 ROOT = Path(__file__).resolve().parents[2]  #: the checkout: where `python -m stress` finds this copy
 
 
@@ -199,9 +211,9 @@ def busy_warning(load_before: float, load_after: float, cores: int) -> str:
 
 
 def run_bench(*, quick: bool = False, repeat_n: int | None = None, only: Sequence[str] = FIGURE_IDS,
-              echo: Callable[[str], None] = print) -> dict[str, Figure]:
+              echo: Callable[[str], None] = print, progress: RunProgress | None = None) -> dict[str, Figure]:
     """Measure the figures whose ids (P1..P8) are in ``only``; returns every figure
-    (those not measured stay empty, with a note)."""
+    (those not measured stay empty, with a note).  ``progress`` counts the steps."""
     sizes = QUICK if quick else FULL
     reps = repeat_n if repeat_n is not None else (3 if quick else 5)
     figs = new_figures()
@@ -218,11 +230,16 @@ def run_bench(*, quick: bool = False, repeat_n: int | None = None, only: Sequenc
         ("P8", "P8 arena memory", lambda: measure_memory(figs["P8"])),
     ]
     also = {"P1": "P2", "P3": "P4"}
-    for key, what, fn in steps:
-        if key not in only and also.get(key) not in only:
-            continue
+    chosen = [(key, what, fn) for key, what, fn in steps if key in only or also.get(key) in only]
+    if progress is not None:
+        progress.plan(len(chosen))
+    for _key, what, fn in chosen:
         echo(f"bench: {what} ...")
+        if progress is not None:
+            progress.start(what)
         fn()
+        if progress is not None:
+            progress.done()
     for f in figs.values():
         if not f.values and not f.note:
             f.note = "not measured (--only)"
@@ -238,6 +255,55 @@ def _figure_list(text: str) -> list[str]:
     if not ids or bad:
         raise argparse.ArgumentTypeError(f"must be a comma list of {','.join(FIGURE_IDS)}, got {text!r}")
     return ids
+
+
+def compare_lines(old: dict[str, Any], new: dict[str, Any], old_name: str, new_name: str) -> list[str]:
+    """``bench --compare``: each figure of two bench documents side by side, its change
+    with a 95% interval and a p-value, and the verdict (pyperf's compare_to)."""
+    ofigs, nfigs = old["figures"], new["figures"]
+    ids = list(dict.fromkeys([*ofigs, *nfigs]))
+    head = ("id", "figure", "old", "new", "change", "95% interval", "p", "verdict")
+    rows = [head]
+    notes = []
+    for fid in ids:
+        a, b = ofigs.get(fid) or {}, nfigs.get(fid) or {}
+        title = str(b.get("title") or a.get("title") or "")
+        unit = str(b.get("unit") or a.get("unit") or "x")
+        va, vb = list(a.get("values") or []), list(b.get("values") or [])
+        c = stats.two_sample_comparison(va, vb, BETTER.get(fid, "lower"))
+        if c.verdict == stats.UNMEASURED:
+            rows.append((fid, title, _fmt(a.get("median"), unit), _fmt(b.get("median"), unit), "-", "-", "-",
+                         "not measured in " + ("both" if not va and not vb else old_name if not va else new_name)))
+            continue
+        change = (lambda x: f"{x:.3f}x") if c.kind == "ratio" else (lambda x: f"{x:+.3g}")
+        interval = "-" if c.low is None else f"[{change(c.low)}, {change(c.high)}]"
+        verdict = {stats.BETTER: "significant: better", stats.WORSE: "significant: worse"}.get(c.verdict,
+                                                                                          "not significant")
+        rows.append((fid, title, _fmt(statistics.median(va), unit), _fmt(statistics.median(vb), unit),
+                     change(c.estimate) if c.estimate is not None else "-", interval,
+                     "-" if c.p is None else f"{c.p:.3f}", verdict))
+        if not c.called:
+            notes.append(f"  {fid}: {c.why} ({len(va)} old, {len(vb)} new values)")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = [f"bench --compare: {old_name} -> {new_name}",
+             "change = new / old median (a difference where the old median is 0); 95% bootstrap interval; "
+             "Mann-Whitney U p;",
+             f"significant only where the interval excludes no change and p < {stats.ALPHA:g} "
+             f"(needs {stats.MIN_PER_SIDE}+ values per side)", ""]
+    lines += ["  ".join(c.rjust(widths[i]) if i in (2, 3, 4) else c.ljust(widths[i]) for i, c in enumerate(r)).rstrip()
+              for r in rows]
+    return lines + ([""] + notes if notes else [])
+
+
+def bench_compare(old_path: str, new_path: str) -> int:
+    """``bench --compare OLD NEW``: print the comparison; 2 if a file is not a bench file."""
+    try:
+        old, new = documents.read_bench(Path(old_path)), documents.read_bench(Path(new_path))
+    except documents.DocumentError as exc:
+        return options.usage_error(f"--compare: {exc}")
+    for line in compare_lines(old, new, old_path, new_path):
+        print(line)
+    return 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -258,10 +324,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure only these figures, e.g. P1,P3 (default: all of P1..P8)")
     parser.add_argument("--json", action="store_true",
                         help="print the bench JSON to stdout instead of the table (default: the table)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no step lines and no progress, only the table (default: off)")
+    parser.add_argument("--compare", nargs=2, default=None, metavar=("OLD.json", "NEW.json"),
+                        help="measure nothing: each figure's change from OLD to NEW, with its 95%% interval "
+                             "and whether it is significant (pyperf compare_to)")
 
 
 def main(args: argparse.Namespace) -> int:
     """Run the bench: the table on stdout (or the JSON with --json), the file in --out."""
+    if args.compare is not None:
+        return bench_compare(*args.compare)
     try:
         options.check_out(args.out, may_hold_files=True)
     except options.UsageError as exc:
@@ -274,13 +347,19 @@ def main(args: argparse.Namespace) -> int:
     except OSError as exc:
         return options.usage_error(f"--out: cannot write into {out_dir}: {exc.strerror or exc}")
 
-    def echo(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+    with RunProgress(0, "steps", enabled=wanted(args.quiet or args.json)) as progress:
+        def echo(line: str) -> None:
+            if args.quiet:
+                return
+            if progress.enabled:
+                progress.say(line)  # above the bar, on the terminal
+            else:
+                print(line, file=sys.stderr, flush=True)
 
-    start = documents.host_start()
-    t0 = time.perf_counter()
-    figs = run_bench(quick=args.quick, repeat_n=args.repeat, only=args.only, echo=echo)
-    elapsed = time.perf_counter() - t0
+        start = documents.host_start()
+        t0 = time.perf_counter()
+        figs = run_bench(quick=args.quick, repeat_n=args.repeat, only=args.only, echo=echo, progress=progress)
+        elapsed = time.perf_counter() - t0
     doc = documents.bench_document([f.to_dict() for f in figs.values()], quick=args.quick,
                                    repeat_n=args.repeat or (3 if args.quick else 5), elapsed=elapsed,
                                    start=start)

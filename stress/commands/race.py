@@ -36,6 +36,7 @@ from stress.config import RunConfig, resolve_era
 from stress.cpulist import usable_cores
 from stress.files import FolderError, claim_folder, new_folder
 from stress.options import EX_FAIL, EX_OK, EX_TESTER, UsageError
+from stress.output.progress import RunProgress, wanted
 
 HELP = "race hunting and schedule replay (races.md)"
 DESCRIPTION = HELP
@@ -221,14 +222,20 @@ def _execute() -> Execute:
 
 
 def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
-             echo: Callable[[str], None] | None = None, stop_first: bool = False) -> list[SeedResult]:
-    """Run each configuration (one per seed) into ``root/seed-N`` and classify it."""
+             echo: Callable[[str], None] | None = None, stop_first: bool = False,
+             progress: RunProgress | None = None) -> list[SeedResult]:
+    """Run each configuration (one per seed) into ``root/seed-N`` and classify it
+    (``progress``: seeds done of the total, the current seed's time, an ETA)."""
     ex = execute or _execute()
     out = []
     for cfg in cfgs:
         folder = root / f"seed-{cfg.seed}"
         folder.mkdir(parents=True, exist_ok=True)
+        if progress is not None:
+            progress.start(f"seed {cfg.seed}")
         doc = ex(cfg.replace(out=str(folder)), folder)
+        if progress is not None:
+            progress.done()
         verdict = str(doc.get("verdict", "error"))
         code = int(doc.get("exit_code", EX_TESTER))
         expected = caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts) if cfg.inject else verdict == "ok"
@@ -288,14 +295,12 @@ def _hunt(args: argparse.Namespace) -> int:
             for seed in args.seeds]
     quiet = args.quiet or args.json
 
-    def echo(line: str) -> None:
-        print(line, flush=True)
-
-    if not quiet:
-        print(f"hunting {','.join(inject)} over seeds {args.seeds.start}..{args.seeds.stop - 1} "
-              f"({args.sched}, {cpus} CPUs) into {root}", flush=True)
     start = documents.host_start()
-    results = run_hunt(cfgs, root, echo=None if quiet else echo, stop_first=args.stop_first)
+    with RunProgress(len(cfgs), "seeds", enabled=wanted(quiet), quiet_lines=quiet) as progress:
+        progress.say(f"hunting {','.join(inject)} over seeds {args.seeds.start}..{args.seeds.stop - 1} "
+                     f"({args.sched}, {cpus} CPUs) into {root}")
+        results = run_hunt(cfgs, root, echo=None if quiet else progress.say, stop_first=args.stop_first,
+                           progress=progress)
     line = summary_line(results, inject, args.sched)
     doc = documents.race_document(inject=list(inject), sched=args.sched, folder=root,
                                   seeds=[r.to_dict() for r in results], found=sum(r.found for r in results),

@@ -32,6 +32,7 @@ from stress.config import RunConfig
 from stress.documents import SCHEDULE_FILE, DocumentError, load_run, load_schedule
 from stress.files import new_folder
 from stress.options import UsageError
+from stress.variants import policy_params
 from stress.workloads import workload_names
 
 HELP = "re-run exactly what RUN_DIR/run.json recorded"
@@ -185,6 +186,13 @@ def _replay_config(args: argparse.Namespace) -> tuple[RunConfig, dict[str, objec
     problems = config_problems(cfg)
     if problems:
         raise UsageError(f"RUN_DIR: {run_dir}: {problems[0]}")
+    if not isinstance(cfg.policy_params, dict):
+        raise UsageError(f"RUN_DIR: {run_dir}/run.json: config.policy_params is not an object")
+    try:  # recorded as k=3 or median.k=3: the run's own policy's parameters, named the run way
+        params = policy_params(cfg.policy, cfg.policy_params.items(), where="config.policy_params")
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"RUN_DIR: {run_dir}/run.json: {exc}") from None
+    cfg = cfg.replace(policy_params=params)
     oversubscribe = cfg.oversubscribe or args.oversubscribe
     options.check_cpus(cfg.cpus, oversubscribe)
     verbosity = options.verbosity(args.quiet, args.verbose)

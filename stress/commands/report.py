@@ -6,8 +6,9 @@ race hunts and bench files.
 - a run folder (run.json): read through ``stress.documents.load_run`` and printed with
   the very functions a live run uses (``stress.output.monitor``), so a report reads
   exactly like the end of the run it describes;
-- a comparison folder (compare.json): its table, as compare printed it
-  (``stress.output.comparison.report_lines``);
+- a comparison folder (compare.json, of any format version the project wrote): its
+  table, the statistics recomputed from its runs (``stress.output.comparison.analyse``,
+  ``report_lines``), against the baseline it chose or ``--baseline NAME``;
 - a race hunt folder (race.json): a line per seed and the summary;
 - a bench file (``results/bench/<stamp>.json``): its table.
 
@@ -35,6 +36,7 @@ from stress.documents import (
     RACE_JSON,
     RUN_JSON,
     DocumentError,
+    finite_or_null,
     load_run,
     read_bench,
     read_compare,
@@ -56,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(race.json) or bench files")
     parser.add_argument("--no-netstat", action="store_true",
                         help="leave out the netstat -m lines (default: print them)")
+    parser.add_argument("--baseline", default=None, metavar="NAME",
+                        help="comparison folders: the variant the others are compared with (default: the one "
+                             "the comparison chose, or its first)")
     parser.add_argument("--replot", action="store_true",
                         help="redraw plot.png even when it exists (default: only when missing)")
     parser.add_argument("--json", action="store_true",
@@ -127,6 +132,19 @@ def load_saved(name: str) -> Saved:
     return Saved("run", path, load_run(path))
 
 
+def analysed(doc: dict[str, Any], folder: Path, baseline: str | None) -> dict[str, Any]:
+    """A comparison's document with its statistics recomputed, against ``baseline`` when
+    given (DocumentError naming the variants when there is no such variant)."""
+    names = [v["name"] for v in doc["variants"]]
+    if baseline is not None:
+        if baseline not in names:
+            raise DocumentError(f"--baseline: no variant named {baseline!r} in {folder} "
+                                f"(variants: {', '.join(names)})")
+        for v in doc["variants"]:
+            v["baseline"] = v["name"] == baseline
+    return comparison.analyse(doc)
+
+
 def race_lines(doc: dict[str, Any], folder: Path) -> list[str]:
     """A saved hunt: a line per seed (as race printed it) and the summary."""
     lines = [f"== {folder}", f"hunt of {','.join(doc['inject'])} ({doc['sched']}), {doc['runs']} seeds"]
@@ -153,7 +171,10 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
     saved: list[Saved] = []
     for name in args.run_dirs:
         try:
-            saved.append(load_saved(name))
+            s = load_saved(name)
+            if s.kind == "compare":
+                analysed(s.doc, s.path, args.baseline)
+            saved.append(s)
         except DocumentError as exc:
             if parser is not None:
                 parser.error(f"RUN_DIR: {exc}")
@@ -162,7 +183,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         # each with where it was read: a run or comparison folder, a bench file
         docs = [{"format": s.doc.get("format"), "folder" if s.kind != "bench" else "file": str(s.path), **s.doc}
                 for s in saved]
-        print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+        print(json.dumps(finite_or_null(docs[0] if len(docs) == 1 else docs), indent=2))
         return 0
     for i, s in enumerate(saved):
         if i:

@@ -29,13 +29,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from allocator.policy import POLICY_PARAMS, policy_params
+from allocator.policy import POLICY_PARAMS
 from stress import config as _config
 from stress import documents, files, options, plugins
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import format_cpulist, usable_cores
 from stress.options import UsageError
 from stress.output import monitor
+from stress.variants import policy_params
 
 HELP = "one stress run (the default command)"
 DESCRIPTION = ("One stress run: workers pinned to cores, live netstat -m, watchdog, audit, run folder.\n"
@@ -101,7 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"path/to/file.py:CLASS or MODULE:CLASS (docs/extending.md) "
                         f"(default: {_era_default('policy')})")
     g.add_argument("--policy-param", type=options.policy_param, action="append", default=None, metavar="NAME=VALUE",
-                   help="a tuning parameter of --policy, repeatable: "
+                   help="a tuning parameter of --policy, repeatable, as NAME=VALUE or POLICY.NAME=VALUE "
+                        "(k=3 or median.k=3): "
                         f"{_policy_params_help()} (default: the policy's own defaults)")
     g.add_argument("--refcount", type=options.one_of(_config.REFCOUNT_MODES), default=None, metavar="MODE",
                    help=f"cluster refcount release: buggy-eq0 (the 2005 test) or atomic "
@@ -206,14 +208,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
     inject = tuple(dict.fromkeys(n for group in (args.inject or []) for n in group))
 
-    params: dict[str, float] = dict(args.policy_param or [])
-    if params:
-        known = policy_params(knobs["policy"])
-        for name in params:
-            if name not in known:
-                allowed = ", ".join(sorted(known)) or "none"
-                raise UsageError(f"--policy-param: policy {knobs['policy']} has no parameter {name!r}; "
-                                 f"allowed: {allowed}{options.did_you_mean(name, known)}")
+    params = policy_params(knobs["policy"], args.policy_param or [])  # k=3 or median.k=3
 
     if args.profile and not _py_spy_available():
         raise UsageError("--profile: py-spy is not installed (pip install py-spy)")

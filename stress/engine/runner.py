@@ -3,6 +3,7 @@
     execute(cfg, folder, echo)
       with run.log (one O_APPEND FileHandler, inherited by the workers) and StopSignals:
         Manager(cfg, folder, echo, signals).run()   -> RunOutcome (the arena is gone)
+        NoiseProbe around it                         -> others' load on its cores
         Schedule.save(folder)                        -> schedule.json   (pct, replay)
         documents.run_document(cfg, outcome)         -> run.json        (written atomically)
         plots.plot_run(folder)                       -> plot.png
@@ -25,6 +26,7 @@ from typing import Any
 from stress import documents
 from stress.config import RunConfig
 from stress.engine.manager import Manager
+from stress.engine.noise import NoiseProbe
 from stress.engine.stopping import StopSignals
 from stress.output import plots
 from stress.samples import NETSTAT_TXT, append_netstat
@@ -62,7 +64,9 @@ def execute(cfg: RunConfig, out_dir: Path, echo: Callable[[str], None] | None = 
     start = documents.host_start()  # the load average before the workers start (run.json host)
     with run_log(folder, cfg.verbosity), StopSignals() as signals:
         manager = Manager(cfg, folder, echo, signals)
+        probe = NoiseProbe()
         outcome = manager.run()
+        outcome.noise = probe.finish(outcome.mapping.values())
         if manager.recorded_schedule is not None:
             try:
                 manager.recorded_schedule.save(folder)

@@ -1,10 +1,13 @@
-"""What ``compare`` computes and prints: the figures of policies.md, their summary over
-repeats, the ranking warnings, the target check, and the table.
+"""What ``compare`` computes and prints: the figures of policies.md for every run, their
+statistics over repeats, each variant judged against the baseline, and the table.
 
 Why: a trimming policy is only better than another under the same load, measured the
-same way, with the noise of a shared 2-core machine in view.  So every run is reduced to
-the same figures, each configuration's repeats to median and spread, and the table
-warns loudly where the spread is too wide to rank.
+same way, and a difference is only real where the noise of a shared machine cannot
+explain it.  So every run is reduced to the same figures (:func:`run_figures`); each
+variant's repeats to a median and its 95% interval; each variant is compared with the
+baseline pair by pair (same seed), and a difference is *called* only where the paired
+interval excludes "no change" and the signed-rank test agrees (stress/stats.py).  The
+table says "not distinguishable", and how many more repeats might tell, everywhere else.
 
 Where the figures come from (run.json and the run folder's samples.csv): the sample
 columns ``t``, ``clusters_current`` (clusters in flight: netstat -m current),
@@ -15,7 +18,9 @@ or RPCs), ``zones`` (``req``, ``fail``, ``sleep``, and ``misses`` when the
 runner records it), ``locks`` (``wait_total_us``), ``wedge`` and ``verdict``.  A figure
 whose source is missing is null in compare.json and ``-`` in the table, never a guess.
 
-``spread`` is (max - min) / |median| (0 when every value is equal; null with one run).
+The analysis (:func:`analyse`) is a pure function of the runs and the plan in a
+compare.json document, so ``compare``, ``compare --resume``, ``compare --merge`` and
+``report`` compute the same table from the same runs.
 """
 
 from __future__ import annotations
@@ -28,40 +33,51 @@ from pathlib import Path
 from typing import Any
 
 from allocator.layout import BUCKET_MAX
+from stress import stats
 from stress.samples import SAMPLES_CSV, read_samples
 
 
 @dataclass(frozen=True)
 class Figure:
-    """One column of the compare table."""
+    """One figure of the comparison."""
 
     key: str
     label: str
     unit: str
-    better: str  # "lower" or "higher"
+    better: str  #: "lower" or "higher"
     fmt: str = "{:,.0f}"
+    key_figure: bool = False  #: --precision waits for this one (policies.md's three questions)
+    timing: bool = False  #: a time or rate: disturbed by other processes on the cores
 
 
 FIGURES: tuple[Figure, ...] = (
-    Figure("stranded_avg", "stranded clusters (avg)", "clusters", "lower"),
+    Figure("stranded_avg", "stranded clusters (avg)", "clusters", "lower", key_figure=True),
     Figure("stranded_peak", "stranded clusters (peak)", "clusters", "lower"),
     Figure("inuse_peak", "peak clusters in use", "clusters", "lower"),
     Figure("inflight_peak", "peak clusters in flight", "clusters", "lower"),
     Figure("miss_rate", "miss rate", "%", "lower", "{:.2f}"),
-    Figure("ops_per_s", "throughput", "ops/s", "higher"),
-    Figure("packets_per_s", "delivered (packets, RPCs)", "/s", "higher"),
-    Figure("lock_wait_us_per_op", "lock wait per op", "us", "lower", "{:.3f}"),
+    Figure("ops_per_s", "throughput", "ops/s", "higher", key_figure=True, timing=True),
+    Figure("packets_per_s", "delivered (packets, RPCs)", "/s", "higher", timing=True),
+    Figure("lock_wait_us_per_op", "lock wait per op", "us", "lower", "{:.3f}", key_figure=True, timing=True),
     Figure("sleeps", "zonelimit sleeps", "sleeps", "lower"),
     Figure("fails", "failed allocs", "allocs", "lower"),
     Figure("wedged", "wedges", "runs", "lower"),
-    Figure("recovery_s", "recovery time", "s", "lower", "{:.2f}"),
+    Figure("recovery_s", "recovery time", "s", "lower", "{:.2f}", timing=True),
 )
 FIGURE_KEYS = tuple(f.key for f in FIGURES)
+KEY_FIGURES = tuple(f.key for f in FIGURES if f.key_figure)
+BY_KEY = {f.key: f for f in FIGURES}
+NOISY_SHARE = 0.10  #: others took more than this share of a run's cores: its timing figures are disturbed
 
 
-def figure_specs() -> list[dict[str, str]]:
-    """compare.json ``figures``: what each figure is and which way is better."""
-    return [{"key": f.key, "label": f.label, "unit": f.unit, "better": f.better} for f in FIGURES]
+def figure_specs() -> list[dict[str, Any]]:
+    """compare.json ``figures``: what each figure is, which way is better, key or timing."""
+    return [{"key": f.key, "label": f.label, "unit": f.unit, "better": f.better, "key_figure": f.key_figure,
+             "timing": f.timing} for f in FIGURES]
+
+
+# --- figures of one run -------------------------------------------------------------
+
 
 
 # --- figures of one run -------------------------------------------------------------
@@ -196,153 +212,280 @@ def run_figures(doc: dict[str, Any], folder: Path) -> dict[str, float | None]:
     return fig
 
 
-# --- summary ------------------------------------------------------------------------
 
 
-def summarise(values: Sequence[float | None]) -> dict[str, float | int | None]:
-    """Median, min, max and relative spread of one figure over repeats (Nones ignored)."""
-    xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if not xs:
-        return {"median": None, "min": None, "max": None, "spread": None, "n": 0}
-    med = statistics.median(xs)
-    lo, hi = min(xs), max(xs)
-    if len(xs) < 2:
-        spread: float | None = None
-    elif hi == lo:
-        spread = 0.0
-    else:
-        spread = (hi - lo) / abs(med) if med else math.inf
-    return {"median": med, "min": lo, "max": hi, "spread": spread, "n": len(xs)}
+# --- statistics over repeats ----------------------------------------------------------
 
 
-def row_summary(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | int | None]]:
-    """A configuration's ``summary``: every figure summarised over its runs (repeats)."""
-    return {k: summarise([run["figures"][k] for run in runs]) for k in FIGURE_KEYS}
+def pair_key(run: dict[str, Any]) -> tuple[str, int]:
+    """What pairs two runs of different variants: the same seed in the same comparison
+    (``origin``: the compare a merged run came from; "" for a comparison's own runs)."""
+    return str(run.get("origin") or ""), int(run["seed"])
 
 
-def rank_warnings(rows: list[dict[str, Any]], max_spread: float) -> list[str]:
-    """Loud warnings where the spread is too wide to rank: a configuration whose figure
-    varies by more than ``max_spread`` over repeats while its range overlaps another's."""
-    warnings: list[str] = []
-    for f in FIGURES:
-        if f.key in ("wedged",):
-            continue
-        wide = []
-        for r in rows:
-            s = r["summary"][f.key]
-            if s["spread"] is None or s["spread"] <= max_spread:
-                continue
-            overlaps = []
-            for o in rows:
-                so = o["summary"][f.key]
-                apart = so["min"] is None or so["min"] > s["max"] or so["max"] < s["min"]
-                if o is not r and not apart:
-                    overlaps.append(o["label"])
-            if overlaps:
-                wide.append(f"{r['label']} (spread {100 * s['spread']:.0f}%, overlaps {', '.join(overlaps)})")
-        if wide:
-            warnings.append(f"WARNING: {f.label}: spread too wide to rank: " + "; ".join(wide))
-    for r in rows:
-        for run in r["runs"]:
-            if run["verdict"] not in ("ok", "wedged"):
-                why = " (expected: the 2005 refcount race)" if r["refcount"] == "buggy-eq0" else ""
-                warnings.append(f"WARNING: {r['label']} seed {run['seed']} ({run['dir']}): verdict "
-                                f"{run['verdict']}: the run failed an audit{why}; its figures are suspect")
-    if rows and rows[0]["summary"]["ops_per_s"]["n"] == 1:
-        warnings.append("WARNING: one run per configuration (--repeat 1): no spread known, do not rank on it")
-    return warnings
+def figure_values(runs: Sequence[dict[str, Any]], key: str) -> list[float | None]:
+    """One figure over runs (None where a run did not measure it)."""
+    return [(run.get("figures") or {}).get(key) for run in runs]
 
 
-def target_check(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """policies.md's target: median strands fewer clusters than every other policy, keeps
-    throughput within 5% of none, and never wedges.  Judged on the medians over repeats;
-    ``ok?`` marks a win whose repeat ranges overlap (not significant).  Configurations
-    with the 2005 refcount race are left out of the stranding comparison: their clusters
-    are lost (a true leak), not stranded, so a low stranded count there is no merit."""
-    by = {r["label"]: r for r in rows}
-    med = by.get("modern:median")
-    if med is None:
-        return {"met": None, "checks": ["target: modern:median not among the configurations"]}
-
-    def m(r: dict[str, Any], key: str) -> float | None:
-        v = r["summary"][key]["median"]
-        return None if v is None else float(v)
-
-    def apart(a: dict[str, Any], b: dict[str, Any], key: str) -> bool:
-        sa, sb = a["summary"][key], b["summary"][key]
-        if None in (sa["min"], sb["min"]):
-            return False
-        return bool(sa["max"] < sb["min"] or sb["max"] < sa["min"])
-
-    checks: list[str] = []
-    ok = True
-    mine = m(med, "stranded_avg")
-    for r in rows:
-        if r is med:
-            continue
-        if r["refcount"] == "buggy-eq0":
-            checks.append(f"n/a  stranded avg vs {r['label']}: its clusters leak (refcount race), not compared")
-            continue
-        other = m(r, "stranded_avg")
-        if mine is None or other is None:
-            checks.append(f"?    stranded avg vs {r['label']}: not measured")
-            ok = False
-            continue
-        won = mine < other or (mine == other == 0)
-        ok &= won
-        mark = "FAIL" if not won else ("ok  " if apart(med, r, "stranded_avg") or mine == other else "ok? ")
-        checks.append(f"{mark} stranded avg {mine:,.0f} vs {r['label']} {other:,.0f}")
-    base = by.get("modern:none")
-    if base is not None and m(base, "ops_per_s") and m(med, "ops_per_s") is not None:
-        ratio = m(med, "ops_per_s") / m(base, "ops_per_s")  # type: ignore[operator]
-        good = ratio >= 0.95
-        ok &= good
-        spreads = [r["summary"]["ops_per_s"]["spread"] for r in (base, med)]
-        noise = ", ".join("-" if x is None else f"±{50 * x:.0f}%" for x in spreads)
-        checks.append(f"{'ok  ' if good else 'FAIL'} throughput {100 * ratio:.1f}% of {base['label']} "
-                      f"(>= 95%; repeat spreads {noise})")
-    wedges = sum(1 for run in med["runs"] if run["figures"].get("wedged"))
-    ok &= wedges == 0
-    checks.append(f"{'ok  ' if wedges == 0 else 'FAIL'} median wedged in {wedges} of {len(med['runs'])} runs")
-    return {"met": ok, "checks": checks}
+def variant_summary(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A variant's ``summary``: per figure, the median over its runs and its 95% interval."""
+    return {k: stats.median_interval(figure_values(runs, k)).to_dict() for k in FIGURE_KEYS}
 
 
-def _cell(f: Figure, s: dict[str, Any]) -> str:
-    if s["median"] is None:
+def paired_values(base: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]],
+                  key: str) -> list[tuple[float | None, float | None]]:
+    """(baseline, variant) values of one figure for every seed both ran, in seed order."""
+    mine = {pair_key(r): r for r in runs}
+    out = []
+    for b in sorted(base, key=pair_key):
+        r = mine.get(pair_key(b))
+        if r is not None:
+            out.append(((b.get("figures") or {}).get(key), (r.get("figures") or {}).get(key)))
+    return out
+
+
+def variant_versus(base: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A variant's ``versus``: per figure, the paired comparison with the baseline."""
+    return {f.key: stats.paired_comparison(paired_values(base, runs, f.key), f.better).to_dict() for f in FIGURES}
+
+
+def complete_repeats(variants: Sequence[dict[str, Any]]) -> int:
+    """Seeds (pair keys) that every variant has run: the repeats of the comparison."""
+    keys = [{pair_key(r) for r in v["runs"]} for v in variants]
+    return len(set.intersection(*keys)) if keys else 0
+
+
+def others_share(run: dict[str, Any]) -> float | None:
+    """The share of a run's cores that other processes took (run.json ``noise``)."""
+    noise = run.get("noise") or {}
+    share = noise.get("others_share") if isinstance(noise, dict) else None
+    return float(share) if isinstance(share, (int, float)) else None
+
+
+def disturbed(run: dict[str, Any]) -> bool:
+    """A run whose timing figures others disturbed: noisy cores, or runs in parallel."""
+    share = others_share(run)
+    return bool(run.get("parallel")) or (share is not None and share > NOISY_SHARE)
+
+
+def noise_summary(variants: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """compare.json ``noise``: how many runs were disturbed, and the worst share."""
+    runs = [r for v in variants for r in v["runs"]]
+    shares = [s for r in runs if (s := others_share(r)) is not None]
+    return {"runs": len(runs), "measured": len(shares), "disturbed": sum(disturbed(r) for r in runs),
+            "parallel": sum(bool(r.get("parallel")) for r in runs),
+            "max_others_share": max(shares) if shares else None, "threshold": NOISY_SHARE}
+
+
+def precision_status(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """With ``--precision``: which key figures' intervals are still wider than asked
+    (half-width over median), whether the target is reached, and whether compare gave
+    up (``--max-repeat`` repeats done and still too wide).  None without --precision."""
+    plan = doc.get("plan") or {}
+    target = plan.get("precision")
+    if target is None:
+        return None
+    wide = []
+    for v in doc["variants"]:
+        for k in KEY_FIGURES:
+            est = stats.median_interval(figure_values(v["runs"], k))
+            if not stats.precise(est, target):
+                wide.append({"variant": v["name"], "figure": k, "relative_half_width": est.relative_half_width()})
+    repeats = complete_repeats(doc["variants"])
+    reached = not wide and repeats >= int(plan.get("repeat") or 0)
+    max_repeat = plan.get("max_repeat")
+    gave_up = not reached and max_repeat is not None and repeats >= int(max_repeat)
+    return {"target": target, "repeats": repeats, "reached": reached, "gave_up": gave_up, "wide": wide}
+
+
+def _refcount(doc: dict[str, Any], v: dict[str, Any]) -> Any:
+    return (v.get("config") or {}).get("refcount", (doc.get("base") or {}).get("refcount"))
+
+
+def warnings_for(doc: dict[str, Any]) -> list[str]:
+    """Loud lines: runs that failed an audit, disturbed timing figures, too few pairs to
+    call anything, a precision target given up on, a comparison cut short."""
+    out: list[str] = []
+    variants = doc["variants"]
+    state = doc.get("state")
+    if state in ("partial", "running"):
+        stop = doc.get("stop") or {}
+        how = f"stopped by {stop['reason']}" if stop.get("reason") else "did not finish (killed?)"
+        out.append(f"WARNING: PARTIAL comparison: {how}; every figure is from the runs that finished. "
+                   "Complete it with: python -m stress compare --resume <this folder>")
+    prec = doc.get("precision")
+    if prec and prec.get("gave_up"):
+        wide = ", ".join(f"{w['variant']} {BY_KEY[w['figure']].label} "
+                         + _pct(w["relative_half_width"]) for w in prec["wide"][:6])
+        out.append(f"WARNING: PRECISION NOT REACHED: gave up after {prec['repeats']} repeats (--max-repeat): "
+                   f"still wider than ±{100 * prec['target']:g}% of the median: {wide}")
+    pairs = complete_repeats(variants)
+    if len(variants) > 1 and pairs < stats.MIN_PAIRS:
+        out.append(f"NOTE: {pairs} paired repeat{'s' if pairs != 1 else ''}: with fewer than {stats.MIN_PAIRS} "
+                   f"the signed-rank test cannot reach p < {stats.ALPHA:g}, so no difference can be called yet "
+                   f"(--repeat {stats.MIN_PAIRS} or more, or --precision)")
+    noise = doc.get("noise") or noise_summary(variants)
+    if noise["disturbed"]:
+        top = noise.get("max_others_share")
+        share = f"; other processes took up to {100 * top:.0f}% of a run's cores" if top else ""
+        par = f", {noise['parallel']} run beside other runs" if noise.get("parallel") else ""
+        out.append(f"WARNING: noise: {noise['disturbed']} of {noise['runs']} runs disturbed{par}{share} "
+                   f"(over {100 * NOISY_SHARE:.0f}% counts): their timing figures (throughput, delivered, lock wait, "
+                   "recovery) are marked ~ and may be wrong")
+    for v in variants:
+        for run in v["runs"]:
+            if run.get("verdict") not in ("ok", "wedged"):
+                why = " (expected: the 2005 refcount race)" if _refcount(doc, v) == "buggy-eq0" else ""
+                out.append(f"WARNING: {v['name']} seed {run['seed']} ({run['dir']}): verdict {run.get('verdict')}: "
+                           f"the run failed an audit{why}; its figures are suspect")
+    return out
+
+
+def analyse(doc: dict[str, Any]) -> dict[str, Any]:
+    """Fill a compare document's statistics from its runs and plan (in place; returned):
+    every variant's ``summary`` and ``versus``, ``seeds``, ``repeats``, ``noise``,
+    ``precision`` and ``warnings``.  Pure: the same runs give the same document."""
+    variants = doc["variants"]
+    baseline = next((v for v in variants if v.get("baseline")), variants[0] if variants else None)
+    for v in variants:
+        v["runs"].sort(key=pair_key)
+        v["summary"] = variant_summary(v["runs"])
+        v["versus"] = None if v is baseline or baseline is None else variant_versus(baseline["runs"], v["runs"])
+    doc["figures"] = figure_specs()
+    doc["seeds"] = sorted({int(r["seed"]) for v in variants for r in v["runs"]})
+    doc["repeats"] = complete_repeats(variants)
+    doc["noise"] = noise_summary(variants)
+    doc["precision"] = precision_status(doc)
+    doc["warnings"] = warnings_for(doc)
+    return doc
+
+
+# --- the table ----------------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    if x is None:
+        return "±?"
+    return "±inf" if math.isinf(x) else f"±{100 * x:.1f}%"
+
+
+def _num(f: Figure, x: float | None) -> str:
+    return "-" if x is None else f.fmt.format(x)
+
+
+def _change(kind: str, x: float | None) -> str:
+    if x is None:
         return "-"
-    text = f.fmt.format(s["median"])
-    if s["median"] == 0 and s["max"]:
-        return text + " (max " + f.fmt.format(s["max"]) + ")"
-    if s["spread"] is not None and s["spread"] > 0:
-        text += f" ±{min(999.0, 50 * s['spread']):.0f}%"  # half the range, relative to the median
-    return text
+    return f"{x:.3g}x" if kind == "ratio" else f"{x:+.3g}"
 
 
-def table_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """The compare table: a row per figure, a column per configuration, ``median ±half-range%``."""
-    labels = [r["label"] for r in rows]
-    cells = [[_cell(f, r["summary"][f.key]) for r in rows] for f in FIGURES]
-    names = [f"{f.label} ({f.unit})" for f in FIGURES]
-    w0 = max(len(n) for n in names)
-    widths = [max(len(lbl), *(len(c[i]) for c in cells)) for i, lbl in enumerate(labels)]
-    lines = [" " * w0 + "  " + "  ".join(lbl.rjust(w) for lbl, w in zip(labels, widths, strict=True))]
-    for name, row in zip(names, cells, strict=True):
-        lines.append(name.ljust(w0) + "  " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
-    return lines
+def _p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def verdict_text(c: dict[str, Any]) -> str:
+    """A comparison's verdict for the table: better / worse, or not distinguishable and
+    how many more repeats might tell."""
+    verdict = c["verdict"]
+    if verdict != stats.UNDISTINGUISHED:
+        return verdict
+    more = c.get("more_repeats")
+    if more is None:
+        return f"{verdict} (no difference seen)"
+    count = f"{more} more repeat{'s' if more != 1 else ''}" if more <= 1000 else "over 1000 more repeats"
+    return f"{verdict} ({c['why']}; ~{count} at this spread)"
+
+
+def _table(rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(r)).rstrip()
+            for r in rows]
+
+
+def _disturbed_figure(f: Figure, v: dict[str, Any]) -> bool:
+    """A timing figure that a variant measured in a disturbed run (marked ``~``)."""
+    return f.timing and any(disturbed(r) and (r.get("figures") or {}).get(f.key) is not None for r in v["runs"])
+
+
+def overview_lines(doc: dict[str, Any]) -> list[str]:
+    """Figures by variants: the median, ``(+)`` / ``(-)`` where a difference from the
+    baseline was called better / worse, ``~`` where timing runs were disturbed."""
+    variants = doc["variants"]
+    head = [""] + [v["name"] + (" (baseline)" if v.get("baseline") else "") for v in variants]
+    rows = [head]
+    for f in FIGURES:
+        row = [f"{f.label} ({f.unit})"]
+        for v in variants:
+            cell = _num(f, v["summary"][f.key]["median"])
+            c = (v.get("versus") or {}).get(f.key)
+            if c and c["verdict"] in (stats.BETTER, stats.WORSE):
+                cell += " (+)" if c["verdict"] == stats.BETTER else " (-)"
+            if _disturbed_figure(f, v):
+                cell += " ~"
+            row.append(cell)
+        rows.append(row)
+    return _table(rows, set(range(1, len(head))))
+
+
+def figure_lines(doc: dict[str, Any], f: Figure) -> list[str]:
+    """One figure in detail: per variant the median, its interval, and against the
+    baseline the paired change, its interval, the p-value and the verdict."""
+    key = " key figure," if f.key_figure else ""
+    timing = " timing," if f.timing else ""
+    lines = [f"{f.label} ({f.unit}; {f.better} is better;{key}{timing} n = runs)".replace(";)", ")")]
+    rows = [["  variant", "n", "median", "95% interval", "vs baseline", "95% interval", "p", "verdict"]]
+    for v in doc["variants"]:
+        s = v["summary"][f.key]
+        interval = "-" if s["low"] is None else f"[{_num(f, s['low'])}, {_num(f, s['high'])}]"
+        name = "  " + v["name"] + (" ~" if _disturbed_figure(f, v) else "")
+        c = (v.get("versus") or {}).get(f.key)
+        if v.get("baseline") or c is None:
+            rows.append([name, str(s["n"]), _num(f, s["median"]), interval, "baseline", "", "", ""])
+            continue
+        ci = "-" if c["low"] is None else f"[{_change(c['kind'], c['low'])}, {_change(c['kind'], c['high'])}]"
+        rows.append([name, str(s["n"]), _num(f, s["median"]), interval, _change(c["kind"], c["estimate"]), ci,
+                     _p(c["p"]), verdict_text(c)])
+    return lines + _table(rows, {1, 2, 4})
+
+
+LOUD = ("WARNING: PARTIAL", "WARNING: PRECISION")  #: warnings also shown at the top of the table
 
 
 def report_lines(doc: dict[str, Any]) -> list[str]:
     """Everything compare prints at the end (and writes to compare.txt)."""
-    base = doc["base"]
-    head = (f"compare: workload {base.get('workload')}, {base.get('cpus')} CPUs, nmbclusters "
-            f"{base.get('nmbclusters')}, duration {base.get('duration')} s, repeat {doc['repeat']}, "
-            f"seeds {','.join(str(s) for s in doc['seeds'])}")
-    lines = [head, "values: median over repeats ±half the range (% of the median)", ""]
-    lines += table_lines(doc["rows"])
+    base = doc.get("base") or {}
+    variants = doc["variants"]
+    seeds = doc.get("seeds") or []
+    seed_text = f"seeds {seeds[0]}..{seeds[-1]}" if seeds else "no seed finished"
+    baseline = next((v["name"] for v in variants if v.get("baseline")), "-")
+    cpus = base.get("cpus", "per-variant")
+    lines = [f"compare: workload {base.get('workload', 'per variant')}, {cpus} CPU{'' if cpus == 1 else 's'}, "
+             f"nmbclusters {base.get('nmbclusters', 'per variant')}, duration {base.get('duration', 'per variant')} s; "
+             f"{len(variants)} variants, {doc.get('repeats', 0)} repeats ({seed_text}); baseline {baseline}",
+             f"state: {doc.get('state', 'complete')}"]
+    lines += [w for w in doc["warnings"] if w.startswith(LOUD)]
+    lines += ["",
+              "median over repeats and its 95% bootstrap interval; against the baseline, pair by pair (same seed):",
+              "the median ratio variant/baseline (a difference, +/-, where the baseline is 0), its 95% interval and",
+              f"the Wilcoxon signed-rank p. A difference is called only where the interval excludes no change and "
+              f"p < {stats.ALPHA:g}.",
+              "",
+              "overview: median; (+) better, (-) worse than the baseline (called); ~ timing disturbed by noise", ""]
+    lines += overview_lines(doc)
+    for f in FIGURES:
+        lines += [""] + figure_lines(doc, f)
     lines.append("")
-    lines += doc["warnings"] or ["spread: every figure's repeats are tight enough to rank"]
-    lines.append("")
-    met = doc["target"]["met"]
-    lines.append("target (policies.md): " + {True: "MET", False: "NOT MET", None: "not judged"}[met])
-    lines += ["  " + c for c in doc["target"]["checks"]]
+    prec = doc.get("precision")
+    if prec is not None:
+        if prec["reached"]:
+            lines.append(f"precision: every key figure's 95% interval within ±{100 * prec['target']:g}% of its "
+                         f"median after {prec['repeats']} repeats")
+        elif not prec["gave_up"]:
+            lines.append(f"precision: not reached after {prec['repeats']} repeats (the comparison did not finish)")
+    lines += [w for w in doc["warnings"] if not w.startswith(LOUD)]
+    if not doc["warnings"]:
+        lines.append("no warnings: every run passed its audit, no run was disturbed")
     return lines

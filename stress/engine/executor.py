@@ -1,0 +1,89 @@
+"""Many runs: a list of run configurations in, their run.json documents out.
+
+    commands (compare, and later race/bench)          executor                      runner
+    ----------------------------------------          --------                      ------
+    [RunRequest(key, cfg, folder), ...] ---------->  LocalExecutor.run(requests)
+                                                       for each, in order: --------> execute(cfg, folder)
+    on_start(request)  <---------------------------    (its folder, progress: which run is on)
+    (request, run.json document) <----------------     yielded as each run ends
+    should_stop() / stop() between runs ----------->   no new run starts
+
+Why a seam here: ``compare`` decides *what* to run (variants x seeds, more repeats until
+the intervals are tight) and an executor decides *where and when*.  Today runs go one
+after the other in this process (:class:`LocalExecutor`); an executor that runs
+``--jobs J`` configurations at once on disjoint cores, or sends them to a Dask cluster,
+implements the same :class:`Executor` protocol and the commands stay as they are.  An
+executor that runs several at once says so (``parallel``): timing figures measured
+beside other runs are marked in the comparison.
+
+The executor prints nothing and writes no document of its own: each run writes its own
+folder (stress.engine.runner.execute), and the document comes back as a plain dict,
+which any process pool or cluster can send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from stress.config import RunConfig
+
+Execute = Callable[..., dict[str, Any]]
+"""``execute(cfg, folder, echo=None) -> run.json document`` (stress.engine.runner.execute)."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One run to make: its configuration, the folder it writes, and the caller's key."""
+
+    key: Any  #: what the caller needs to file the result (compare: variant index and seed)
+    config: RunConfig
+    folder: Path
+    label: str = ""  #: for a person (progress lines)
+
+
+class Executor(Protocol):
+    """Runs requests; yields each one's run.json document as it ends."""
+
+    parallel: bool  #: several runs may share the machine at once (timing figures disturbed)
+
+    def run(self, requests: Iterable[RunRequest], on_start: Callable[[RunRequest], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[RunRequest, dict[str, Any]]]:
+        """Run every request; yield (request, document) as each ends.  ``on_start`` is
+        called just before a run starts (its folder, progress); no run starts once
+        ``should_stop()`` is true or :meth:`stop` was called."""
+        ...
+
+    def stop(self) -> None:
+        """Start no new run (the ones running finish, or are stopped by their own signal handling)."""
+        ...
+
+
+class LocalExecutor:
+    """One run after the other, in this process, through ``execute``."""
+
+    parallel = False
+
+    def __init__(self, execute: Execute | None = None) -> None:
+        if execute is None:
+            from stress.engine.runner import execute as runner_execute
+
+            execute = runner_execute
+        self.execute = execute
+        self.stopped = False
+
+    def run(self, requests: Iterable[RunRequest], on_start: Callable[[RunRequest], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[RunRequest, dict[str, Any]]]:
+        """Run each request in order, yielding its document; nothing starts after a stop."""
+        for req in requests:
+            if self.stopped or (should_stop is not None and should_stop()):
+                return
+            if on_start is not None:
+                on_start(req)
+            req.folder.mkdir(parents=True, exist_ok=True)
+            yield req, self.execute(req.config, req.folder, echo=None)
+
+    def stop(self) -> None:
+        self.stopped = True
