@@ -1,7 +1,8 @@
-"""``--profile``: one py-spy sampler per run, its own speedscope file (the interactive
-flame graph, in seconds), and the summary drawn from it: idle apart from work, the
-hottest work by function and by line, imports not charged to the run; and the one clear
-line when py-spy cannot attach (the run itself must still complete)."""
+"""``--profile``: py-spy following every process of a run, its own speedscope file (the
+interactive flame graph, in seconds) and flame graph SVG, and the summary drawn from the
+speedscope file: idle apart from work, the hottest work by function and by line, imports
+not charged to the run; and the one clear line when py-spy cannot attach (the run itself
+must still complete)."""
 
 from __future__ import annotations
 
@@ -111,6 +112,7 @@ def test_py_spy_that_cannot_attach_says_what_to_do(tmp_path: Path, monkeypatch: 
     lines = profile.stop(handle)
     assert lines == profile.stop(handle)  # idempotent
     assert len(lines) == 1 and "cannot attach" in lines[0] and "CAP_SYS_PTRACE" in lines[0]
+    assert handle.flame is not None and handle.flame.poll() is not None  # the SVG's recorder is not left running
 
 
 def _pyspy_usable() -> str | None:
@@ -141,11 +143,14 @@ def test_a_profiled_run_leaves_py_spys_speedscope_file_and_a_summary(tmp_path: P
     assert {p["unit"] for p in speed["profiles"]} == {"seconds"}
     samples = profile.read_speedscope(speed)
     assert len({s.pid for s in samples}) >= 3  # one sampler followed the manager and both workers
-    assert not list(out.glob("*.svg"))
+    svg = (out / profile.FLAMEGRAPH_FILE).read_text()
+    assert 'xmlns:fg="http://github.com/jonhoo/inferno"' in svg  # py-spy's own renderer (inferno), not ours
+    assert svg.count("<title>process ") >= 3 and "m_getcl" in svg  # every process, the allocator's work
+    assert [p.name for p in out.glob("*.svg")] == [profile.FLAMEGRAPH_FILE]
     text = proc.stdout
     for label in ("manager", "cpu0", "cpu1"):
         assert f"profile: {label} (pid " in text and f"profile: {label} hot lines: " in text
-    assert "% idle" in text and "hottest work: " in text
+    assert "% idle" in text and "hottest work: " in text and f"{profile.FLAMEGRAPH_FILE} (py-spy's flame graph" in text
     assert "== cpu0 (pid " in (out / profile.SUMMARY_FILE).read_text()
     doc = json.loads((out / "run.json").read_text())
     assert any("% idle" in line for line in doc["profile"])

@@ -150,7 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lock-profile", action="store_true",
                    help="LOCK_PROFILING-style statistics per lock and acquisition point (default: off)")
     g.add_argument("--profile", action="store_true",
-                   help="sample all workers with py-spy; write a flame graph and a speedscope file "
+                   help="sample all workers with py-spy; write its flame graph SVG and speedscope file "
                         "(default: off)")
 
     add_output_arguments(parser, run_folder=True)

@@ -3,17 +3,22 @@
 Two instruments, both off unless asked for (performance.md: profile before optimising):
 
 ``--profile``
-    One sampler per run: ``py-spy record --subprocesses --nonblocking --idle --format
-    speedscope``, attached to the manager before it forks the workers, follows every
-    worker.  ``--nonblocking`` matters: a blocking sampler stops the target to read its
-    stack, which would stretch lock hold times and change the very interleavings a
-    stress run exists to produce.  ``--idle`` keeps the samples of a sleeping thread,
-    so the profile can say how much of a CPU's time was spent waiting.  The file a
-    person explores is py-spy's own ``profile.speedscope.json``: one profile per process
-    and thread, in seconds, with file and line of every frame -- open it in speedscope
-    (https://www.speedscope.app, or ``npx speedscope profile.speedscope.json``) for an
-    interactive flame graph with zoom, search and a left-heavy view.  Nothing is drawn
-    here.  From the same file this module writes the summary:
+    py-spy, attached to the manager before it forks the workers, follows every worker
+    (``py-spy record --subprocesses --nonblocking --idle``), twice: one recording in
+    ``--format speedscope`` and one in ``--format flamegraph``, because py-spy writes
+    one format per recording and both files are py-spy's own.  ``--nonblocking``
+    matters: a blocking sampler stops the target to read its stack, which would stretch
+    lock hold times and change the very interleavings a stress run exists to produce.
+    ``--idle`` keeps the samples of a sleeping thread, so the profile can say how much
+    of a CPU's time was spent waiting.  The file a person explores is py-spy's own
+    ``profile.speedscope.json``: one profile per process and thread, in seconds, with
+    file and line of every frame -- open it in speedscope (https://www.speedscope.app,
+    or ``npx speedscope profile.speedscope.json``) for an interactive flame graph with
+    zoom, search and a left-heavy view; and py-spy's flame graph SVG,
+    ``profile.flamegraph.svg`` (rendered by py-spy's own renderer, inferno: open it in a
+    browser, click to zoom, Ctrl-F to search; each process a tower under its parent's
+    ``process PID`` frame).  Nothing is drawn here.  From the speedscope file this
+    module writes the summary:
 
     - per process (labelled manager, cpu0, cpu1, ...): how much of its sampled time was
       **idle** -- the innermost Python line yields (``sched_yield``), sleeps, or waits
@@ -68,6 +73,7 @@ from typing import Any
 from stress.files import write_text
 
 SPEEDSCOPE_FILE = "profile.speedscope.json"  #: py-spy's own output: the interactive flame graph
+FLAMEGRAPH_FILE = "profile.flamegraph.svg"  #: py-spy's own flame graph SVG (its renderer, inferno)
 SUMMARY_FILE = "profile.txt"  #: idle, hottest functions and lines per process
 LOG_FILE = "profile.log"  #: py-spy's own stderr
 RATE = 100  #: samples per second per process (py-spy's default)
@@ -134,8 +140,10 @@ class ProfileHandle:
 
     run_dir: Path
     pid: int
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[bytes] | None = None  #: the speedscope recording
+    flame: subprocess.Popen[bytes] | None = None  #: the flame graph SVG recording
     error: str | None = None  #: why there is no recording (set at start or at stop)
+    flame_error: str | None = None  #: why there is no SVG, when the speedscope file is there
     started: float = field(default_factory=time.monotonic)
     lines: list[str] = field(default_factory=list)
 
@@ -165,18 +173,33 @@ def start(run_dir: str | os.PathLike[str], pid: int, *, rate: int = RATE) -> Pro
     except OSError as exc:
         handle.error = f"cannot write into {folder}: {exc.strerror}"
         return handle
-    cmd = [exe, "record", "--subprocesses", "--nonblocking", "--idle", "--format", "speedscope",
-           "--rate", str(rate), "--output", str(folder / SPEEDSCOPE_FILE), "--pid", str(pid)]
-    try:
+    def record(fmt: str, output: str) -> subprocess.Popen[bytes]:
+        cmd = [exe, "record", "--subprocesses", "--nonblocking", "--idle", "--format", fmt,
+               "--rate", str(rate), "--output", str(folder / output), "--pid", str(pid)]
         # Own session: a Ctrl-C at the terminal reaches the run, not the sampler, and
         # the manager decides when the sampler stops (and so when it writes its file).
-        handle.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                       start_new_session=True)
+        # Both recordings share the log (one open file: their lines interleave, none is lost).
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+
+    try:
+        handle.proc = record("speedscope", SPEEDSCOPE_FILE)
+        handle.flame = record("flamegraph", FLAMEGRAPH_FILE)
     except OSError as exc:
         handle.error = f"cannot start py-spy: {exc.strerror}"
     finally:
         log.close()
     return handle
+
+
+def _finish(proc: subprocess.Popen[bytes] | None) -> None:
+    """Wait for a py-spy that was sent SIGINT to write its file; killed if it hangs."""
+    if proc is None:
+        return
+    try:
+        proc.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def stop(handle: ProfileHandle, roles: Mapping[int, str] | None = None) -> list[str]:
@@ -188,16 +211,16 @@ def stop(handle: ProfileHandle, roles: Mapping[int, str] | None = None) -> list[
         return handle.lines
     proc = handle.proc
     out = handle.run_dir / SPEEDSCOPE_FILE
-    if proc is not None:
-        if proc.poll() is None:
-            try:
-                proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if not out.is_file() or out.stat().st_size == 0:
-            handle.error = _attach_error(handle.run_dir / LOG_FILE, proc.returncode)
+    svg = handle.run_dir / FLAMEGRAPH_FILE
+    for p in (proc, handle.flame):  # both asked first: they write at the same time
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    _finish(proc)
+    _finish(handle.flame)
+    if proc is not None and (not out.is_file() or out.stat().st_size == 0):
+        handle.error = _attach_error(handle.run_dir / LOG_FILE, proc.returncode)
+    if handle.flame is not None and (not svg.is_file() or svg.stat().st_size == 0):
+        handle.flame_error = _attach_error(handle.run_dir / LOG_FILE, handle.flame.returncode)
     if handle.error is not None:
         handle.lines = [f"profile: no profile: {handle.error}"]
         return handle.lines
@@ -212,6 +235,8 @@ def stop(handle: ProfileHandle, roles: Mapping[int, str] | None = None) -> list[
     write_text(handle.run_dir / SUMMARY_FILE, "\n".join(table_lines(summaries)) + "\n")
     handle.lines = [f"profile: {out} (interactive flame graph: https://www.speedscope.app); "
                     f"per process: {handle.run_dir / SUMMARY_FILE}"]
+    handle.lines.append(f"profile: {svg} (py-spy's flame graph: open in a browser; click to zoom, Ctrl-F to search)"
+                        if handle.flame_error is None else f"profile: no flame graph SVG: {handle.flame_error}")
     handle.lines += summary_lines(summaries)
     return handle.lines
 
