@@ -80,12 +80,12 @@ from .layout import (
 )
 from .limit import UmaSleepError
 from .stats import NetstatM, Stats, ZoneStats, netstat_m_lines, vmstat_z_lines
-from .uma import INJECTIONS, Panic, Sleeper, Uma, UmaConfig
+from .uma import INJECTIONS, Panic, PercpuCache, Sleeper, Uma, UmaConfig
 
 __all__ = [
     "INJECTIONS", "LOCK_NAMES", "EXT_CLUSTER", "EXT_NONE", "EXT_PACKET", "KEG_CLUSTER", "KEG_MBUF",
     "M_EXT", "M_NOWAIT", "M_PKTHDR", "M_WAITOK", "MCLBYTES", "MSIZE", "MT_DATA", "MT_HEADER",
     "ZONE_CLUSTER", "ZONE_MBUF", "ZONE_NAMES", "ZONE_PACKET",
-    "ArraySpec", "AuditReport", "Cpu", "Geometry", "Layout", "NetstatM", "Panic", "Sleeper", "Stats",
+    "ArraySpec", "AuditReport", "Cpu", "Geometry", "Layout", "NetstatM", "Panic", "PercpuCache", "Sleeper", "Stats",
     "Uma", "UmaConfig", "UmaPanic", "UmaSleepError", "ZoneStats", "netstat_m_lines", "vmstat_z_lines",
 ]

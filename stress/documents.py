@@ -63,6 +63,7 @@ SCHEDULE_FORMAT = "zonelimit.schedule/1"
 COMPARE_FORMAT = "zonelimit.compare/2"
 RACE_FORMAT = "zonelimit.race/1"
 BENCH_FORMAT = "zonelimit.bench/1"
+LIVE_FORMAT = "zonelimit.live/1"  #: live.json: where a running run's arena is (stress.engine.live)
 
 RUN_JSON = "run.json"
 PLOT_PNG = "plot.png"
@@ -70,6 +71,7 @@ SCHEDULE_FILE = "schedule.json"
 COMPARE_JSON = "compare.json"
 COMPARE_TXT = "compare.txt"
 RACE_JSON = "race.json"
+LIVE_JSON = "live.json"
 
 
 class DocumentError(ValueError):
@@ -276,8 +278,8 @@ def check_format(fmt: object, expected: str, where: str) -> None:
 
 #: format name -> its schema, ``stress/schemas/<kind>.schema.json`` (package data)
 SCHEMA_KINDS = {RUN_FORMAT: "run", SCHEDULE_FORMAT: "schedule", COMPARE_FORMAT: "compare", RACE_FORMAT: "race",
-                BENCH_FORMAT: "bench"}
-_SCHEMA_FILES = ("host", "run", "schedule", "compare", "race", "bench", "compare-1")
+                BENCH_FORMAT: "bench", LIVE_FORMAT: "live"}
+_SCHEMA_FILES = ("host", "run", "schedule", "compare", "race", "bench", "live", "compare-1")
 #: earlier major versions still read, each checked against its own schema before it is
 #: upgraded (:func:`_migrate`): (kind, major) -> schema
 EARLIER_SCHEMAS = {("compare", 1): "compare-1"}

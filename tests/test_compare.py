@@ -616,7 +616,9 @@ def test_the_schema_can_fail() -> None:
 def test_json_prints_the_document(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["--cpus", "1", "--configs", "modern:none", "--repeat", "1", "--out", str(tmp_path / "c"),
                 "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == load(tmp_path / "c")
+    printed = json.loads(capsys.readouterr().out)
+    assert printed.pop("folder") == str(tmp_path / "c")  # --json names where it wrote (issue 14)
+    assert printed == load(tmp_path / "c")
 
 
 def test_a_failed_audit_is_warned_about_and_a_tester_error_exits_3(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ from allocator.witness import findings
 from stress import audit
 from stress.config import RunConfig
 from stress.documents import Schedule
-from stress.engine import sched
+from stress.engine import live, sched
 from stress.engine.pinning import PinningError, cpu_map
 from stress.engine.sampler import Sampler, empty_peak
 from stress.engine.stopping import StopSignals, WorkerHandle, read_message, stop_workers
@@ -144,6 +144,7 @@ class Manager:
         self.profile_handle: Any = None
         self.profile_lines: list[str] = []
         self.recorded_schedule: Schedule | None = None  #: for schedule.json (pct, replay)
+        self.live_path: Path | None = None  #: live.json while the run runs (stress.engine.live)
 
     def say(self, lines: list[str]) -> None:
         """Live lines (through the progress indicator) when a person is watching."""
@@ -167,6 +168,7 @@ class Manager:
             except (OSError, ValueError, MemoryError) as exc:
                 raise ArenaError(f"the arena could not be created: {exc}") from exc
             reset_all(self.uma, self.specs)
+            self._publish()
             self.controller.prepare(self.uma)
             if cfg.profile:  # py-spy must attach before the fork to follow the workers
                 self.profile_handle = profile.start(self.out, os.getpid())
@@ -190,9 +192,25 @@ class Manager:
         try:
             return self._outcome(error)
         finally:
+            live.withdraw(self.live_path)
+            self.live_path = None
             if self.uma is not None:
                 self.uma.close()
                 self.uma = None
+
+    def _publish(self) -> None:
+        """live.json in the run folder: where the arena is, for ``stress stat``; at -v
+        the path and the command are printed.  A run that cannot write it goes on
+        (it loses only the watching)."""
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.live_path = live.publish(self.out, self.uma.path, self.cfg.cpus)
+        except OSError as exc:
+            log.warning("live.json not written: %s", exc)
+            return
+        if self.cfg.verbosity > 0:
+            self.say([f"live: arena {self.uma.path} (pid {os.getpid()}), in {self.live_path}; "
+                      f"watch it: python -m stress stat {self.out}"])
 
     def _fork_workers(self) -> None:
         """One process per CPU, fork start method, daemonic, pinned by itself after fork."""
