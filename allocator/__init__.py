@@ -51,6 +51,12 @@ each kernel's working-set statistics are kept by allocator/workingset.py),
     A lock taken with a timeout, for the manager, which must never block forever on a
     lock a stopped worker holds.  Returns: False with nothing taken on timeout; then the
     owner word names the holder's row (-1: free).
+
+``uma.manager().bound(limit, give_up=None)``
+    Every lock the manager's context takes from then on (observe, apply, drains) is
+    bounded: not free within ``limit`` seconds, or ``give_up()`` true while waiting,
+    raises ``LockTimeout`` (``.lock``, ``.name``, ``.holder`` row, ``.waited``,
+    ``.gave_up``) after releasing every lock the context held.
 """
 
 from .audit import AuditReport
@@ -63,6 +69,7 @@ from .layout import (
     EXT_PACKET,
     KEG_CLUSTER,
     KEG_MBUF,
+    KEG_NAMES,
     LOCK_NAMES,
     M_EXT,
     M_PKTHDR,
@@ -79,13 +86,15 @@ from .layout import (
     Layout,
 )
 from .limit import UmaSleepError
+from .lock import LockTimeout
 from .stats import NetstatM, Stats, ZoneStats, netstat_m_lines, vmstat_z_lines
 from .uma import INJECTIONS, Panic, PercpuCache, Sleeper, Uma, UmaConfig
 
 __all__ = [
-    "INJECTIONS", "LOCK_NAMES", "EXT_CLUSTER", "EXT_NONE", "EXT_PACKET", "KEG_CLUSTER", "KEG_MBUF",
+    "INJECTIONS", "LOCK_NAMES", "EXT_CLUSTER", "EXT_NONE", "EXT_PACKET", "KEG_CLUSTER", "KEG_MBUF", "KEG_NAMES",
     "M_EXT", "M_NOWAIT", "M_PKTHDR", "M_WAITOK", "MCLBYTES", "MSIZE", "MT_DATA", "MT_HEADER",
     "ZONE_CLUSTER", "ZONE_MBUF", "ZONE_NAMES", "ZONE_PACKET",
-    "ArraySpec", "AuditReport", "Cpu", "Geometry", "Layout", "NetstatM", "Panic", "PercpuCache", "Sleeper", "Stats",
+    "ArraySpec", "AuditReport", "Cpu", "Geometry", "Layout", "LockTimeout", "NetstatM", "Panic", "PercpuCache",
+    "Sleeper", "Stats",
     "Uma", "UmaConfig", "UmaPanic", "UmaSleepError", "ZoneStats", "netstat_m_lines", "vmstat_z_lines",
 ]

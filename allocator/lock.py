@@ -13,6 +13,13 @@ the ``lock``/``unlock`` methods, so the plain path pays nothing for it.
 
 Acquisition points are small integers (``P_*``) naming the call site, as
 LOCK_PROFILING names them by file:line.
+
+The manager's context is *bounded* (:meth:`LockOps.bound`): every lock it takes comes
+free within a time limit or the operation is abandoned with :class:`LockTimeout`, which
+names the holder from the owner word.  A worker stopped (SIGSTOP, or descheduled for
+seconds) while it holds a zone lock must never make the manager block forever, deaf
+to signals.  FreeBSD has no such mutex (mtx_trylock is the nearest); this is the
+tester's guard, not a UMA behaviour, and workers never use it.
 """
 
 from __future__ import annotations
@@ -22,6 +29,58 @@ from collections.abc import Callable
 from typing import Any
 
 from .layout import LOCK_NAMES, LOCK_POINTS_MAX, LP_NFIELDS, NLOCKS
+
+#: seconds a bounded acquire blocks at a time before it asks whether to give up
+BOUND_SLICE = 0.05
+
+
+class LockTimeout(RuntimeError):
+    """A bounded context could not take a lock in time (or was told to give up).
+
+    ``lock`` is the lock id, ``name`` its name, ``holder`` the row its owner word named
+    when the wait ended (a CPU number, the manager's row, -1 if the word said free),
+    ``waited`` the seconds waited, ``gave_up`` True when the wait was cut short by the
+    caller (a stop was requested) rather than by the time limit.  Every lock the
+    context held was released before this was raised."""
+
+    def __init__(self, lock: int, holder: int, waited: float, gave_up: bool = False) -> None:
+        self.lock, self.name, self.holder, self.waited, self.gave_up = lock, LOCK_NAMES[lock], holder, waited, gave_up
+        why = "gave up" if gave_up else "timed out"
+        super().__init__(f"{why} after {waited:.1f} s waiting for the {self.name} lock (owner word: row {holder})")
+
+
+class BoundedLock:
+    """One allocator lock as a bounded context sees it: a blocking ``acquire()`` waits
+    in slices of :data:`BOUND_SLICE`, asking ``give_up()`` between them, and raises
+    :class:`LockTimeout` after ``limit`` seconds; try-locks and timed acquires pass
+    straight through.  Every lock implementation of :class:`LockOps` (plain, profiled,
+    hooked) calls ``acquire`` on these, so they stay as they are."""
+
+    __slots__ = ("_lock", "_id", "_ctx", "limit", "give_up")
+
+    def __init__(self, lock: Any, lock_id: int, ctx: LockOps, limit: float,
+                 give_up: Callable[[], bool] | None) -> None:
+        self._lock, self._id, self._ctx, self.limit, self.give_up = lock, lock_id, ctx, limit, give_up
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        """Take the lock: at once, within ``timeout``, or within the bound (else raise)."""
+        if not block or timeout is not None:
+            return bool(self._lock.acquire(block, timeout) if block else self._lock.acquire(False))
+        t0 = time.monotonic()
+        end = t0 + self.limit
+        while True:
+            now = time.monotonic()
+            if self._lock.acquire(True, max(0.0, min(BOUND_SLICE, end - now))):
+                return True
+            now = time.monotonic()
+            gave_up = self.give_up is not None and self.give_up()
+            if gave_up or now >= end:
+                holder = self._ctx.lock_holder(self._id)
+                self._ctx.release_held()
+                raise LockTimeout(self._id, holder, now - t0, gave_up)
+
+    def release(self) -> None:
+        self._lock.release()
 
 # Acquisition points (the call sites that take a lock).
 POINTS = (
@@ -94,6 +153,7 @@ class LockOps:
     lock_hooks: tuple[Callable[[int, str], None], Callable[[int], None]] | None
     _held_since: list[int]
     _held_point: list[int]
+    instrument: Callable[[], None]
 
     # --- the plain path -------------------------------------------------------------
     def lock(self, i: int, point: int) -> None:
@@ -132,6 +192,30 @@ class LockOps:
         cleared just before the release, so a lock changing hands can read -1 for an
         instant; a holder that stays (stopped, killed) is always named."""
         return self.lock_owner[i] - 1
+
+    def bound(self, limit: float, give_up: Callable[[], bool] | None = None) -> None:
+        """Make every lock this context takes bounded (the manager's context; see the
+        module docstring): a lock not free within ``limit`` seconds, or when
+        ``give_up()`` turns true while waiting, releases every lock this context holds
+        and raises :class:`LockTimeout` naming the holder.  The operation in progress is
+        abandoned where it stood; what it had in hand stays recorded in the arena
+        (``uc_fillbucket``, ``uc_initem``) for the audit.  Call before use (again to
+        change the terms)."""
+        raw = [m._lock if isinstance(m, BoundedLock) else m for m in self._mp]  # bound again: new terms
+        self._mp = [BoundedLock(m, i, self, limit, give_up) for i, m in enumerate(raw)]
+        self.instrument()  # the lock implementations close over the new list
+
+    def release_held(self) -> list[int]:
+        """Release every lock whose owner word names this context (an abandoned
+        operation's); returns their ids.  Not for the fast paths."""
+        out = []
+        for i in range(NLOCKS):
+            if self.lock_owner[i] == self.row1:
+                self._held_since[i] = 0
+                self.lock_owner[i] = 0
+                self._mp[i].release()
+                out.append(i)
+        return out
 
     # --- instrumented path ----------------------------------------------------------
     def lock_mode(self, *, sched: bool, spin: bool, profile: bool, hooks: bool) -> None:

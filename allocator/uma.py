@@ -20,8 +20,10 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from . import snapshot
 from .arena import Arena
 from .audit import AuditReport, audit
 from .cpu import Cpu
@@ -33,6 +35,7 @@ from .layout import (
     HDR_STOP,
     KEG_CLUSTER,
     KEG_MBUF,
+    KEG_NAMES,
     KNOB_EXHAUSTION_DRAIN,
     KNOB_INVARIANTS,
     KNOB_NO_BUCKETS,
@@ -164,6 +167,16 @@ class Uma:
         maps it without write permission (an observer: nothing it does can change the run)."""
         return Uma(Arena.attach(path, readonly), None, None, None)
 
+    @staticmethod
+    def from_snapshot(path: str | os.PathLike[str]) -> Uma:
+        """An allocator over an arena rebuilt from a snapshot (allocator/snapshot.py):
+        read it, audit it; like an attached arena it has no locks and no CPU contexts."""
+        return Uma(snapshot.load(path), None, None, None)
+
+    def snapshot(self, path: str | os.PathLike[str]) -> Path:
+        """Write every array of the arena to ``path`` (allocator/snapshot.py), payload excepted."""
+        return snapshot.save(self.arena, path)
+
     def _init_arena(self) -> None:
         assert self.config is not None
         cfg, a, g = self.config, self.arena, self.arena.layout.geometry
@@ -283,7 +296,7 @@ class Uma:
         for r in range(self.geometry.rows):
             w = wchan[r]
             if w and not woken[r]:
-                out.append(Sleeper(r, WCHAN_NAMES.get(w, str(w)), ("mbuf", "mbuf_cluster")[a.view("cpu_wkeg")[r]],
+                out.append(Sleeper(r, WCHAN_NAMES.get(w, str(w)), KEG_NAMES[a.view("cpu_wkeg")[r]],
                                    ZONE_NAMES[a.view("cpu_wzone")[r]], a.view("cpu_wsince")[r]))
         return out
 

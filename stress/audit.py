@@ -16,10 +16,20 @@ The distinction the project exists for (uma.md, "The incident"):
 Stranded clusters are reported but are not a failure on their own: they are what a
 trimming policy is judged on, not a defect.
 
-Verdict precedence, most telling first: ``error`` (the tester failed: no verdict on the
-allocator) > ``wedged`` (the symptom users saw) > ``double-free`` > ``corrupt`` >
-``lock-order`` > ``leak`` > ``ok``.  A wedge with lost clusters is reported as wedged,
-and the audit block says why it wedged.
+Verdict precedence, most telling first: ``interrupted`` (a signal cut the run: exit
+130 or 143 whatever was found) > ``error`` (the tester failed: a worker raised or died)
+> ``stalled`` (a CPU neither progressed nor slept on a known wait channel, or the
+manager could not take a lock in time: the tester's problem, exit 3) > ``wedged`` (the
+symptom users saw) > ``double-free`` > ``corrupt`` > ``lock-order`` > ``leak`` >
+``ok``.  A wedge with lost clusters is reported as wedged, and the audit block says why
+it wedged.  When the verdict is not the audit's own (interrupted, error, stalled), what
+the audit found is kept beside it as ``audit_verdict``: the partial run's audit.
+
+A CPU killed mid-operation (a stalled or stuck CPU SIGKILLed at the stop, a worker that
+died) may have held items no array records yet: a bucket in the middle of an exchange
+and the items of one consumer operation.  The allocator's audit sets up to
+:data:`KILLED_HAND` of each kind per killed CPU aside as "in the hands of a killed CPU"
+(``AuditReport.set_aside``), so such a kill never reads as LOST or CORRUPT.
 """
 
 from __future__ import annotations
@@ -28,10 +38,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stress.options import EX_FAIL, EX_OK, EX_TESTER
+from allocator.layout import BUCKET_MAX
+from stress.options import EX_FAIL, EX_OK, EX_SIGINT, EX_SIGTERM, EX_TESTER
 
-VERDICTS = ("ok", "wedged", "leak", "double-free", "corrupt", "lock-order", "error")
-EXIT_CODES = {"ok": EX_OK, "error": EX_TESTER}  # every other verdict: EX_FAIL (the system under test failed)
+VERDICTS = ("ok", "wedged", "leak", "double-free", "corrupt", "lock-order", "stalled", "error", "interrupted")
+#: every other verdict: EX_FAIL (the system under test failed); interrupted: by its signal
+EXIT_CODES = {"ok": EX_OK, "error": EX_TESTER, "stalled": EX_TESTER}
+SIGNAL_EXIT = {"SIGINT": EX_SIGINT, "SIGTERM": EX_SIGTERM}  #: an interrupted run's exit code, by signal
+
+#: What one CPU killed mid-operation may hold outside every record, per kind of finding
+#: (lost mbufs, lost clusters, double-owned items, refcount errors, counter drift).  A
+#: workload records every mbuf in an arena ring before its next allocator call that may
+#: sleep, and the allocator keeps a bucket it fills or drains in uc_fillbucket; what is
+#: in flight between those records is (1) one bucket being exchanged between a CPU's
+#: cache and the zone's lists (``_zfree_slow`` takes the full free bucket off the CPU
+#: before it links it on the list, ``_zalloc_slow`` the other way round): up to
+#: BUCKET_MAX items, in neither place or in both for that instant, and (2) one consumer
+#: operation: an mbuf, its m_copym and their cluster, an item popped and not yet
+#: counted, a free done and its ring entry not yet advanced.  That is BUCKET_MAX plus at
+#: most two of each; measured: a CPU stopped holding the mbuf keg lock in the middle of
+#: a bucket exchange held 128 mbufs (benchmarks/stop_trials.py, lock-holder scenarios).
+#: A real leak smaller than this in a run that killed a CPU cannot be told from what
+#: the CPU held: such a run's verdict is the tester's anyway (stalled, error,
+#: interrupted), and the audit says how much it set aside.
+KILLED_HAND = BUCKET_MAX + 4
 
 # allocator panic kinds (allocator.layout.PANIC_NAMES) by the verdict they mean
 _DOUBLE = ("Duplicate free", "Duplicate alloc")
@@ -46,12 +76,15 @@ def exit_code(verdict: str) -> int:
 
 @dataclass(frozen=True)
 class Assessment:
-    """The verdict, its exit code, the run.json ``audit`` block and a one-line reason."""
+    """The verdict, its exit code, the run.json ``audit`` block and a one-line reason;
+    ``audit_verdict`` (and its reason) when the verdict is not the audit's own."""
 
     verdict: str
     exit_code: int
     block: dict[str, Any]
     reason: str
+    audit_verdict: str | None = None
+    audit_reason: str | None = None
 
 
 def audit_block(report: Any, payload_errors: int, panics: Sequence[Any]) -> dict[str, Any]:
@@ -85,6 +118,9 @@ def audit_block(report: Any, payload_errors: int, panics: Sequence[Any]) -> dict
         block["lost_cluster_examples"] = [
             {"cluster": int(c), "refcount": int(r)}
             for c, r in zip(report.lost_cluster_ids[:10], report.lost_cluster_refcounts[:10], strict=False)]
+    hands = getattr(report, "in_killed_hands", None)
+    if hands:
+        block["in_killed_hands"] = dict(hands)
     if report.double_owned:
         block["double_owned_examples"] = list(report.double_owned_examples[:10])
     if report.counter_drift:
@@ -96,34 +132,53 @@ def audit_block(report: Any, payload_errors: int, panics: Sequence[Any]) -> dict
 
 
 def assess(report: Any, *, payload_errors: int = 0, panics: Sequence[Any] = (), wedged: bool = False,
-           lock_order_findings: int = 0, error: str | None = None) -> Assessment:
-    """Decide the verdict of a run (precedence in the module docstring)."""
+           lock_order_findings: int = 0, error: str | None = None, stalled: str | None = None,
+           signal: str | None = None, interrupted: str = "") -> Assessment:
+    """Decide the verdict of a run (precedence in the module docstring).
+
+    ``error`` and ``stalled`` are the tester's failures in one line or more; ``signal``
+    the name of the signal that cut the run (``interrupted``: where, in words)."""
     block = audit_block(report, payload_errors, panics)
-    kinds = [p.kind for p in panics]
-    lost = (block["lost"]["mbuf"] or 0) + (block["lost"]["cluster"] or 0)
+    judged, why = _audit_verdict(report, block, payload_errors, panics, wedged, lock_order_findings)
     if error:
         verdict, reason = "error", error.strip().splitlines()[0] if error.strip() else "tester error"
-    elif wedged:
-        verdict, reason = "wedged", "CPUs asleep in zonelimit made no progress"
+    elif stalled:
+        verdict, reason = "stalled", stalled.strip().splitlines()[0]
+    else:
+        verdict, reason = judged, why
+    if signal:
+        return Assessment("interrupted", SIGNAL_EXIT.get(signal, EX_SIGINT), block,
+                          interrupted or f"interrupted by {signal}", verdict, reason)
+    if verdict != judged:
+        return Assessment(verdict, exit_code(verdict), block, reason, judged, why)
+    return Assessment(verdict, exit_code(verdict), block, reason)
+
+
+def _audit_verdict(report: Any, block: dict[str, Any], payload_errors: int, panics: Sequence[Any],
+                   wedged: bool, lock_order_findings: int) -> tuple[str, str]:
+    """What the watchdog's wedge and the audit say about the allocator, and why."""
+    kinds = [p.kind for p in panics]
+    lost = (block["lost"]["mbuf"] or 0) + (block["lost"]["cluster"] or 0)
+    if wedged:
+        reason = "CPUs asleep in zonelimit made no progress"
         if lost:
             reason += f"; {block['lost']['cluster']} clusters lost to the refcount race"
         stranded = block["stranded"]["clusters_in_packet_cache"] or 0
         if stranded:
             reason += f"; {stranded} clusters stranded in the packet zone"
-    elif any(k in _DOUBLE for k in kinds) or (block["double_owned"] or 0):
-        verdict, reason = "double-free", f"{block['double_owned'] or 0} items double-owned, " \
-                                         f"{sum(k in _DOUBLE for k in kinds)} duplicate-free panics"
-    elif (block["poison_errors"] or payload_errors or any(k in _CORRUPT for k in kinds)
-          or block.get("refcount_errors") or block.get("counter_drift")):
-        verdict = "corrupt"
-        reason = (f"{block['poison_errors']} poison errors, {payload_errors} payload errors, "
-                  f"{block.get('refcount_errors', 0)} refcount errors, counter drift {block.get('counter_drift', 0)}")
-    elif lock_order_findings:
-        verdict, reason = "lock-order", f"{lock_order_findings} lock-order findings (WITNESS)"
-    elif lost:
-        verdict, reason = "leak", f"{block['lost']['cluster']} clusters and {block['lost']['mbuf']} mbufs lost"
-    elif report is None:
-        verdict, reason = "error", "the audit could not walk the arena"
-    else:
-        verdict, reason = "ok", "every item accounted for"
-    return Assessment(verdict, exit_code(verdict), block, reason)
+        return "wedged", reason
+    if any(k in _DOUBLE for k in kinds) or (block["double_owned"] or 0):
+        return "double-free", (f"{block['double_owned'] or 0} items double-owned, "
+                               f"{sum(k in _DOUBLE for k in kinds)} duplicate-free panics")
+    if (block["poison_errors"] or payload_errors or any(k in _CORRUPT for k in kinds)
+            or block.get("refcount_errors") or block.get("counter_drift")):
+        return "corrupt", (f"{block['poison_errors']} poison errors, {payload_errors} payload errors, "
+                           f"{block.get('refcount_errors', 0)} refcount errors, "
+                           f"counter drift {block.get('counter_drift', 0)}")
+    if lock_order_findings:
+        return "lock-order", f"{lock_order_findings} lock-order findings (WITNESS)"
+    if lost:
+        return "leak", f"{block['lost']['cluster']} clusters and {block['lost']['mbuf']} mbufs lost"
+    if report is None:
+        return "error", "the audit could not walk the arena"
+    return "ok", "every item accounted for"

@@ -23,6 +23,12 @@ Design decisions:
 - Every error line reads ``zonelimit: error: --x: ...`` (:mod:`stress.options`).
 - Abbreviated long options are refused (``allow_abbrev=False``): a prefix that works
   today would become ambiguous, and so break scripts, when an option is added.
+- Every command runs under the one stop mechanism (``stress.engine.stopping.command_signals``):
+  SIGINT and SIGTERM are recorded, the command stops what it runs and starts nothing
+  new, and the process exits 130 or 143 (cli.md) whatever the command returned, unless
+  the command froze the signals after its last document (then that document's code
+  stands: it says how the run ended).  A signal during start-up stops the command
+  before it starts anything.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import Any
 from stress import options
 from stress.commands import bench, compare, race, replay, report, run, stat
 from stress.documents import package_version
+from stress.engine import stopping
 from stress.files import release_all
 from stress.options import PROG, ZonelimitParser
 
@@ -92,8 +99,19 @@ def _with_command(argv: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m stress`` and the ``zonelimit`` script; returns the exit code."""
+    with stopping.command_signals() as stop:
+        code = _main(argv, stop)
+        if stop.requested and code not in (options.EX_USAGE,):
+            return int(stop.exit_code or options.EX_SIGINT)
+        return code
+
+
+def _main(argv: Sequence[str] | None, stop: stopping.StopSignals) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     try:
+        if stop.requested:
+            print(f"{PROG}: stopped by {stop.name} during start-up; nothing was started", file=sys.stderr)
+            return int(stop.exit_code or options.EX_SIGINT)
         if args_in and not args_in[0].startswith("-") and args_in[0] not in SUBCOMMANDS:
             # not an option, so not `run`'s: a mistyped command (`zonelimit reprot x`)
             build_parser().error(
@@ -108,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.handler is None:
             parser.print_help()
             return options.EX_USAGE
+        stop.check()  # a signal while the options were read: start nothing
         return int(args.handler(args, _subparser(parser, args.command)))
     except SystemExit as exc:  # argparse: --help, --version and usage errors end here
         code = exc.code
@@ -117,8 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         print(code, file=sys.stderr)
         return options.EX_USAGE
-    except KeyboardInterrupt:
-        return options.EX_SIGINT
+    except KeyboardInterrupt:  # Ctrl-C, or stopping.Stopped (SIGINT or SIGTERM)
+        print(f"{PROG}: stopped by {stop.name or 'SIGINT'}", file=sys.stderr)
+        return int(stop.exit_code or options.EX_SIGINT)
     except BrokenPipeError:
         return options.stdout_closed()
     finally:

@@ -69,6 +69,8 @@ class RunConfig:
     sched: str = "free"
     jitter: float = 0.0
     pct_depth: int = 3  # PCT bug depth d: d-1 priority change points (races.md)
+    steps: int = 0  # pct: scheduling steps of the run; 0 = --duration (or the rounds) at the nominal rate
+    #                 (stress.engine.sched.plan.STEPS_PER_S); the run is bounded by steps, not time
     replay_from: str | None = None  # sched "replay": the run folder whose schedule.json is followed
     invariants: bool = False
     lock_profile: bool = False

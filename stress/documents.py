@@ -417,6 +417,8 @@ def run_document(cfg: RunConfig, outcome: RunOutcome, start: dict[str, Any] | No
         "verdict": o.verdict,
         "exit_code": o.exit_code,
         "verdict_detail": o.verdict_detail,
+        **({"audit_verdict": o.audit_verdict, "audit_verdict_detail": o.audit_detail}
+           if o.audit_verdict is not None else {}),
         "ops": {"total": total_ops, "per_s": round(total_ops / d, 1),
                 "per_cpu_per_s": [round(x / d, 1) for x in o.per_cpu_ops],
                 "packets": packets, "packets_per_s": round(packets / d, 1),
@@ -425,13 +427,16 @@ def run_document(cfg: RunConfig, outcome: RunOutcome, start: dict[str, Any] | No
         "netstat": o.stats["netstat"],
         "peak": dict(o.peak),
         "wedge": o.wedge,
+        "stall": o.stall,
         "audit": o.audit,
         "locks": o.locks,
         "samples": SAMPLES_CSV,
         "rounds": o.rounds,
-        "stop": {"reason": o.stop_reason, "signal": o.signal,
+        "stop": {"reason": o.stop_reason, "signal": o.signal, "signal_at_s": o.signal_at_s,
+                 "planned_s": o.planned_s, "workers_gone_s": _rounded(o.workers_gone_s),
                  "killed_asleep": [w.cpu for w in o.workers if w.killed_asleep],
-                 "killed_stuck": [w.cpu for w in o.workers if w.killed_stuck]},
+                 "killed_stuck": [w.cpu for w in o.workers if w.killed_stuck],
+                 "killed_mid_operation": list(o.killed_mid_operation)},
         "workers": [{"cpu": w.cpu, "pid": w.pid, "core": w.core, "exitcode": w.exitcode} for w in o.workers],
     }
     if o.counters is not None:  # what the workload's consumers counted (wl_stat), summed over CPUs
@@ -451,6 +456,10 @@ def run_document(cfg: RunConfig, outcome: RunOutcome, start: dict[str, Any] | No
     if o.noise is not None:
         doc["noise"] = o.noise
     return doc
+
+
+def _rounded(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
 
 
 def run_json_text(doc: dict[str, Any]) -> str:
@@ -505,6 +514,9 @@ class Schedule:
     load_changes: list[tuple[int, int]] = field(default_factory=list)
     overflow: bool = False
     labels: dict[int, str] = field(default_factory=dict)  #: label ids seen by the manager
+    #: the step plan (stress.engine.sched.plan): budget, rounds, callout and wedge test by
+    #: step; empty in a schedule recorded before plans (bounded by the wall clock)
+    plan: dict[str, int] = field(default_factory=dict)
     format: str = SCHEDULE_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -527,6 +539,7 @@ class Schedule:
             load_changes=[(int(a), int(b)) for a, b in d.get("load_changes", [])],
             overflow=bool(d.get("overflow", False)),
             labels={int(k): str(v) for k, v in d.get("labels", {}).items()},
+            plan={str(k): int(v) for k, v in (d.get("plan") or {}).items()},
         )
 
     def save(self, folder: Path) -> Path:

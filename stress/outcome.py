@@ -31,7 +31,7 @@ class RunOutcome:
     duration_s: float  #: wall time from the fork to the stop
     verdict: str  #: stress.audit.VERDICTS
     exit_code: int  #: the verdict's code, or 130 / 143 after a signal
-    verdict_detail: str  #: the verdict in one sentence
+    verdict_detail: str  #: the verdict in one sentence (interrupted: "interrupted at 2.4 s of 20 s by SIGINT")
     audit: dict[str, Any]  #: the run.json ``audit`` block (stress.audit.audit_block)
     start_method: str  #: multiprocessing start method of the workers
     mapping: dict[int, int] = field(default_factory=dict)  #: simulated CPU -> core
@@ -39,10 +39,17 @@ class RunOutcome:
     stats: dict[str, Any] = field(default_factory=lambda: {"zones": [], "netstat": {}})  #: Stats.to_dict()
     peak: dict[str, int] = field(default_factory=dict)  #: high-water marks of the samples
     wedge: dict[str, Any] | None = None  #: the watchdog's Wedge.to_dict()
+    stall: dict[str, Any] | None = None  #: the watchdog's (or the manager's) Stall.to_dict()
+    audit_verdict: str | None = None  #: what the audit found, when the verdict is not the audit's own
+    audit_detail: str | None = None  #: ... in one sentence
+    planned_s: float = 0.0  #: the planned length (--duration, or the rounds)
     locks: list[dict[str, Any]] = field(default_factory=list)  #: LOCK_PROFILING rows
     rounds: list[dict[str, Any]] = field(default_factory=list)  #: netstat -m numbers after each round
-    stop_reason: str = "completed"  #: completed, wedged, worker died, panic, SIGINT, SIGTERM
+    stop_reason: str = "completed"  #: completed, wedged, stalled, worker died, panic, interrupted
     signal: str | None = None  #: the signal that stopped the run
+    signal_at_s: float | None = None  #: seconds into the run when it came
+    workers_gone_s: float | None = None  #: seconds from the signal until every worker was reaped
+    killed_mid_operation: list[int] = field(default_factory=list)  #: CPUs whose hands the audit set aside
     workers: list[WorkerRecord] = field(default_factory=list)
     counters: dict[str, int] | None = None  #: the workload's wl_stat totals (None: no arena)
     audit_lines: list[str] | None = None  #: the allocator's own audit summary

@@ -410,3 +410,76 @@ def test_prepare_replay_follows_a_recorded_schedule_or_reruns_the_seed(tmp_path:
     (tmp_path / "schedule.json").write_text("{not json")
     with pytest.raises(ValueError, match="unreadable"):
         replay.prepare_replay(tmp_path, cfg)
+
+
+# --- the step plan: what a pct run places by step (stress/engine/sched/plan.py) -----------
+
+
+def test_step_plan_from_seconds_and_from_steps() -> None:
+    from stress.engine.sched.plan import STEPS_PER_S, StepPlan, make_plan
+
+    p = make_plan(steps=0, duration=2.0, rounds=0, round_length=30.0, idle=0.0, trim_interval=0.5, trim=True,
+                  wedge_timeout=1.0, phased=False)
+    assert (p.budget, p.trim_steps, p.wedge_steps, p.round_steps, p.phase_step) == (
+        2 * STEPS_PER_S, STEPS_PER_S // 2, STEPS_PER_S, 0, 0)
+    assert [p.load(s) for s in (0, p.budget - 1, p.budget, p.budget + 5)] == [1, 1, 0, 0]
+    q = make_plan(steps=1000, duration=99.0, rounds=2, round_length=3.0, idle=1.0, trim_interval=1.0, trim=False,
+                  wedge_timeout=5.0, phased=True)
+    assert (q.budget, q.round_steps, q.round_on, q.trim_steps, q.phase_step) == (1000, 500, 375, 0, 500)
+    assert [q.load(s) for s in (0, 374, 375, 499, 500, 874, 875, 1000)] == [1, 1, 0, 0, 1, 1, 0, 0]
+    assert [q.round_at(s) for s in (0, 499, 500, 999, 1200)] == [0, 0, 1, 1, 1]
+    assert [q.phase(s) for s in (0, 499, 500)] == [0, 0, 1]
+    assert StepPlan.from_dict(q.to_dict()) == q and StepPlan.from_dict(None) == StepPlan()
+    assert not StepPlan().bounded and q.bounded
+
+
+def test_the_step_plan_is_written_for_the_workers_and_read_back() -> None:
+    from stress.engine.sched.plan import StepPlan
+    from stress.engine.sched.schedule import read_plan
+
+    arr = _arrays()
+    plan = StepPlan(budget=500, drain_steps=10, round_steps=250, round_on=200, phase_step=250, trim_steps=100,
+                    wedge_steps=64)
+    prepare_arena(arr.view, 2, "pct", 1, 2, 50, plan=plan, manager_pid=os.getpid())
+    assert read_plan(arr.view) == plan
+    assert arr.view("sc_pid")[2] == os.getpid()  # the manager's slot, after the CPUs
+
+
+def _blocks_forever(arr: SharedArrays, k: int) -> None:
+    """Both CPUs block (as in zonelimit) and nobody wakes them: a wedge by step."""
+    ts = TokenScheduler(arr.view, k, 2)
+    try:
+        ts.start()
+        for _ in range(3 + k):
+            ts.sched_point("work")
+        ts.sched_block()
+        time.sleep(3600)
+    finally:
+        os._exit(0)
+
+
+@pytest.mark.smp
+def test_every_cpu_blocked_is_a_wedge_at_that_step() -> None:
+    from stress.engine.sched.plan import StepPlan
+    from stress.engine.sched.schedule import CTL_END, CTL_STEP, CTL_WEDGED, CTL_WHOW, END_WEDGED, WEDGE_ALL_BLOCKED
+
+    arr = _arrays()
+    prepare_arena(arr.view, 2, "pct", 1, 2, 50, plan=StepPlan(budget=10**6, wedge_steps=1000))
+    pids = []
+    for k in range(2):
+        pid = os.fork()
+        if pid == 0:
+            _blocks_forever(arr, k)
+        pids.append(pid)
+    try:
+        ctl = arr.view("sc_ctl")
+        end = time.monotonic() + 60
+        while not ctl[CTL_WEDGED] and time.monotonic() < end:
+            time.sleep(0.01)
+        assert ctl[CTL_WEDGED] == ctl[CTL_STEP] + 1 and ctl[CTL_STEP] == 3 + 4 + 2  # 7 points, 2 blocks
+        assert (ctl[CTL_WHOW], ctl[CTL_END]) == (WEDGE_ALL_BLOCKED, END_WEDGED)
+        assert list(arr.view("sc_wcpus"))[:2] == [1, 1]
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)

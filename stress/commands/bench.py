@@ -41,7 +41,13 @@ direction (:data:`BETTER`), or "not significant".
 
 Exit status: 0 when the measurements ran (missed targets are marked, they are not
 errors: this is a measurement, not a test), 2 on bad options, 3 if the bench itself
-failed.
+failed, 130 or 143 when a signal stopped it.
+
+A stop (SIGINT, SIGTERM, to the process or its group) ends the bench at once through
+the one stop mechanism (stress.engine.stopping): the measurement in progress is cut
+(it runs where a signal raises), a whole run (P6) ends ``interrupted`` and is not
+counted, no further figure starts, and no bench file is written: a cut-short
+measurement is never recorded.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from typing import Any
 
 from stress import documents, options, stats
 from stress.config import RunConfig
+from stress.engine import stopping
 from stress.engine.measure import (
     FULL,
     QUICK,
@@ -96,6 +103,8 @@ def measure_netperf(sizes: Sizes, reps: int, p6: Figure) -> None:
             cfg = RunConfig(cpus=2, duration=sizes.run_duration, workload="netperf", seed=i, verbosity=-1,
                             out=str(Path(tmp) / f"p6-{i}"))
             doc = execute(cfg, Path(tmp) / f"p6-{i}", None)
+            if doc.get("verdict") == "interrupted":  # cut short: not a measurement
+                raise stopping.Stopped(str((doc.get("stop") or {}).get("signal") or "SIGINT"))
             p6.values.append(float(doc["ops"]["packets_per_cpu_per_s"]))
             p6.detail.setdefault("verdicts", []).append(doc.get("verdict"))
     p6.detail["counted"] = ["packets"]
@@ -211,9 +220,13 @@ def busy_warning(load_before: float, load_after: float, cores: int) -> str:
 
 
 def run_bench(*, quick: bool = False, repeat_n: int | None = None, only: Sequence[str] = FIGURE_IDS,
-              echo: Callable[[str], None] = print, progress: RunProgress | None = None) -> dict[str, Figure]:
+              echo: Callable[[str], None] = print, progress: RunProgress | None = None,
+              stop: stopping.StopSignals | None = None) -> dict[str, Figure]:
     """Measure the figures whose ids (P1..P8) are in ``only``; returns every figure
-    (those not measured stay empty, with a note).  ``progress`` counts the steps."""
+    (those not measured stay empty, with a note).  ``progress`` counts the steps.  With
+    ``stop`` (the command's StopSignals) a stop signal raises :class:`stopping.Stopped` out
+    of the measurement in progress (P6's runs stop cleanly and raise it after), and no
+    figure starts after it."""
     sizes = QUICK if quick else FULL
     reps = repeat_n if repeat_n is not None else (3 if quick else 5)
     figs = new_figures()
@@ -233,11 +246,18 @@ def run_bench(*, quick: bool = False, repeat_n: int | None = None, only: Sequenc
     chosen = [(key, what, fn) for key, what, fn in steps if key in only or also.get(key) in only]
     if progress is not None:
         progress.plan(len(chosen))
-    for _key, what, fn in chosen:
+    for key, what, fn in chosen:
         echo(f"bench: {what} ...")
         if progress is not None:
             progress.start(what)
-        fn()
+        if stop is None:
+            fn()
+        elif key == "P6":  # whole runs: they stop by themselves, deferred, and raise after
+            stop.check()
+            fn()
+        else:
+            with stop.raising():
+                fn()
         if progress is not None:
             progress.done()
     for f in figs.values():
@@ -358,8 +378,18 @@ def main(args: argparse.Namespace) -> int:
 
         start = documents.host_start()
         t0 = time.perf_counter()
-        figs = run_bench(quick=args.quick, repeat_n=args.repeat, only=args.only, echo=echo, progress=progress)
-        elapsed = time.perf_counter() - t0
+        with stopping.command_signals() as stop:
+            try:
+                figs = run_bench(quick=args.quick, repeat_n=args.repeat, only=args.only, echo=echo,
+                                 progress=progress, stop=stop)
+            except stopping.Stopped:
+                pass
+            stopped = stop.freeze()
+    if stopped:
+        print(f"{options.PROG}: bench: stopped by {stopped}; nothing recorded (a cut-short measurement "
+              "is not a measurement)", file=sys.stderr)
+        return stopping.EXIT_CODES.get(stopped, options.EX_SIGINT)
+    elapsed = time.perf_counter() - t0
     doc = documents.bench_document([f.to_dict() for f in figs.values()], quick=args.quick,
                                    repeat_n=args.repeat or (3 if args.quick else 5), elapsed=elapsed,
                                    start=start)

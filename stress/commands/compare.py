@@ -49,6 +49,7 @@ from stress import documents, files, options, plugins, stats, variants
 from stress.commands import run as run_command
 from stress.config import ERA_PRESETS, RunConfig, spec_label
 from stress.cpulist import usable_cores
+from stress.engine import stopping
 from stress.engine.executor import Executor, LocalExecutor, RunRequest
 from stress.engine.stopping import StopSignals
 from stress.options import EX_OK, EX_SIGINT, EX_SIGTERM, EX_TESTER, UsageError
@@ -640,7 +641,7 @@ def main(args: argparse.Namespace, execute: Execute | None = None) -> int:
     try:
         if args.merge is not None:
             return merge(args)
-        with StopSignals() as signals:
+        with stopping.command_signals() as signals:  # the command's own (stress.cli), shared with every run
             out, doc, cfgs = resume(args) if args.resume else start(args)
             with files.holding(out):
                 return run_session(args, out, doc, cfgs, LocalExecutor(execute), signals)

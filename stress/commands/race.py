@@ -32,8 +32,10 @@ from typing import Any
 
 from stress import config as _config
 from stress import documents, options, plugins
+from stress.commands.run import MAX_STEPS
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import usable_cores
+from stress.engine.sched.plan import STEPS_PER_S
 from stress.files import FolderError, claim_folder, new_folder
 from stress.options import EX_FAIL, EX_OK, EX_TESTER, UsageError
 from stress.output.progress import RunProgress, wanted
@@ -100,7 +102,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oversubscribe", action="store_true",
                         help="allow more CPUs than usable cores (default: off)")
     parser.add_argument("--duration", type=options.seconds(), default=None, metavar="S",
-                        help="seconds per seed (default: the injection's hunt profile, see docs/races.md)")
+                        help="seconds per seed; under pct, converted to scheduling steps at "
+                             f"{STEPS_PER_S:,} per second (default: the injection's hunt profile, see "
+                             "docs/races.md)")
+    parser.add_argument("--steps", type=options.whole_number(1, MAX_STEPS), default=None, metavar="N",
+                        help="with --sched pct: scheduling steps per seed; the run, its callout and its "
+                             "wedge test are placed by step, so a seed gives the same verdict on any machine "
+                             "(default: the duration's)")
     parser.add_argument("--workload", type=plugins.spec_checker("workload"), default=None, metavar="NAME",
                         help="workload, a name or a plugin (FILE.py:CLASS, MODULE:CLASS) "
                              "(default: the injection's hunt profile)")
@@ -127,7 +135,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def hunt_config(inject: tuple[str, ...], seed: int, sched: str, *, cpus: int | None = None, pct_depth: int = 3,
                 jitter: float | None = None, duration: float | None = None, workload: str | None = None,
                 era: str | None = None, nmbclusters: int | None = None, wedge_timeout: float | None = None,
-                invariants: bool = True, oversubscribe: bool = False, out: str | None = None) -> RunConfig:
+                invariants: bool = True, oversubscribe: bool = False, out: str | None = None,
+                steps: int = 0) -> RunConfig:
     """The RunConfig of one hunt run: the first injection's profile, overridden by
     explicit values; the era preset's knobs (modern by default: fixed allocator)."""
     h = HUNTS[inject[0]]
@@ -143,7 +152,8 @@ def hunt_config(inject: tuple[str, ...], seed: int, sched: str, *, cpus: int | N
         interval=1.0, wedge_timeout=wedge_timeout if wedge_timeout is not None else h.wedge_timeout,
         seed=seed, inject=inject, sched=sched,
         jitter=(jitter if jitter is not None else 0.05) if sched == "jitter" else 0.0,
-        pct_depth=pct_depth, invariants=invariants, oversubscribe=oversubscribe, out=out, verbosity=-1,
+        pct_depth=pct_depth, steps=steps if sched == "pct" else 0, invariants=invariants,
+        oversubscribe=oversubscribe, out=out, verbosity=-1,
     ))
 
 
@@ -154,6 +164,18 @@ def detection_time(doc: dict[str, Any]) -> float:
     if isinstance(wedge, dict) and isinstance(wedge.get("at_s"), (int, float)):
         return float(wedge["at_s"])
     return float(doc.get("duration_s", 0.0) or 0.0)
+
+
+def detection_step(doc: dict[str, Any]) -> int | None:
+    """The step of detection in a run placed by step: the wedge's, else the step at
+    which the run stopped (the audit's findings are known then); None otherwise."""
+    wedge = doc.get("wedge")
+    if isinstance(wedge, dict) and isinstance(wedge.get("at_step"), int):
+        return int(wedge["at_step"])
+    schedule = doc.get("schedule")
+    if isinstance(schedule, dict) and schedule.get("budget") and isinstance(schedule.get("total_steps"), int):
+        return int(schedule["total_steps"])
+    return None
 
 
 def caught_by_oracle(doc: dict[str, Any], verdicts: frozenset[str]) -> bool:
@@ -185,11 +207,17 @@ class SeedResult:
     detected_s: float
     folder: Path
     expected: bool  #: the verdict is one the injection's oracle reports
+    detected_step: int | None = None  #: pct: the step of the wedge (or of the stop), placed by step
 
     @property
     def failed(self) -> bool:
         """The system under test failed (any verdict class)."""
         return self.exit_code == EX_FAIL
+
+    @property
+    def interrupted(self) -> bool:
+        """A stop signal cut this seed's run: no verdict on the allocator."""
+        return self.verdict == "interrupted"
 
     @property
     def found(self) -> bool:
@@ -202,13 +230,17 @@ class SeedResult:
     def line(self) -> str:
         """``seed 3: leak after 1.42 s  replay: python -m stress replay ...``."""
         what = self.verdict if self.expected or not self.failed else f"{self.verdict} (not this row's oracle)"
+        if self.interrupted:
+            return f"seed {self.seed}: interrupted (no verdict)"
         if not self.failed:
             return f"seed {self.seed}: {what}"
-        return f"seed {self.seed}: {what} after {self.detected_s:.2f} s  replay: {self.replay_command()}"
+        when = f"at step {self.detected_step:,}" if self.detected_step is not None else f"after {self.detected_s:.2f} s"
+        return f"seed {self.seed}: {what} {when}  replay: {self.replay_command()}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "verdict": self.verdict, "exit_code": self.exit_code,
-                "detected_s": round(self.detected_s, 3), "folder": str(self.folder),
+                "detected_s": round(self.detected_s, 3), "detected_step": self.detected_step,
+                "folder": str(self.folder),
                 "expected_class": self.expected, "replay": self.replay_command()}
 
 
@@ -223,23 +255,36 @@ def _execute() -> Execute:
 
 def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
              echo: Callable[[str], None] | None = None, stop_first: bool = False,
-             progress: RunProgress | None = None) -> list[SeedResult]:
+             progress: RunProgress | None = None, stop: Any = None) -> list[SeedResult]:
     """Run each configuration (one per seed) into ``root/seed-N`` and classify it
-    (``progress``: seeds done of the total, the current seed's time, an ETA)."""
+    (``progress``: seeds done of the total, the current seed's time, an ETA).
+
+    ``stop`` (the command's stress.engine.stopping.StopSignals): after a stop signal no
+    new seed starts; the seed it cut is kept, with its verdict ``interrupted``."""
     ex = execute or _execute()
     out = []
     for cfg in cfgs:
+        if stop is not None and stop.requested:
+            break
         folder = root / f"seed-{cfg.seed}"
         folder.mkdir(parents=True, exist_ok=True)
         if progress is not None:
             progress.start(f"seed {cfg.seed}")
-        doc = ex(cfg.replace(out=str(folder)), folder)
+        try:
+            doc = ex(cfg.replace(out=str(folder)), folder)
+        except KeyboardInterrupt:  # stopped before the run started (stopping.Stopped)
+            if not any(folder.iterdir()):
+                folder.rmdir()
+            if stop is None:
+                raise
+            break
         if progress is not None:
             progress.done()
         verdict = str(doc.get("verdict", "error"))
         code = int(doc.get("exit_code", EX_TESTER))
-        expected = caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts) if cfg.inject else verdict == "ok"
-        r = SeedResult(cfg.seed, verdict, code, detection_time(doc), folder, expected)
+        expected = (verdict != "interrupted" and
+                    (caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts) if cfg.inject else verdict == "ok"))
+        r = SeedResult(cfg.seed, verdict, code, detection_time(doc), folder, expected, detection_step(doc))
         out.append(r)
         if echo is not None:
             echo(r.line())
@@ -248,13 +293,17 @@ def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
     return out
 
 
-def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str) -> str:
+def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str, stopped: str | None = None) -> str:
     """``found in k of n seeds (inject refcount-eq0, sched pct)``, plus the seeds that
-    failed some other way, if any."""
-    k = sum(r.found for r in results)
-    other = sum(r.failed and not r.found for r in results)
+    failed some other way, if any, and the stop signal that cut the hunt short.  A seed
+    the signal cut is not counted among the n."""
+    done = [r for r in results if not r.interrupted]
+    k = sum(r.found for r in done)
+    other = sum(r.failed and not r.found for r in done)
     extra = f"; {other} other failures" if other else ""
-    return f"found in {k} of {len(results)} seeds (inject {','.join(inject)}, sched {sched}){extra}"
+    if stopped:
+        extra += f"; interrupted by {stopped} after {len(done)} seeds"
+    return f"found in {k} of {len(done)} seeds (inject {','.join(inject)}, sched {sched}){extra}"
 
 
 def default_root(inject: tuple[str, ...]) -> Path:
@@ -276,6 +325,8 @@ def _hunt(args: argparse.Namespace) -> int:
         raise UsageError("--inject: name at least one race: " + ", ".join(_config.INJECTIONS))
     if args.jitter is not None and args.sched != "jitter":
         raise UsageError(f"--jitter: only with --sched jitter (got --sched {args.sched})")
+    if args.steps is not None and args.sched != "pct":
+        raise UsageError(f"--steps: only with --sched pct (got --sched {args.sched})")
     oversubscribe = args.oversubscribe
     cpus = args.cpus
     if cpus is None:  # the profile's: its roles need that many, so oversubscribe if must
@@ -291,25 +342,32 @@ def _hunt(args: argparse.Namespace) -> int:
                         jitter=args.jitter,
                         duration=args.duration, workload=args.workload, era=args.era,
                         nmbclusters=args.nmbclusters, wedge_timeout=args.wedge_timeout,
-                        invariants=not args.no_invariants, oversubscribe=oversubscribe)
+                        invariants=not args.no_invariants, oversubscribe=oversubscribe, steps=args.steps or 0)
             for seed in args.seeds]
     quiet = args.quiet or args.json
 
+    from stress.engine import stopping
+
     start = documents.host_start()
-    with RunProgress(len(cfgs), "seeds", enabled=wanted(quiet), quiet_lines=quiet) as progress:
+    with RunProgress(len(cfgs), "seeds", enabled=wanted(quiet), quiet_lines=quiet) as progress, \
+            stopping.command_signals() as stop:
         progress.say(f"hunting {','.join(inject)} over seeds {args.seeds.start}..{args.seeds.stop - 1} "
                      f"({args.sched}, {cpus} CPUs) into {root}")
         results = run_hunt(cfgs, root, echo=None if quiet else progress.say, stop_first=args.stop_first,
-                           progress=progress)
-    line = summary_line(results, inject, args.sched)
+                           progress=progress, stop=stop)
+        stopped = stop.freeze()  # race.json, written next, says whether a signal cut the hunt
+    line = summary_line(results, inject, args.sched, stopped)
     doc = documents.race_document(inject=list(inject), sched=args.sched, folder=root,
                                   seeds=[r.to_dict() for r in results], found=sum(r.found for r in results),
                                   summary=line, start=start)
+    doc["interrupted"] = stopped  # the signal that cut the hunt short, or null
     documents.write_race_json(root, doc)
     if args.json:
         print(documents.doc_text(doc, documents.RACE_FORMAT, indent=1), end="")
     else:
         print(line)
+    if stopped:
+        return stopping.EXIT_CODES.get(stopped, options.EX_SIGINT)
     if any(r.failed for r in results):
         return EX_FAIL
     if any(r.exit_code not in (EX_OK, EX_FAIL) for r in results):

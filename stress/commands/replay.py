@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oversubscribe", action="store_true",
                         help="allow the recorded CPU count to exceed this machine's usable cores "
                              "(default: as recorded)")
+    parser.add_argument("--steps", type=options.whole_number(1, run.MAX_STEPS), default=None, metavar="N",
+                        help="replaying a recorded schedule: stop at step N, to look at the state just "
+                             "before a failure (default: where the recorded run stopped)")
     g = parser.add_argument_group("plugins (docs/extending.md)")
     g.add_argument("--policy", type=plugins.spec_checker("policy"), default=None, metavar="SPEC",
                    help="the plugin policy the run used, named again (FILE.py:CLASS, MODULE:CLASS or an "
@@ -161,14 +164,17 @@ def prepare_replay(run_dir: Path, cfg: RunConfig) -> RunConfig:
         raise ValueError(f"{SCHEDULE_FILE} unreadable: {exc}") from None
     if s.ncpus != cfg.cpus:
         raise ValueError(f"{SCHEDULE_FILE} was recorded for {s.ncpus} CPUs, run.json says {cfg.cpus}")
-    # The replay stops its workers when the recording is used up; give it room to get
-    # there even if following a schedule is slower than recording it was.  (The manager
-    # still runs out its duration: it does not end when every worker has left.)
+    # A schedule with a step plan (every pct run since issue 11) is placed by step: its
+    # budget, rounds, callout and wedge test come from schedule.json, the replay ends where
+    # the recording stops, and its own ``steps`` (``--steps``) only cuts it shorter.  An
+    # older schedule, recorded against the wall clock, stops its workers when the
+    # recording is used up: give it room to get there even if following a schedule is
+    # slower than recording it was.
     duration = cfg.duration * 2 + 2.0
     if duration > MAX_REPLAY_SECONDS:
         raise ValueError(f"a schedule followed for twice the recorded {cfg.duration:g} s would run longer than "
                          f"{MAX_REPLAY_SECONDS} s")
-    return cfg.replace(sched="replay", replay_from=str(run_dir), duration=duration)
+    return cfg.replace(sched="replay", replay_from=str(run_dir), duration=duration, steps=0)
 
 
 def _replay_config(args: argparse.Namespace) -> tuple[RunConfig, dict[str, object]]:
@@ -201,6 +207,11 @@ def _replay_config(args: argparse.Namespace) -> tuple[RunConfig, dict[str, objec
         followed = prepare_replay(run_dir, cfg)
     except ValueError as exc:
         raise UsageError(f"RUN_DIR: {run_dir}: schedule: {exc}") from None
+    if args.steps is not None:
+        if followed.sched != "replay":
+            raise UsageError(f"--steps: {run_dir} holds no recorded schedule (a {cfg.sched} run re-runs its "
+                             "seed): there is no step to stop at")
+        followed = followed.replace(steps=args.steps)
     return followed.replace(json=args.json, verbosity=verbosity, oversubscribe=oversubscribe), doc
 
 

@@ -34,9 +34,12 @@ from stress import config as _config
 from stress import documents, files, options, plugins
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import format_cpulist, usable_cores
+from stress.engine.sched.plan import STEPS_PER_S
 from stress.options import UsageError
 from stress.output import monitor
 from stress.variants import policy_params
+
+MAX_STEPS = 10**12  #: a bound no run reaches: about a year at the nominal rate
 
 HELP = "one stress run (the default command)"
 DESCRIPTION = ("One stress run: workers pinned to cores, live netstat -m, watchdog, audit, run folder.\n"
@@ -143,6 +146,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    metavar="D",
                    help="PCT bug depth: D-1 priority change points, with --sched pct "
                         f"(default: {d['pct_depth']})")
+    g.add_argument("--steps", type=options.whole_number(1, MAX_STEPS), default=None, metavar="N",
+                   help="with --sched pct: the run's length in scheduling steps; its rounds, trimming "
+                        "callout and wedge test are placed by step too, so one seed gives one schedule and "
+                        "one verdict on any machine (default: --duration, or the rounds, at "
+                        f"{STEPS_PER_S:,} steps per second)")
 
     g = parser.add_argument_group("debugging and profiling")
     g.add_argument("--invariants", action="store_true",
@@ -204,6 +212,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                          "here allowed: free, jitter, pct")
     if args.jitter and sched != "jitter":
         raise UsageError(f"--jitter: only with --sched jitter (got --sched {sched})")
+    if args.steps is not None and sched != "pct":
+        raise UsageError(f"--steps: only with --sched pct (a run placed by step; got --sched {sched})")
     jitter = args.jitter if args.jitter is not None else (0.01 if sched == "jitter" else _DEFAULTS["jitter"])
 
     inject = tuple(dict.fromkeys(n for group in (args.inject or []) for n in group))
@@ -234,6 +244,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         sched=sched,
         jitter=jitter,
         pct_depth=args.pct_depth,
+        steps=args.steps or 0,
         invariants=args.invariants,
         lock_profile=args.lock_profile,
         profile=args.profile,
@@ -273,16 +284,19 @@ def main_run(cfg: RunConfig, folder: Path | None = None) -> int:
     """Claim the run folder (``folder``, already claimed, else --out or a new one), print
     the configuration and the CPU map, run, print the summary (or only run.json with
     --json); return the run's exit code."""
+    from stress.engine import stopping
     from stress.engine.pinning import PinningError, cpu_map
 
     try:
         mapping = cpu_map(cfg.cpus, cfg.oversubscribe)
     except PinningError as exc:
         return options.usage_error(f"--cpus: {exc}")
-    if folder is None:
-        folder = claim_out(cfg.out, lambda: documents.default_run_dir(cfg))
-    with files.holding(folder):  # released however the run ends; removed if nothing was written
-        return _run_into(cfg, folder, mapping)
+    with stopping.command_signals() as stop:
+        stop.check()  # stopped before the run: no folder
+        if folder is None:
+            folder = claim_out(cfg.out, lambda: documents.default_run_dir(cfg))
+        with files.holding(folder):  # released however the run ends; removed if nothing was written
+            return _run_into(cfg, folder, mapping, stop)
 
 
 def claim_out(out: str | None, default: Callable[[], Path]) -> Path:
@@ -294,9 +308,13 @@ def claim_out(out: str | None, default: Callable[[], Path]) -> Path:
         raise UsageError(f"--out: {exc}") from None
 
 
-def _run_into(cfg: RunConfig, folder: Path, mapping: dict[int, int]) -> int:
-    """The run itself, into a claimed ``folder``."""
-    from stress.engine.runner import execute
+def _run_into(cfg: RunConfig, folder: Path, mapping: dict[int, int], stop: Any) -> int:
+    """The run itself, into a claimed ``folder``, then what a person reads.  Once run.json
+    is written the signals are frozen: one that came before is written into run.json
+    (``interrupted``), one that comes while the summary prints changes nothing (the result
+    is complete and says how the run ended), so the process's exit code is always
+    run.json's."""
+    from stress.engine.runner import execute, mark_interrupted
 
     talk = not cfg.json and cfg.verbosity >= 0
     echo: Callable[[str], None] | None = None
@@ -308,6 +326,10 @@ def _run_into(cfg: RunConfig, folder: Path, mapping: dict[int, int]) -> int:
         for line in monitor.mapping_lines(mapping):
             echo(line)
     doc = execute(cfg, folder, echo)
+    late = stop.freeze()
+    if late and doc.get("verdict") != "interrupted":
+        doc = mark_interrupted(doc, late, "while the results were written")
+        documents.write_run_json(folder, doc)
     if cfg.json:  # run.json as written, plus the folder it was written to
         sys.stdout.write(documents.run_json_text({"folder": str(folder), **doc}))
         sys.stdout.flush()

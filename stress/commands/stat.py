@@ -31,8 +31,8 @@ from typing import Any
 from allocator import Uma
 from stress import options
 from stress.engine import live
-from stress.engine.stopping import StopSignals
-from stress.options import EX_OK, EX_SIGINT, EX_SIGTERM
+from stress.engine.stopping import command_signals
+from stress.options import EX_OK, EX_SIGINT
 from stress.output import monitor
 
 HELP = "watch a running run: vmstat -z, netstat -m, per-CPU buckets, sleepers, locks"
@@ -99,7 +99,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
     interval = args.interval if args.interval is not None else DEFAULT_INTERVAL
     done = 0
     try:
-        with StopSignals() as signals:
+        with command_signals() as signals:  # the command's one StopSignals (stress/cli.py)
             while True:
                 snap = snapshot(uma, run)
                 if args.json:
@@ -110,10 +110,10 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
                 if not repeat or (args.count is not None and done >= args.count):
                     return EX_OK
                 deadline = time.monotonic() + interval
-                while time.monotonic() < deadline and not signals.name:
+                while time.monotonic() < deadline and not signals.requested:
                     time.sleep(min(TICK, max(0.0, deadline - time.monotonic())))
-                if signals.name:
-                    return EX_SIGINT if signals.name == "SIGINT" else EX_SIGTERM
+                if signals.requested:
+                    return int(signals.exit_code or EX_SIGINT)
                 if live.process_start_time(run.pid) != started:
                     print(f"stat: the run has ended (pid {run.pid})", file=sys.stderr, flush=True)
                     return EX_OK

@@ -245,6 +245,10 @@ def run_scaling(ncpus: int, ops: int, *, bucket_cache: bool = True,
         if lock_profile:
             out["locks"] = uma.lock_profile()
         return out
+    except BaseException:  # a stop (stopping.Stopped) or a failure: the workers go at once
+        for p in procs:
+            p.kill()
+        raise
     finally:
         for p in procs:
             p.join(10)

@@ -2,11 +2,13 @@
 
 Life of worker k (forked by :mod:`stress.engine.manager`, start method ``fork``)::
 
-    fork ──> SIGINT ignored (Ctrl-C is the manager's to handle), SIGTERM default
+    fork ──> SIGINT and SIGTERM ignored (stopping is the manager's: a signal to the group,
+             Ctrl-C or `timeout`, reaches it too, and it stops every CPU cleanly)
          ──> prctl(PR_SET_PDEATHSIG, SIGKILL), then getppid() check: never outlive the manager
          ──> pin to core k mod ncores
          ──> cpu = uma.cpu(k); hooks = sched.install (jitter / PCT token / WITNESS hooks)
          ──> loop until hooks.stop():
+                 beat                                 wd_beat[k] = turns (the watchdog's heartbeat)
                  cpu.serve()                          cross-CPU cache drain requests
                  workload.turn(hooks.load(), PHASE)   one bounded slice of work
                  nothing to do? yield, then nap       (a sched point labelled "wait-...")
@@ -42,9 +44,9 @@ from allocator import UmaPanic
 from stress.config import RunConfig
 from stress.engine import sched
 from stress.engine.pinning import die_with_parent, pin_self
+from stress.engine.watchdog import BEAT_ARRAY
 from stress.options import EX_OK, EX_TESTER
 from stress.workloads import WorkerContext, workload_class
-from stress.workloads.common import CTL_PHASE
 
 # A worker's exit status, read by the manager (not the command's exit code, which the verdict decides):
 EXIT_OK = EX_OK
@@ -61,16 +63,16 @@ log = logging.getLogger("zonelimit.worker")
 
 
 def worker_main(k: int, core: int, uma: Any, cfg: RunConfig, conn: Any, manager_pid: int,
-                orphan_lock: Any = None) -> None:
+                shared: sched.Shared | None = None) -> None:
     """Entry point of worker k (the target of its multiprocessing.Process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     die_with_parent(manager_pid)
     hooks = None
     try:
         pin_self(core)
         cpu = uma.cpu(k)
-        hooks = sched.install(cpu, uma, cfg, k, orphan_lock)
+        hooks = sched.install(cpu, uma, cfg, k, shared)
         ctx = WorkerContext(k=k, ncpus=cfg.cpus, cpu=cpu, uma=uma, cfg=cfg,
                             rng=random.Random(f"{cfg.seed}:{k}"))
         workload = workload_class(cfg.workload)(ctx)
@@ -105,8 +107,10 @@ def run_loop(uma: Any, cpu: Any, workload: Any, hooks: sched.WorkerHooks) -> int
 
     The stop and load flags come through ``hooks``: under the token they are gated
     copies that change only at a sched point (stress.engine.sched.controller)."""
-    ctl = uma.view("wl_ctl")
+    beat = uma.view(BEAT_ARRAY)
+    k = cpu.row
     load = hooks.load
+    phase = hooks.phase
     stop = hooks.stop
     serve = cpu.serve
     turn = workload.turn
@@ -116,10 +120,11 @@ def run_loop(uma: Any, cpu: Any, workload: Any, hooks: sched.WorkerHooks) -> int
     empty = 0
     turns = 0
     while not stop():
+        beat[k] = turns
         serve()
         running = load()
         turns += 1
-        if turn(running, ctl[CTL_PHASE]):
+        if turn(running, phase()):
             empty = 0
             continue
         empty += 1

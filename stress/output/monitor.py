@@ -29,8 +29,12 @@ VERDICT_WORDS = {
     "corrupt": "CORRUPT: payload or poison check failed (an item was used after free)",
     "lock-order": "LOCK-ORDER reversal: two locks were taken in both orders (WITNESS)",
     "error": "ERROR: the tester itself failed (not a verdict on the allocator)",
+    "stalled": "STALLED: a CPU neither made progress nor slept on a known wait channel (the tester's "
+               "problem, not a verdict on the allocator)",
+    "interrupted": "interrupted",
 }
-"""The verdict of run.json in words (cli.md exit codes: ok 0, error 3, the others 1)."""
+"""The verdict of run.json in words (cli.md exit codes: ok 0, error and stalled 3,
+interrupted 130 or 143, the others 1)."""
 
 
 def _num(x: float) -> str:
@@ -231,13 +235,37 @@ def peak_lines(peak: dict[str, Any] | None) -> list[str]:
 
 
 def verdict_lines(doc: dict[str, Any]) -> list[str]:
-    """The verdict in words with its exit code, then its detail (an error's message) indented."""
+    """The verdict in words with its exit code, then its detail (an error's message)
+    indented, then what the audit found when the verdict is not the audit's own.
+
+    An interrupted run reads ``verdict: interrupted at 2.4 s of 20 s by SIGINT (exit 130)``."""
     verdict = str(doc.get("verdict", "?"))
-    words = VERDICT_WORDS.get(verdict, f"{verdict}: unknown verdict")
-    lines = [f"verdict: {words} (exit {doc.get('exit_code', '?')})"]
-    detail = doc.get("error") or doc.get("verdict_detail")
-    if detail:
-        lines += ["  " + line for line in str(detail).strip().splitlines()]
+    code = doc.get("exit_code", "?")
+    if verdict == "interrupted":
+        lines = [f"verdict: {doc.get('verdict_detail') or 'interrupted'} (exit {code})"]
+        if doc.get("error"):
+            lines += ["  " + line for line in str(doc["error"]).strip().splitlines()]
+    else:
+        words = VERDICT_WORDS.get(verdict, f"{verdict}: unknown verdict")
+        lines = [f"verdict: {words} (exit {code})"]
+        detail = doc.get("error") or doc.get("verdict_detail")
+        if detail:
+            lines += ["  " + line for line in str(detail).strip().splitlines()]
+    judged = doc.get("audit_verdict")
+    if judged:
+        why = doc.get("audit_verdict_detail")
+        lines.append(f"  the audit of the {'partial ' if verdict == 'interrupted' else ''}run: {judged}"
+                     + (f" ({why})" if why else ""))
+    return lines
+
+
+def stall_lines(stall: dict[str, Any] | None) -> list[str]:
+    """Which CPUs stalled, how, and where their stacks are."""
+    if not stall:
+        return []
+    lines = [f"stalled at {float(stall.get('at_s', 0) or 0):.1f} s: {stall.get('how', '?')}"]
+    if stall.get("stacks"):
+        lines.append(f"  stacks: {stall['stacks']} (in the run folder)")
     return lines
 
 
@@ -296,6 +324,7 @@ def summary_lines(doc: dict[str, Any], folder: Path) -> list[str]:
     lines += workload_lines(doc.get("workload"), doc.get("trim"))
     lines += lock_lines(doc.get("locks"))
     lines += wedge_lines(doc.get("wedge"))
+    lines += stall_lines(doc.get("stall"))
     lines += verdict_lines(doc)
     lines.append(f"run folder: {folder}")
     return lines

@@ -67,18 +67,33 @@ recorded; a replay raises it at the same step, and stops the run when the record
 is used up.  Otherwise the step at which each CPU leaves its loop would depend on the
 manager's timer and every replay would diverge at its end.
 
-Open questions: the manager's own arena writes (trim callout) are not under the
-token; in ``pct``/``replay`` the manager does not trim, or replays would diverge.  A
-CPU blocked in zonelimit is woken by a free made under the token, so its return is
-ordered too; a wakeup by the manager (a drain request) is not.
+The run itself is placed by step (plan.py): its length (``--steps``, or ``--duration``
+at a nominal rate), its rounds, its drain, the wedge test and the trimming callout.
+The manager's callout runs *under the token*: at the first sched point at or after
+each period at which no CPU holds an allocator lock, the holder hands the token to the
+manager (token value ``ncpus``) and wakes it through a pipe; the manager runs the
+callout while every CPU waits and hands the token back.  A CPU blocked in zonelimit is
+woken by a free made under the token (a CPU's, or the callout's), so its return is
+ordered too.  A drain request pokes a sleeping CPU awake to serve it; its first lock
+waits for the token, so the serve is ordered as well.
 """
 
 from __future__ import annotations
 
 from stress.documents import Schedule
-from stress.engine.sched.controller import Controller, WorkerHooks, install, make_orphan_lock, pct_steps, sched_arrays
+from stress.engine.sched.controller import (
+    Controller,
+    Shared,
+    WorkerHooks,
+    install,
+    make_orphan_lock,
+    pct_steps,
+    sched_arrays,
+    step_plan,
+)
 from stress.engine.sched.jitter import jitter_point
 from stress.engine.sched.pct import PctPeriod, pct_choose, pct_period
+from stress.engine.sched.plan import STEPS_PER_S, StepPlan, make_plan
 from stress.engine.sched.schedule import (
     BLOCKED,
     CTL_DIVERGED,
@@ -100,7 +115,8 @@ from stress.engine.sched.token import TokenScheduler
 
 __all__ = [
     "BLOCKED", "CTL_DIVERGED", "CTL_NDIVERGED", "CTL_NLOG", "CTL_ORPHANS", "CTL_STEP", "CTL_TOKEN", "EXITED",
-    "RUNNABLE", "STATE_NAMES", "WAKING", "Controller", "PctPeriod", "Schedule", "TokenScheduler", "WorkerHooks",
-    "install", "jitter_point", "label_id", "make_orphan_lock", "pct_choose", "pct_period", "pct_steps",
-    "prepare_arena", "read_schedule", "sched_arrays", "sched_specs",
+    "RUNNABLE", "STATE_NAMES", "STEPS_PER_S", "WAKING", "Controller", "PctPeriod", "Schedule", "Shared",
+    "StepPlan", "TokenScheduler", "WorkerHooks", "install", "jitter_point", "label_id", "make_orphan_lock",
+    "make_plan", "pct_choose", "pct_period", "pct_steps", "prepare_arena", "read_schedule", "sched_arrays",
+    "sched_specs", "step_plan",
 ]

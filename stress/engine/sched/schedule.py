@@ -16,6 +16,7 @@ from allocator.layout import ArraySpec
 from stress.config import SCHED_MODES
 from stress.documents import Schedule
 from stress.engine.sched.pct import pct_choose, pct_period
+from stress.engine.sched.plan import StepPlan
 
 LOG_ENTRIES = 1 << 18  #: switches recorded in the arena (2 MB); beyond: overflow, not recorded
 
@@ -39,7 +40,39 @@ CTL_STOPSTEP = 15  #: pct: step at which the stop was raised; replay: step at wh
 CTL_LOAD = 16  #: the manager's load flag (wl_ctl RUN) as the workers see it: changes only at a sched point
 CTL_NLOAD = 17  #: load flag changes recorded (pct) / applied (replay)
 CTL_NLOADREC = 18  #: load flag changes preloaded for replay
-CTL_WORDS = 20
+# the step plan (stress.engine.sched.plan), written by prepare_arena, read by the token holder
+CTL_BUDGET = 20  #: steps of the run (0: unbounded: the recording or the manager ends it)
+CTL_DRAIN_STEPS = 21  #: steps after the budget for in-flight work to complete
+CTL_ROUND_STEPS = 22  #: steps per round (0: no rounds)
+CTL_ROUND_ON = 23  #: loaded steps per round
+CTL_PHASE_STEP = 24  #: step at which a PHASED workload turns to phase 1 (0: never)
+CTL_TRIM_STEPS = 25  #: the trimming callout's period in steps (0: no callout)
+CTL_WEDGE_STEPS = 26  #: the wedge timeout in steps (0: no wedge test by step)
+CTL_CHECK_STEPS = 27  #: the token holder looks for a wedge every this many steps
+# what the token holder found and did, by step
+CTL_NEXT_TRIM = 28  #: the step from which the next callout is due
+CTL_TRIM_FROM = 29  #: the CPU that handed the token to the manager for the callout
+CTL_TRIMS = 30  #: callouts run under the token
+CTL_WSINCE = 31  #: step since which sleepers saw no progress (0: no sleeper)
+CTL_WOPS = 32  #: the progress count (sum of cpu_ops) at CTL_WSINCE
+CTL_WFREE = 33  #: the most free items the sleepers' keg had meanwhile
+CTL_WEDGED = 34  #: the step of the wedge + 1 (0: none)
+CTL_WHOW = 35  #: WEDGE_* : how the wedge was found
+CTL_WKEG = 36  #: the keg the first sleeper waited on
+CTL_END = 37  #: END_* : why the workers were stopped
+CTL_WORDS = 40
+
+WEDGE_NO_PROGRESS = 1  #: sleepers and no progress for wedge_steps
+WEDGE_STARVED = 2  #: one sleep of STARVED_FACTOR x wedge_steps while others spun on
+WEDGE_ALL_BLOCKED = 3  #: every CPU blocked at once: nobody is left to run
+WEDGE_AT_END = 4  #: at the budget: sleepers and no progress for half the run (a short run)
+WEDGE_HOW = {WEDGE_NO_PROGRESS: "no-progress", WEDGE_STARVED: "starved", WEDGE_ALL_BLOCKED: "all-blocked",
+             WEDGE_AT_END: "at-end"}
+END_BUDGET = 1  #: the budget (and the drain) ran out
+END_WEDGED = 2  #: a wedge by step
+END_MANAGER = 3  #: the manager asked (a signal, a stall, a dead worker)
+END_RECORDING = 4  #: replay: the recording's stop step
+END_NAMES = {0: "", END_BUDGET: "budget", END_WEDGED: "wedged", END_MANAGER: "manager", END_RECORDING: "recording"}
 LOAD_ENTRIES = 4096  #: load flag changes recorded (a round switches it twice)
 
 # sc_state values
@@ -62,32 +95,48 @@ class ViewFn(Protocol):
 
 
 def sched_specs(ncpus: int, log_entries: int = LOG_ENTRIES) -> tuple[ArraySpec, ...]:
-    """The schedule arrays for ``ncpus`` CPUs (``sc_`` prefix)."""
+    """The schedule arrays for ``ncpus`` CPUs (``sc_`` prefix).  The per-CPU arrays have
+    one more entry, ``ncpus``: the manager, which holds the token while it runs the
+    trimming callout (never chosen by PCT: it is handed the token, and hands it back)."""
+    n = max(ncpus, 1) + 1
     return (
         ArraySpec("sc_ctl", "q", CTL_WORDS, "schedule control: token, step, log counts (CTL_*)"),
-        ArraySpec("sc_prio", "q", max(ncpus, 1), "PCT priority per CPU"),
-        ArraySpec("sc_state", "q", max(ncpus, 1), "RUNNABLE / BLOCKED / WAKING / EXITED per CPU"),
-        ArraySpec("sc_pid", "q", max(ncpus, 1), "pid of the worker under the token protocol"),
+        ArraySpec("sc_prio", "q", n, "PCT priority per CPU"),
+        ArraySpec("sc_state", "q", n, "RUNNABLE / BLOCKED / WAKING / EXITED per CPU"),
+        ArraySpec("sc_pid", "q", n, "pid of the worker under the token protocol (ncpus: the manager)"),
+        ArraySpec("sc_wstep", "q", n, "per CPU: the step at which it blocked in zonelimit"),
+        ArraySpec("sc_wcpus", "q", n, "per CPU: 1 if asleep in zonelimit when the wedge was found"),
         ArraySpec("sc_log", "q", 3 * log_entries, "switches: step, cpu, label id"),
         ArraySpec("sc_load", "q", 2 * LOAD_ENTRIES, "load flag changes: step, value"),
     )
 
 
 def prepare_arena(view: ViewFn, ncpus: int, mode: str, seed: int, depth: int, steps: int,
-                  replay: Schedule | None = None) -> None:
+                  replay: Schedule | None = None, plan: StepPlan | None = None, manager_pid: int = 0) -> None:
     """Initialise the schedule arrays: period 0 priorities, the token on the CPU that
-    PCT runs first, and in replay mode the recorded switches."""
+    PCT runs first, the step plan (none: unbounded, no callout, no wedge test by step),
+    and in replay mode the recorded switches."""
     ctl, prio, state, log = view("sc_ctl"), view("sc_prio"), view("sc_state"), view("sc_log")
     for i in range(len(ctl)):
         ctl[i] = 0
-    plan = pct_period(seed, 0, ncpus, depth, steps)
+    period0 = pct_period(seed, 0, ncpus, depth, steps)
     for j in range(ncpus):
-        prio[j] = plan.priorities[j]
+        prio[j] = period0.priorities[j]
         state[j] = RUNNABLE
+    if len(state) > ncpus:  # the manager's slot (arrays of sched_specs)
+        prio[ncpus], state[ncpus] = 0, RUNNABLE
+        view("sc_pid")[ncpus] = manager_pid
     ctl[CTL_MODE] = SCHED_MODES.index(mode)
     ctl[CTL_SEED], ctl[CTL_DEPTH], ctl[CTL_STEPS] = seed, depth, steps
     ctl[CTL_LOAD] = 1
-    first = pct_choose(prio, [True] * ncpus, -1, False)
+    plan = plan or StepPlan()
+    ctl[CTL_BUDGET], ctl[CTL_DRAIN_STEPS] = plan.budget, plan.drain_steps
+    ctl[CTL_ROUND_STEPS], ctl[CTL_ROUND_ON], ctl[CTL_PHASE_STEP] = plan.round_steps, plan.round_on, plan.phase_step
+    ctl[CTL_TRIM_STEPS], ctl[CTL_WEDGE_STEPS], ctl[CTL_CHECK_STEPS] = plan.trim_steps, plan.wedge_steps, \
+        plan.check_steps
+    ctl[CTL_NEXT_TRIM] = plan.trim_steps
+    ctl[CTL_LOAD] = plan.load(0)
+    first = pct_choose([prio[j] for j in range(ncpus)], [True] * ncpus, -1, False)
     if replay is not None:
         if replay.ncpus != ncpus:
             raise ValueError(f"schedule recorded for {replay.ncpus} CPUs, run has {ncpus}")
@@ -111,6 +160,15 @@ def prepare_arena(view: ViewFn, ncpus: int, mode: str, seed: int, depth: int, st
     ctl[CTL_TOKEN] = first
 
 
+def read_plan(view: ViewFn) -> StepPlan:
+    """The step plan as written into the arena."""
+    ctl = view("sc_ctl")
+    return StepPlan(budget=int(ctl[CTL_BUDGET]), drain_steps=int(ctl[CTL_DRAIN_STEPS]),
+                    round_steps=int(ctl[CTL_ROUND_STEPS]), round_on=int(ctl[CTL_ROUND_ON]),
+                    phase_step=int(ctl[CTL_PHASE_STEP]), trim_steps=int(ctl[CTL_TRIM_STEPS]),
+                    wedge_steps=int(ctl[CTL_WEDGE_STEPS]), check_steps=int(ctl[CTL_CHECK_STEPS]))
+
+
 def read_schedule(view: ViewFn, ncpus: int, seed: int, depth: int, steps: int) -> Schedule:
     """The switches recorded in the arena, as a :class:`Schedule`."""
     ctl, log = view("sc_ctl"), view("sc_log")
@@ -121,4 +179,4 @@ def read_schedule(view: ViewFn, ncpus: int, seed: int, depth: int, steps: int) -
     load = [(int(loadlog[2 * i]), int(loadlog[2 * i + 1])) for i in range(m)]
     return Schedule(seed=seed, ncpus=ncpus, depth=depth, steps=steps, switches=sw, load_changes=load,
                     total_steps=int(ctl[CTL_STEP]), stop_step=int(ctl[CTL_STOPSTEP]),
-                    overflow=bool(ctl[CTL_OVERFLOW]))
+                    overflow=bool(ctl[CTL_OVERFLOW]), plan=read_plan(view).to_dict())

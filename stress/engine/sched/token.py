@@ -6,10 +6,20 @@ switch, hands the token over with one aligned store and spins until it comes bac
 (docs/races.md; the protocol's diagram is in this package's docstring).  The manager's
 stop and load flags are seen only at a sched point, so the step at which a CPU goes idle
 or leaves is part of the schedule too.
+
+With a step plan (stress.engine.sched.plan: every pct run, and the replay of one) the
+token holder also does, at its sched points, what a free run does by the clock: it
+ends the run at the budget (after a short drain), turns the load off and on for the
+rounds, hands the token to the manager for the trimming callout when one is due and no
+CPU holds an allocator lock, and looks for a wedge every ``check_steps`` steps
+(sleepers and no progress for ``wedge_steps``, or one sleep three times as long) and
+whenever the last runnable CPU blocks (every CPU blocked: a wedge at once).  Nothing of
+it reads a clock, so one seed gives one schedule and one verdict on any machine.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Callable
@@ -17,14 +27,17 @@ from typing import Any
 
 from stress.config import SCHED_MODES
 from stress.engine.sched.pct import PctPeriod, pct_choose, pct_period
+from stress.engine.sched.plan import STARVED_FACTOR
 from stress.engine.sched.schedule import (
     BLOCKED,
     CTL_CHANGE,
     CTL_DEPTH,
     CTL_DIVERGED,
+    CTL_END,
     CTL_LOAD,
     CTL_MODE,
     CTL_NDIVERGED,
+    CTL_NEXT_TRIM,
     CTL_NLOAD,
     CTL_NLOADREC,
     CTL_NLOG,
@@ -38,11 +51,28 @@ from stress.engine.sched.schedule import (
     CTL_STOP,
     CTL_STOPSTEP,
     CTL_TOKEN,
+    CTL_TRIM_FROM,
+    CTL_TRIMS,
+    CTL_WEDGED,
+    CTL_WFREE,
+    CTL_WHOW,
+    CTL_WKEG,
+    CTL_WOPS,
+    CTL_WSINCE,
+    END_BUDGET,
+    END_MANAGER,
+    END_RECORDING,
+    END_WEDGED,
     EXITED,
     RUNNABLE,
     WAKING,
+    WEDGE_ALL_BLOCKED,
+    WEDGE_AT_END,
+    WEDGE_NO_PROGRESS,
+    WEDGE_STARVED,
     ViewFn,
     label_id,
+    read_plan,
 )
 
 YIELD_PREFIXES = ("yield", "spin", "retry", "trylock", "wait")
@@ -93,7 +123,11 @@ class TokenScheduler:
                  on_exhausted: Callable[[], None] | None = None,
                  real_stop: Callable[[], bool] | None = None,
                  real_load: Callable[[], int] | None = None,
-                 orphan_lock: Any = None) -> None:
+                 orphan_lock: Any = None,
+                 real_phase: Callable[[], int] | None = None,
+                 drained: Callable[[], bool] | None = None,
+                 trim_fd: int = -1,
+                 on_stop: Callable[[], None] | None = None) -> None:
         self.on_exhausted = on_exhausted  #: replay: called when the recorded run stopped (stop ours)
         self.real_stop = real_stop  #: the manager's stop flag, read only at sched points
         self.real_load = real_load  #: the manager's load flag (wl_ctl RUN), read only at sched points
@@ -121,6 +155,22 @@ class TokenScheduler:
             self.woken: memoryview | None = view("cpu_woken")
         except KeyError:
             self.woken = None
+        # The step plan (none in a protocol test over bare arrays: all zero).
+        self.plan = read_plan(view)
+        self.real_phase = real_phase  #: the manager's phase word, for a run without a plan
+        self.drained = drained  #: whether in-flight work is done (the drain after the budget)
+        self.trim_fd = trim_fd  #: written to wake the manager when the token is handed to it
+        self.on_stop = on_stop  #: called when the token holder stops the run itself (budget, wedge)
+        self.manager = ncpus  #: the token value (and sc_* slot) of the manager
+        self.wstep = view("sc_wstep") if self.plan.wedge_steps else None
+        self.wcpus = view("sc_wcpus") if self.plan.wedge_steps else None
+        try:
+            self.cpu_ops: memoryview | None = view("cpu_ops")
+            self.wkeg: memoryview | None = view("cpu_wkeg")
+            self.keg_free: memoryview | None = view("uk_free")
+            self.lock_owner: memoryview | None = view("lock_owner")
+        except KeyError:
+            self.cpu_ops = self.wkeg = self.keg_free = self.lock_owner = None
         self._finished = False
         self._last_label = -1
         self._same = 0
@@ -144,9 +194,16 @@ class TokenScheduler:
         yielding = self._same >= SPIN_LIMIT or is_yield(label)
         step = ctl[CTL_STEP] + 1
         ctl[CTL_STEP] = step
+        plan = self.plan
+        # the wedge test first, then the stop: a replay then finds the recorded wedge at
+        # the very step its recording stops
+        if plan.wedge_steps and not ctl[CTL_STOP] and step % plan.check_steps == 0 and self.cpu_ops is not None:
+            self._check_wedge(step, plan.wedge_steps, final=False)
         if not ctl[CTL_STOP]:
             self._gate_stop(step)
         self._gate_load(step)
+        if plan.trim_steps and not ctl[CTL_STOP] and step >= ctl[CTL_NEXT_TRIM] and self._locks_free():
+            self._trim(step)
         nxt = self._pct_next(step, yielding)
         if self.replay:
             nxt = self._replay_next(step, lid, nxt)
@@ -165,15 +222,115 @@ class TokenScheduler:
         return bool(self.ctl[CTL_STOP])
 
     def _gate_stop(self, step: int) -> None:
-        ctl = self.ctl
-        if self.replay:
+        ctl, plan = self.ctl, self.plan
+        if self.real_stop is not None and self.real_stop():  # the manager: a signal, a stall
+            if not self.replay:
+                ctl[CTL_STOPSTEP] = step
+            ctl[CTL_STOP] = 1
+            ctl[CTL_END] = END_MANAGER
+        elif self.replay:
+            if step == plan.budget and plan.wedge_steps and self.cpu_ops is not None:
+                self._check_wedge(step, min(plan.wedge_steps, max(plan.budget // 2, 1)), final=True)
             if 0 < ctl[CTL_STOPSTEP] <= step:
                 ctl[CTL_STOP] = 1
+                ctl[CTL_END] = ctl[CTL_END] or END_RECORDING
                 if self.on_exhausted is not None:  # the recorded run stopped here: stop ours
                     self.on_exhausted()
-        elif self.real_stop is not None and self.real_stop():
+        elif plan.budget and step >= plan.budget:
+            self._at_budget(step)
+
+    def _at_budget(self, step: int) -> None:
+        """Past the budget the load is off; the run stops when in-flight work is done or
+        the drain's steps ran out.  At the budget step itself, the wedge test of a run's
+        end: sleepers and no progress for half the run (or the wedge steps, if fewer)."""
+        plan, ctl = self.plan, self.ctl
+        if step == plan.budget and plan.wedge_steps and self.cpu_ops is not None:
+            if self._check_wedge(step, min(plan.wedge_steps, max(plan.budget // 2, 1)), final=True):
+                return
+        if step >= plan.budget + plan.drain_steps or (self.drained is not None and self.drained()):
             ctl[CTL_STOPSTEP] = step
             ctl[CTL_STOP] = 1
+            ctl[CTL_END] = END_BUDGET
+            if self.on_stop is not None:
+                self.on_stop()
+
+    def phase(self) -> int:
+        """wl_ctl PHASE as a worker under the token sees it: by step with a plan, else
+        the manager's word (read at a sched point, like the load)."""
+        if self.plan.phase_step:
+            return self.plan.phase(int(self.ctl[CTL_STEP]))
+        return self.real_phase() if self.real_phase is not None else 0
+
+    # by step: the wedge test and the callout ------------------------------------------
+    def _sleepers(self) -> list[int]:
+        st, woken = self.state, self.woken
+        return [j for j in range(self.ncpus)
+                if st[j] == BLOCKED and not (woken is not None and woken[j])]
+
+    def _check_wedge(self, step: int, limit: int, *, final: bool) -> bool:
+        """The free watchdog's wedge test, counted in steps (True: wedged, run stopped)."""
+        ctl = self.ctl
+        sleepers = self._sleepers()
+        if not sleepers:
+            ctl[CTL_WSINCE] = 0
+            return False
+        ops_view, wkeg, keg_free = self.cpu_ops, self.wkeg, self.keg_free
+        assert ops_view is not None and wkeg is not None and keg_free is not None
+        ops = sum(int(ops_view[j]) for j in range(self.ncpus))
+        keg = int(wkeg[sleepers[0]])
+        free = int(keg_free[keg])
+        if ctl[CTL_WSINCE] == 0 or ops != ctl[CTL_WOPS]:
+            ctl[CTL_WSINCE], ctl[CTL_WOPS], ctl[CTL_WFREE], ctl[CTL_WKEG] = step, ops, free, keg
+            return False
+        if free > ctl[CTL_WFREE]:
+            ctl[CTL_WFREE] = free
+        if step - ctl[CTL_WSINCE] >= limit:
+            self._wedged(step, WEDGE_AT_END if final else WEDGE_NO_PROGRESS, sleepers)
+            return True
+        wstep = self.wstep
+        if not final and wstep is not None and any(
+                step - wstep[j] >= STARVED_FACTOR * self.plan.wedge_steps for j in sleepers):
+            self._wedged(step, WEDGE_STARVED, sleepers)
+            return True
+        return False
+
+    def _wedged(self, step: int, how: int, sleepers: list[int]) -> None:
+        """Record the wedge at ``step`` and stop the run there."""
+        ctl = self.ctl
+        if self.wcpus is not None:
+            for j in sleepers:
+                self.wcpus[j] = 1
+        if ctl[CTL_WSINCE] == 0:
+            ctl[CTL_WSINCE] = step
+        ctl[CTL_WHOW] = how
+        ctl[CTL_WEDGED] = step + 1
+        if not self.replay:
+            ctl[CTL_STOPSTEP] = step
+        ctl[CTL_STOP] = 1
+        ctl[CTL_END] = END_WEDGED
+        if self.on_stop is not None:
+            self.on_stop()
+
+    def _locks_free(self) -> bool:
+        """No allocator lock is held by anyone (the callout may run without waiting)."""
+        owner = self.lock_owner
+        return owner is not None and not any(owner)
+
+    def _trim(self, step: int) -> None:
+        """Hand the token to the manager for the trimming callout, and wait until it
+        comes back (the callout runs while every CPU waits: at this very step)."""
+        ctl, every = self.ctl, self.plan.trim_steps
+        ctl[CTL_NEXT_TRIM] = (step // every + 1) * every
+        ctl[CTL_TRIM_FROM] = self.k
+        ctl[CTL_TRIMS] += 1
+        ctl[CTL_TOKEN] = self.manager
+        if self.trim_fd >= 0:
+            try:
+                os.write(self.trim_fd, b"t")
+            except OSError as exc:  # a full pipe already holds a wake-up for the manager
+                if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    raise
+        self._wait()
 
     def load(self) -> bool:
         """The manager's load flag (wl_ctl RUN) as a worker under the token must see it:
@@ -191,9 +348,12 @@ class TokenScheduler:
                 i += 1
             ctl[CTL_NLOAD] = i
             return
-        if self.real_load is None:
+        if self.plan.budget:
+            v = self.plan.load(step)
+        elif self.real_load is None:
             return
-        v = self.real_load()
+        else:
+            v = self.real_load()
         if v != ctl[CTL_LOAD]:
             ctl[CTL_LOAD] = v
             i = ctl[CTL_NLOAD]
@@ -205,6 +365,8 @@ class TokenScheduler:
 
     def sched_block(self) -> None:
         """Right before CPU k sleeps in zonelimit: it is not runnable; pass the token."""
+        if self.wstep is not None:
+            self.wstep[self.k] = self.ctl[CTL_STEP] + 1  # the step of the hand-over below
         self.state[self.k] = BLOCKED
         self._leave("block")
 
@@ -242,14 +404,25 @@ class TokenScheduler:
             nxt = self._replay_next(step, lid, nxt)
         else:
             self._record(step, nxt, lid)
+        if nxt < 0 and self.plan.wedge_steps and not ctl[CTL_STOP]:
+            sleepers = self._sleepers()
+            if sleepers:  # nobody is left to run, and some sleep: nothing can wake them
+                self._wedged(step, WEDGE_ALL_BLOCKED, sleepers)
         self._hand(nxt)
 
     # choices -----------------------------------------------------------------------------
     def _runnable(self) -> list[bool]:
+        """Who may run.  Each state word is read once: a CPU woken from zonelimit moves
+        itself from BLOCKED to WAKING without the token (in its own process, as it
+        leaves the semaphore), and three reads of a word that changes under them saw
+        neither BLOCKED nor WAKING about once in ten thousand steps -- a woken CPU not
+        runnable for one choice, and a pct run that did not repeat itself."""
         st, woken = self.state, self.woken
-        return [st[j] == RUNNABLE or st[j] == WAKING
-                or (st[j] == BLOCKED and woken is not None and woken[j] != 0)
-                for j in range(self.ncpus)]
+        out = []
+        for j in range(self.ncpus):
+            s = st[j]
+            out.append(s == RUNNABLE or s == WAKING or (s == BLOCKED and woken is not None and woken[j] != 0))
+        return out
 
     def _pct_next(self, step: int, yielding: bool) -> int:
         ctl = self.ctl
