@@ -60,6 +60,7 @@ MAX_SECONDS = 30 * 86400  #: any time option, and a whole run: longer than any s
 MIN_PERIOD = 0.01  #: --interval, --trim-interval: the manager's loop wakes every 50 ms; finer is a spin
 MAX_ROUNDS = 1_000_000  #: --rounds
 MAX_SEED = 2**64 - 1  #: a seed is a 64-bit word (numpy's SeedSequence takes any, run.json keeps it exact)
+MAX_HUNT_SEEDS = 100000  #: seeds one hunt runs at most (a --seeds range, or a --budget's)
 MAX_PCT_DEPTH = 64  #: --pct-depth
 MAX_REPEAT = 1000  #: compare --repeat, bench --repeat
 MAX_PAGE_BUDGET = 1 << 31  #: --page-budget: 8 TB of 4 KB pages; the arena's words are 64-bit, the VM's int
@@ -180,6 +181,23 @@ def seconds(allow_zero: bool = False, minimum: float | None = None) -> Callable[
     return check
 
 
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(text: str) -> float:
+    """A length of time: seconds, or a number with ``s``, ``m`` or ``h`` (``30m``,
+    ``1.5h``, ``90s``), > 0 and at most :data:`MAX_SECONDS`."""
+    t = text.strip().lower()
+    unit = t[-1:] if t[-1:] in ("s", "m", "h") else ""
+    try:
+        value = float(t[: len(t) - len(unit)]) * _DURATION_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a time like 90, 90s, 30m or 2h, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0 or value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be a time > 0 and at most 30 days, got {text!r}")
+    return value
+
+
 def positive_number(text: str) -> float:
     """A finite number > 0 (a ratio, a spread)."""
     value = _finite(text)
@@ -209,8 +227,8 @@ def seed_range(text: str) -> range:
         raise argparse.ArgumentTypeError(f"must be A..B or N (whole numbers), got {text!r}") from None
     if lo < 0 or hi < lo or hi > MAX_SEED:
         raise argparse.ArgumentTypeError(f"must be A..B with 0 <= A <= B < 2**64, got {text!r}")
-    if hi - lo >= 100000:
-        raise argparse.ArgumentTypeError(f"at most 100000 seeds at once, got {text!r}")
+    if hi - lo >= MAX_HUNT_SEEDS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_HUNT_SEEDS} seeds at once, got {text!r}")
     return range(lo, hi + 1)
 
 

@@ -1,8 +1,17 @@
-"""``python -m stress race``: hunt a catalogued race over a range of seeds.
+"""``python -m stress race``: hunt a catalogued race, or the configuration as given, over seeds.
 
 One command to hunt a race and get a replay command for the failing seed::
 
     python -m stress race --inject refcount-eq0 --seeds 1..20 --sched pct
+    python -m stress race --era 2005 --budget 10m          # no injection: the allocator as it was
+    python -m stress race --policy path/to/mine.py:Mine    # your policy, every oracle armed
+
+Without ``--inject`` the hunt runs the configuration as given -- any era, policy or
+plugin -- with every oracle armed (the audit, INVARIANTS, WITNESS, the watchdog); under
+pct the trimming policy runs too, its callouts placed by step, so a failing seed
+replays exactly.  Whatever it finds counts, reported by class ("leak 2, wedged 1").
+``--budget 30m`` hunts seed after seed, from the first of ``--seeds``, until a seed
+fails or the time is spent (the seed running then completes).
 
 For every seed it runs one short stress run (``stress.engine.runner.execute``) with the
 injection switched on, the oracles armed (``--invariants``: poisoning, duplicate
@@ -25,7 +34,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +83,16 @@ HUNTS: dict[str, Hunt] = {
                            oracle="audit: counters vs a full walk of the arena"),
 }
 
+#: A hunt without an injection: the configuration as given, every verdict on the
+#: allocator a finding (a wedge of the 2005 era is its bug: exhaustion by lost clusters).
+AS_GIVEN = Hunt(frozenset({"leak", "wedged", "double-free", "corrupt", "lock-order"}), nmbclusters=2048,
+                oracle="every oracle: the audit, INVARIANTS, WITNESS, payload checks, the watchdog")
+
+
+def hunt_of(inject: tuple[str, ...]) -> Hunt:
+    """The hunt profile: the first injection's, or :data:`AS_GIVEN`."""
+    return HUNTS[inject[0]] if inject else AS_GIVEN
+
 
 parse_seeds = options.seed_range  #: ``A..B`` (inclusive) or ``N``: the seeds to hunt over
 
@@ -81,9 +100,16 @@ parse_seeds = options.seed_range  #: ``A..B`` (inclusive) or ``N``: the seeds to
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``race`` (each help text ends with its default)."""
     names = ", ".join(_config.INJECTIONS)
-    parser.add_argument("--inject", type=options.injection_list, action="append", required=True,
+    parser.add_argument("--inject", type=options.injection_list, action="append", default=[],
                         metavar="NAME[,NAME]",
-                        help=f"the race(s) to re-introduce and hunt: {names} (required)")
+                        help=f"the race(s) to re-introduce and hunt: {names} (default: none: hunt the "
+                             "configuration as given, every oracle armed)")
+    parser.add_argument("--budget", type=options.duration, default=None, metavar="TIME",
+                        help="hunt seed after seed (from the first of --seeds) until one fails or TIME is "
+                             "spent: 90s, 30m, 2h (default: the seeds of --seeds, each once)")
+    parser.add_argument("--policy", type=plugins.spec_checker("policy"), default=None, metavar="NAME",
+                        help="trimming policy, a name or a plugin (FILE.py:CLASS, MODULE:CLASS) "
+                             "(default: the era's)")
     parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("1..10"), metavar="A..B",
                         help="seeds to run, inclusive; one run per seed (default: 1..10)")
     parser.add_argument("--sched", type=options.one_of(("free", "jitter", "pct")), default="pct", metavar="MODE",
@@ -136,15 +162,15 @@ def hunt_config(inject: tuple[str, ...], seed: int, sched: str, *, cpus: int | N
                 jitter: float | None = None, duration: float | None = None, workload: str | None = None,
                 era: str | None = None, nmbclusters: int | None = None, wedge_timeout: float | None = None,
                 invariants: bool = True, oversubscribe: bool = False, out: str | None = None,
-                steps: int = 0) -> RunConfig:
+                steps: int = 0, policy: str | None = None) -> RunConfig:
     """The RunConfig of one hunt run: the first injection's profile, overridden by
     explicit values; the era preset's knobs (modern by default: fixed allocator)."""
-    h = HUNTS[inject[0]]
+    h = hunt_of(inject)
     if cpus is None:  # the profile's: its roles need that many, oversubscribed if need be
         cpus = h.cpus
         oversubscribe = oversubscribe or cpus > len(usable_cores())
     era = era or h.era
-    knobs = resolve_era(era, {})
+    knobs = resolve_era(era, {"policy": policy})
     return plugins.with_records(RunConfig(
         cpus=cpus, duration=duration if duration is not None else h.duration,
         workload=workload or h.workload, era=era, policy=knobs["policy"], refcount=knobs["refcount"],
@@ -253,18 +279,22 @@ def _execute() -> Execute:
     return lambda cfg, out: execute(cfg, out)
 
 
-def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
+def run_hunt(cfgs: Iterable[RunConfig], root: Path, execute: Execute | None = None,
              echo: Callable[[str], None] | None = None, stop_first: bool = False,
-             progress: RunProgress | None = None, stop: Any = None) -> list[SeedResult]:
+             progress: RunProgress | None = None, stop: Any = None,
+             deadline: float | None = None) -> list[SeedResult]:
     """Run each configuration (one per seed) into ``root/seed-N`` and classify it
     (``progress``: seeds done of the total, the current seed's time, an ETA).
 
     ``stop`` (the command's stress.engine.stopping.StopSignals): after a stop signal no
-    new seed starts; the seed it cut is kept, with its verdict ``interrupted``."""
+    new seed starts; the seed it cut is kept, with its verdict ``interrupted``.
+    ``deadline`` (``time.monotonic()``, --budget): no seed starts after it."""
     ex = execute or _execute()
     out = []
     for cfg in cfgs:
         if stop is not None and stop.requested:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
             break
         folder = root / f"seed-{cfg.seed}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -282,8 +312,10 @@ def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
             progress.done()
         verdict = str(doc.get("verdict", "error"))
         code = int(doc.get("exit_code", EX_TESTER))
-        expected = (verdict != "interrupted" and
-                    (caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts) if cfg.inject else verdict == "ok"))
+        # without an injection every verdict on the allocator is a finding (exit 1): an
+        # exhaustion wedge is how the 2005 allocator failed
+        expected = verdict != "interrupted" and (caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts)
+                                                 if cfg.inject else code == EX_FAIL)
         r = SeedResult(cfg.seed, verdict, code, detection_time(doc), folder, expected, detection_step(doc))
         out.append(r)
         if echo is not None:
@@ -293,22 +325,40 @@ def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
     return out
 
 
-def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str, stopped: str | None = None) -> str:
+def by_class(results: list[SeedResult]) -> dict[str, int]:
+    """Seeds per verdict class among those that failed (``{"leak": 2, "wedged": 1}``)."""
+    out: dict[str, int] = {}
+    for r in results:
+        if r.failed and not r.interrupted:
+            out[r.verdict] = out.get(r.verdict, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str, stopped: str | None = None,
+                 what: str = "", budget: float | None = None) -> str:
     """``found in k of n seeds (inject refcount-eq0, sched pct)``, plus the seeds that
     failed some other way, if any, and the stop signal that cut the hunt short.  A seed
-    the signal cut is not counted among the n."""
+    the signal cut is not counted among the n.  Without an injection (``what``: the
+    configuration in words) every failure is a finding, listed by class."""
     done = [r for r in results if not r.interrupted]
     k = sum(r.found for r in done)
     other = sum(r.failed and not r.found for r in done)
     extra = f"; {other} other failures" if other else ""
+    classes = by_class(done)
+    if not inject and classes:
+        extra += ": " + ", ".join(f"{verdict} {n}" for verdict, n in classes.items())
+    if budget is not None and not stopped and not k:
+        extra += f"; the budget of {budget:g} s is spent"
     if stopped:
         extra += f"; interrupted by {stopped} after {len(done)} seeds"
-    return f"found in {k} of {len(done)} seeds (inject {','.join(inject)}, sched {sched}){extra}"
+    hunted = f"inject {','.join(inject)}" if inject else f"no injection: {what}"
+    return f"found in {k} of {len(done)} seeds ({hunted}, sched {sched}){extra}"
 
 
 def default_root(inject: tuple[str, ...]) -> Path:
-    """Create and claim results/race-<timestamp>-<inject>/, never an existing folder."""
-    return new_folder(Path("results"), f"race-{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(inject)}")
+    """Create and claim results/race-<timestamp>-<inject>/ (``-as-given`` without an
+    injection), never an existing folder."""
+    return new_folder(Path("results"), f"race-{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(inject) or 'as-given'}")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -321,8 +371,6 @@ def main(args: argparse.Namespace) -> int:
 
 def _hunt(args: argparse.Namespace) -> int:
     inject = tuple(dict.fromkeys(n for group in args.inject for n in group))
-    if not inject:
-        raise UsageError("--inject: name at least one race: " + ", ".join(_config.INJECTIONS))
     if args.jitter is not None and args.sched != "jitter":
         raise UsageError(f"--jitter: only with --sched jitter (got --sched {args.sched})")
     if args.steps is not None and args.sched != "pct":
@@ -330,7 +378,7 @@ def _hunt(args: argparse.Namespace) -> int:
     oversubscribe = args.oversubscribe
     cpus = args.cpus
     if cpus is None:  # the profile's: its roles need that many, so oversubscribe if must
-        cpus = HUNTS[inject[0]].cpus
+        cpus = hunt_of(inject).cpus
         oversubscribe = oversubscribe or cpus > len(usable_cores())
     options.check_cpus(cpus, oversubscribe)
     options.check_out(args.out)
@@ -338,29 +386,46 @@ def _hunt(args: argparse.Namespace) -> int:
         root = claim_folder(Path(args.out)) if args.out else default_root(inject)
     except FolderError as exc:
         raise UsageError(f"--out: {exc}") from None
-    cfgs = [hunt_config(inject, seed, args.sched, cpus=cpus, pct_depth=args.pct_depth,
-                        jitter=args.jitter,
-                        duration=args.duration, workload=args.workload, era=args.era,
-                        nmbclusters=args.nmbclusters, wedge_timeout=args.wedge_timeout,
-                        invariants=not args.no_invariants, oversubscribe=oversubscribe, steps=args.steps or 0)
-            for seed in args.seeds]
+    seeds = range(args.seeds.start, min(args.seeds.start + options.MAX_HUNT_SEEDS, options.MAX_SEED + 1)) \
+        if args.budget is not None else args.seeds
+
+    def config(seed: int) -> RunConfig:
+        return hunt_config(inject, seed, args.sched, cpus=cpus, pct_depth=args.pct_depth, jitter=args.jitter,
+                           duration=args.duration, workload=args.workload, era=args.era,
+                           nmbclusters=args.nmbclusters, wedge_timeout=args.wedge_timeout,
+                           invariants=not args.no_invariants, oversubscribe=oversubscribe, steps=args.steps or 0,
+                           policy=args.policy)
+
+    first = config(seeds.start)  # the configuration, checked before any run
+    what = f"era {first.era}, policy {first.policy}, refcount {first.refcount}, wakeup {first.wakeup}, " \
+           f"workload {first.workload}"
+    cfgs = (config(seed) for seed in seeds)
     quiet = args.quiet or args.json
+    deadline = time.monotonic() + args.budget if args.budget is not None else None
 
     from stress.engine import stopping
 
     start = documents.host_start()
-    with RunProgress(len(cfgs), "seeds", enabled=wanted(quiet), quiet_lines=quiet) as progress, \
+    total = None if args.budget is not None else len(seeds)
+    with RunProgress(total, "seeds", enabled=wanted(quiet), quiet_lines=quiet) as progress, \
             stopping.command_signals() as stop:
-        progress.say(f"hunting {','.join(inject)} over seeds {args.seeds.start}..{args.seeds.stop - 1} "
-                     f"({args.sched}, {cpus} CPUs) into {root}")
-        results = run_hunt(cfgs, root, echo=None if quiet else progress.say, stop_first=args.stop_first,
-                           progress=progress, stop=stop)
+        hunted = ','.join(inject) or f"the configuration as given ({what})"
+        over = (f"seeds from {seeds.start} for {args.budget:g} s or until one fails" if args.budget is not None
+                else f"seeds {seeds.start}..{seeds.stop - 1}")
+        progress.say(f"hunting {hunted} over {over} ({args.sched}, {cpus} CPUs) into {root}")
+        results = run_hunt(cfgs, root, echo=None if quiet else progress.say,
+                           stop_first=args.stop_first or args.budget is not None,
+                           progress=progress, stop=stop, deadline=deadline)
         stopped = stop.freeze()  # race.json, written next, says whether a signal cut the hunt
-    line = summary_line(results, inject, args.sched, stopped)
+    line = summary_line(results, inject, args.sched, stopped, what=what, budget=args.budget)
     doc = documents.race_document(inject=list(inject), sched=args.sched, folder=root,
                                   seeds=[r.to_dict() for r in results], found=sum(r.found for r in results),
                                   summary=line, start=start)
     doc["interrupted"] = stopped  # the signal that cut the hunt short, or null
+    doc["by_class"] = by_class(results)
+    doc["budget_s"] = args.budget
+    doc["configuration"] = {"era": first.era, "policy": first.policy, "refcount": first.refcount,
+                            "wakeup": first.wakeup, "workload": first.workload}
     documents.write_race_json(root, doc)
     if args.json:
         print(documents.doc_text(doc, documents.RACE_FORMAT, indent=1), end="")
