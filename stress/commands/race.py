@@ -41,6 +41,7 @@ from typing import Any
 
 from stress import config as _config
 from stress import documents, options, plugins
+from stress.commands.export_test import export_test
 from stress.commands.run import MAX_STEPS
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import usable_cores
@@ -155,6 +156,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "results/race-<timestamp>-<inject>/)")
     parser.add_argument("--json", action="store_true",
                         help="print the hunt summary as JSON instead of lines (default: off)")
+    parser.add_argument("--export-test", default=None, metavar="RUN_DIR",
+                        help="hunt nothing: write a pytest file that replays RUN_DIR's failing pct run and "
+                             "asserts its verdict (to --out FILE, default test_zonelimit_<folder>.py)")
     parser.add_argument("--quiet", action="store_true", help="only the summary line (default: off)")
 
 
@@ -370,6 +374,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _hunt(args: argparse.Namespace) -> int:
+    if args.export_test is not None:
+        path = export_test(Path(args.export_test), Path(args.out) if args.out else None)
+        print(f"wrote {path}: a pytest test that replays {args.export_test} and asserts its verdict")
+        return EX_OK
     inject = tuple(dict.fromkeys(n for group in args.inject for n in group))
     if args.jitter is not None and args.sched != "jitter":
         raise UsageError(f"--jitter: only with --sched jitter (got --sched {args.sched})")

@@ -269,3 +269,25 @@ def test_race_without_injection_finds_the_2005_refcount_race(tmp_path: Path) -> 
     assert doc["inject"] == [] and doc["by_class"] == {"leak": 1} and doc["budget_s"] == 600.0
     run = json.loads((out / "seed-1" / "run.json").read_text())
     assert run["audit"]["lost"]["cluster"] > 0 and run["config"]["inject"] == []
+
+    # --export-test: the failing seed as a pytest file that replays it, for the user's suite
+    test_file = tmp_path / "suite" / "test_exported.py"
+    test_file.parent.mkdir()
+    p = _stress("race", "--export-test", str(out / "seed-1"), "--out", str(test_file))
+    assert p.returncode == 0 and test_file.is_file(), p.stderr
+    assert _stress("race", "--export-test", str(out / "seed-1"), "--out", str(test_file)).returncode == 2  # taken
+    ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
+                         cwd=test_file.parent, capture_output=True, text=True, timeout=900)
+    assert ran.returncode == 0, ran.stdout[-3000:]
+    lost = run["audit"]["lost"]
+    text = test_file.read_text()
+    assert f'assert doc["audit"]["lost"] == {lost!r}' in text
+    test_file.write_text(text.replace(f"== {lost!r}", f"== {{'mbuf': 0, 'cluster': {lost['cluster'] + 1}}}"))
+    ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
+                         cwd=test_file.parent, capture_output=True, text=True, timeout=900)
+    assert ran.returncode == 1, "the exported test can fail"
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "run.json").write_text((out / "seed-1" / "run.json").read_text())
+    p = _stress("race", "--export-test", str(bare), "--out", str(tmp_path / "t.py"))
+    assert p.returncode == 2 and "has no schedule.json" in p.stderr
