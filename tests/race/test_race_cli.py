@@ -101,7 +101,7 @@ def test_hunt_then_replay_reproduces_the_verdict(tmp_path: Path) -> None:
     on any machine under any load, at the same step, and the replay reaches the very
     same state: the same verdict, the same lost clusters, the same step."""
     out = tmp_path / "hunt"
-    p = _stress("race", "--inject", "refcount-eq0", "--seeds", "1", "--sched", "pct", "--steps", "60000",
+    p = _stress("race", "--inject", "refcount-eq0", "--seeds", "1", "--sched", "pct", "--steps", "15000",
                 "--out", str(out))
     assert p.returncode == 1, p.stdout + p.stderr
     assert "found in 1 of 1 seeds" in p.stdout
@@ -111,7 +111,7 @@ def test_hunt_then_replay_reproduces_the_verdict(tmp_path: Path) -> None:
     assert cmd == f"python -m stress replay {folder}"
     first = json.loads((folder / "run.json").read_text())
     assert (folder / "schedule.json").is_file()
-    assert first["config"]["steps"] == 60000 and first["schedule"]["budget"] == 60000
+    assert first["config"]["steps"] == 15000 and first["schedule"]["budget"] == 15000
     r = _stress("replay", str(folder), "--quiet")
     assert r.returncode == 1, r.stdout + r.stderr
     again = json.loads((folder / "replay-1" / "run.json").read_text())
@@ -142,12 +142,12 @@ def test_hunt_then_replay_a_wakeup_row(tmp_path: Path, inject: str) -> None:
     keg, and the printed replay command follows the schedule to the same wedge.
 
     The runs are placed by step (the wedge test counts steps, not seconds), so the hunt
-    gives the same result beside a CPU hog as on an idle machine: every one of seeds
-    1..3 finds it (before, bounded by seconds, a loaded machine found wake-one in 0 of 3)."""
+    gives the same result beside a CPU hog as on an idle machine: both of seeds 1..2 find
+    it (before, bounded by seconds, a loaded machine found wake-one in 0 of 3)."""
     out = tmp_path / "hunt"
-    p = _stress("race", "--inject", inject, "--seeds", "1..3", "--sched", "pct", "--out", str(out))
+    p = _stress("race", "--inject", inject, "--seeds", "1..2", "--sched", "pct", "--out", str(out))
     assert p.returncode == 1, p.stdout + p.stderr
-    assert f"found in 3 of 3 seeds (inject {inject}, sched pct)" in p.stdout, p.stdout
+    assert f"found in 2 of 2 seeds (inject {inject}, sched pct)" in p.stdout, p.stdout
     line = next(ln for ln in p.stdout.splitlines() if ln.startswith("seed 1: ") and "replay: " in ln)
     folder = Path(line.split("replay: python -m stress replay ", 1)[1])
     first = json.loads((folder / "run.json").read_text())
@@ -178,11 +178,11 @@ def test_race_workloads_run_clean_without_injection(tmp_path: Path, workload: st
 def test_race_workloads_under_pct_are_exact(tmp_path: Path, workload: str, nmb: int, cpus: int) -> None:
     """The same under pct, placed by step: clean, and exactly the same run twice -- the
     same steps, switches, packets and audit -- whatever the load on the machine."""
-    runs = [_run_race_workload(tmp_path / f"run{i}", workload, nmb, cpus, "pct", "--steps", "40000")
+    runs = [_run_race_workload(tmp_path / f"run{i}", workload, nmb, cpus, "pct", "--steps", "20000")
             for i in range(2)]
     for doc in runs:
         assert doc["verdict"] == "ok" and doc["ops"]["packets"] > 0, doc["verdict_detail"]
-        assert doc["schedule"]["budget"] == 40000 and doc["schedule"]["ended_by"] == "budget"
+        assert doc["schedule"]["budget"] == 20000 and doc["schedule"]["ended_by"] == "budget"
 
     def exact(doc: dict[str, Any]) -> tuple[Any, ...]:
         s = doc["schedule"]
