@@ -261,7 +261,7 @@ def test_race_without_injection_finds_the_2005_refcount_race(tmp_path: Path) -> 
     loses clusters to its refcount race; placed by step, so the first seed finds it on
     any machine, and a budget ends the hunt there."""
     out = tmp_path / "hunt"
-    p = _stress("race", "--era", "2005", "--steps", "20000", "--budget", "10m", "--out", str(out), timeout=600)
+    p = _stress("race", "--era", "2005", "--steps", "10000", "--budget", "10m", "--out", str(out), timeout=600)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "hunting the configuration as given (era 2005, policy none, refcount buggy-eq0" in p.stdout
     assert "found in 1 of 1 seeds (no injection: era 2005" in p.stdout and ": leak 1" in p.stdout
