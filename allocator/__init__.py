@@ -47,6 +47,12 @@ each kernel's working-set statistics are kept by allocator/workingset.py),
 ``uma.page_shortage()`` / ``uma.free_pages()`` (the low-memory event, allocator/pageout.py),
 ``uma.close()``.
 
+``allocator.COMPILED``
+    Whether the hot modules run compiled (Cython) or interpreted in this process
+    (allocator/implementation.py: ``ZONELIMIT_PURE=1`` forces interpreted).  Read at
+    each access (``implementation.use`` may change it), so read it as
+    ``allocator.COMPILED`` rather than importing the name.
+
 ``uma.manager().lock_within(lock, point, timeout) -> bool``, ``.lock_holder(lock) -> int``
     A lock taken with a timeout, for the manager, which must never block forever on a
     lock a stopped worker holds.  Returns: False with nothing taken on timeout; then the
@@ -59,9 +65,13 @@ each kernel's working-set statistics are kept by allocator/workingset.py),
     ``.gave_up``) after releasing every lock the context held.
 """
 
+from typing import TYPE_CHECKING
+
+from . import implementation
 from .audit import AuditReport
 from .cpu import Cpu
-from .debug import UmaPanic
+from .errors import LockTimeout, UmaPanic, UmaSleepError
+from .implementation import UnsupportedArchitecture
 from .keg import M_NOWAIT, M_WAITOK
 from .layout import (
     EXT_CLUSTER,
@@ -85,16 +95,26 @@ from .layout import (
     Geometry,
     Layout,
 )
-from .limit import UmaSleepError
-from .lock import LockTimeout
 from .stats import NetstatM, Stats, ZoneStats, netstat_m_lines, vmstat_z_lines
 from .uma import INJECTIONS, Panic, PercpuCache, Sleeper, Uma, UmaConfig
 
 __all__ = [
-    "INJECTIONS", "LOCK_NAMES", "EXT_CLUSTER", "EXT_NONE", "EXT_PACKET", "KEG_CLUSTER", "KEG_MBUF", "KEG_NAMES",
-    "M_EXT", "M_NOWAIT", "M_PKTHDR", "M_WAITOK", "MCLBYTES", "MSIZE", "MT_DATA", "MT_HEADER",
+    "COMPILED", "INJECTIONS", "LOCK_NAMES", "EXT_CLUSTER", "EXT_NONE", "EXT_PACKET", "KEG_CLUSTER", "KEG_MBUF",
+    "KEG_NAMES", "M_EXT", "M_NOWAIT", "M_PKTHDR", "M_WAITOK", "MCLBYTES", "MSIZE", "MT_DATA", "MT_HEADER",
     "ZONE_CLUSTER", "ZONE_MBUF", "ZONE_NAMES", "ZONE_PACKET",
     "ArraySpec", "AuditReport", "Cpu", "Geometry", "Layout", "LockTimeout", "NetstatM", "Panic", "PercpuCache",
-    "Sleeper", "Stats",
-    "Uma", "UmaConfig", "UmaPanic", "UmaSleepError", "ZoneStats", "netstat_m_lines", "vmstat_z_lines",
+    "Sleeper", "Stats", "Uma", "UmaConfig", "UmaPanic", "UmaSleepError", "UnsupportedArchitecture", "ZoneStats",
+    "netstat_m_lines", "vmstat_z_lines",
 ]
+
+
+if TYPE_CHECKING:
+    COMPILED: bool  #: the process's mode (implementation.COMPILED)
+else:
+
+    def __getattr__(name: str) -> object:
+        """``allocator.COMPILED``: the mode now (implementation.use changes it), not the
+        mode when this package was first imported."""
+        if name == "COMPILED":
+            return implementation.COMPILED
+        raise AttributeError(f"module 'allocator' has no attribute {name!r}")

@@ -190,7 +190,10 @@ class Arena:
             return
         self.closed = True
         for v in self._views.values():
-            v.release()
+            try:
+                v.release()
+            except BufferError:
+                pass  # a compiled context still holds it; the mapping dies with the process
         self._views.clear()
         self._nps.clear()
         self._buf.release()

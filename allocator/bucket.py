@@ -9,8 +9,9 @@ bucket allocation can; callers then fall back to the slab.
 
 from __future__ import annotations
 
+from allocator.layout import BUCKET_SIZES, LOCK_BUCKET
+
 from .context import Context
-from .layout import BUCKET_SIZES, LOCK_BUCKET
 from .lock import P_BUCKET_ALLOC, P_BUCKET_FREE
 
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .arena import Arena
-from .layout import BUCKET_MAX, NKEGS, NZONES, ZONE_KEG
+from allocator.arena import Arena
+from allocator.layout import BUCKET_MAX, NKEGS, NZONES, ZONE_KEG
+
 from .lock import LockOps
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .arena import Arena
+from allocator.arena import Arena
+from allocator.layout import HDR_KNOBS, KNOB_INVARIANTS
+
 from .debug import DebugOps
-from .layout import HDR_KNOBS, KNOB_INVARIANTS
 
 
 class Cpu(DebugOps):
@@ -60,8 +61,17 @@ class Cpu(DebugOps):
 
     def instrument(self) -> None:
         """(Re)choose the lock implementation after hooks were installed: plain unless
-        a sched point, spinning, lock profiling or lock hooks are in use."""
+        a sched point, spinning, lock profiling or lock hooks are in use; and tell the
+        fast path whether to call the sched point and whether zalloc/zfree are wrapped
+        (INVARIANTS, the stats-unlocked injection)."""
         from .context import _noop_label
 
-        self.lock_mode(sched=self.sched_point is not _noop_label, spin=self.sched_locks,
+        sched = self.sched_point is not _noop_label
+        self.lock_mode(sched=sched, spin=self.sched_locks,
                        profile=self.lock_profile, hooks=self.lock_hooks is not None)
+        self._fast.configure(sched, not (self.invariants or "stats-unlocked" in self.inject))
+
+    def release(self) -> None:
+        """Drop this context's arena views (the compiled fast path holds buffer exports
+        that would keep the arena from being unmapped).  ``Uma.close`` calls it."""
+        self._fast.release()

@@ -14,8 +14,8 @@ finding process, which stops (a kernel would stop too).
 
 from __future__ import annotations
 
-from .keg import M_WAITOK
-from .layout import (
+from allocator.errors import UmaPanic
+from allocator.layout import (
     EXT_PACKET,
     HDR_PANICS,
     ITEM_FREE,
@@ -26,27 +26,17 @@ from .layout import (
     PANIC_DUP_ALLOC,
     PANIC_DUP_FREE,
     PANIC_MODIFIED_AFTER_FREE,
-    PANIC_NAMES,
     PANIC_WORDS,
     POISON,
     ZONE_CLUSTER,
-    ZONE_NAMES,
     ZONE_PACKET,
 )
+
+from .keg import M_WAITOK
 from .mbuf import MbufOps
 
 _SIZES = (MSIZE, MCLBYTES)
 _JUNK = (POISON * (MSIZE // 4), POISON * (MCLBYTES // 4))
-
-
-class UmaPanic(RuntimeError):
-    """The allocator found an impossible state (INVARIANTS).  Recorded in the arena."""
-
-    def __init__(self, kind: int, zone: int, item: int, cpu: int, other: int = -1) -> None:
-        self.kind, self.zone, self.item, self.cpu, self.other = kind, zone, item, cpu, other
-        zname = ZONE_NAMES[zone] if 0 <= zone < len(ZONE_NAMES) else "?"
-        super().__init__(f"panic: {PANIC_NAMES.get(kind, kind)}: zone {zname} item {item} cpu {cpu}"
-                         + (f" (cluster {other})" if other >= 0 else ""))
 
 
 class DebugOps(MbufOps):

@@ -12,14 +12,15 @@ it held; :meth:`KegOps.keg_fetch_slab` may drop and re-take it while it sleeps.
 
 from __future__ import annotations
 
-from .context import Context
-from .layout import (
+from allocator.layout import (
     ITEM_FREE,
     MCLBYTES,
     MSIZE,
     POISON,
     UMA_ZFLAG_FULL,
 )
+
+from .context import Context
 
 LIST_NONE = 0  # full slab, on no list
 LIST_PART = 1

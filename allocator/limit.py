@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import time
 
+from allocator.errors import UmaSleepError
+from allocator.layout import HDR_KNOBS, KNOB_WAKEUP_ALL, WCHAN_NONE, WCHAN_ZONELIMIT
+
 from .keg import KegOps
-from .layout import HDR_KNOBS, KNOB_WAKEUP_ALL, WCHAN_NONE, WCHAN_ZONELIMIT
 from .lock import P_SLEEP
-
-
-class UmaSleepError(RuntimeError):
-    """A context that cannot sleep (the manager, an observer) was asked to."""
 
 
 class LimitOps(KegOps):

@@ -28,25 +28,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .layout import LOCK_NAMES, LOCK_POINTS_MAX, LP_NFIELDS, NLOCKS
+from allocator.errors import LockTimeout  # a hot module defines no exception (errors.py says why)
+from allocator.layout import LOCK_NAMES, LOCK_POINTS_MAX, LP_NFIELDS, NLOCKS
 
 #: seconds a bounded acquire blocks at a time before it asks whether to give up
 BOUND_SLICE = 0.05
-
-
-class LockTimeout(RuntimeError):
-    """A bounded context could not take a lock in time (or was told to give up).
-
-    ``lock`` is the lock id, ``name`` its name, ``holder`` the row its owner word named
-    when the wait ended (a CPU number, the manager's row, -1 if the word said free),
-    ``waited`` the seconds waited, ``gave_up`` True when the wait was cut short by the
-    caller (a stop was requested) rather than by the time limit.  Every lock the
-    context held was released before this was raised."""
-
-    def __init__(self, lock: int, holder: int, waited: float, gave_up: bool = False) -> None:
-        self.lock, self.name, self.holder, self.waited, self.gave_up = lock, LOCK_NAMES[lock], holder, waited, gave_up
-        why = "gave up" if gave_up else "timed out"
-        super().__init__(f"{why} after {waited:.1f} s waiting for the {self.name} lock (owner word: row {holder})")
 
 
 class BoundedLock:

@@ -21,12 +21,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import snapshot
 from .arena import Arena
 from .audit import AuditReport, audit
-from .cpu import Cpu
+from .implementation import check_architecture, cpu_class
 from .layout import (
     BUCKET_MAX,
     HDR_KNOBS,
@@ -60,6 +60,9 @@ from .lock import NPOINTS, POINTS, hold_samples, make_locks
 from .pageout import free_pages, page_shortage
 from .policy._interface import Decision
 from .stats import Stats, compute_stats
+
+if TYPE_CHECKING:
+    from .cpu import Cpu
 
 INJECTIONS = ("refcount-eq0", "refcount-unlocked", "lost-wakeup", "wake-one", "cache-drain-unsafe",
               "stats-unlocked")
@@ -142,22 +145,26 @@ class Uma:
     config: UmaConfig | None
     locks: list[Any] | None
     sems: list[Any] | None
+    cpu_type: type[Cpu] | None  #: the CPU context class of the mode chosen at creation (implementation.py)
     _manager: Cpu | None = None
     _offcpu: Cpu | None = None
     _cpus: dict[int, Cpu] = field(default_factory=dict)
 
     # --- creation -----------------------------------------------------------------------
     @staticmethod
-    def create(cfg: UmaConfig) -> Uma:
+    def create(cfg: UmaConfig, compiled: bool | None = None) -> Uma:
         """Create and initialise an arena (uma_startup + the three mbuf zones).  Call in
         the manager before forking; locks and semaphores come from a fork context, so
-        their POSIX semaphores are unlinked at once and can never leak."""
+        their POSIX semaphores are unlinked at once and can never leak.  ``compiled``
+        chooses the hot modules' implementation (None: the process's, allocator.COMPILED;
+        the differential test drives both side by side)."""
+        check_architecture()
         g = Geometry.for_config(cfg.ncpus, cfg.nmbclusters, cfg.mbuf_factor)
         arena = Arena.create(g, cfg.extra)
         ctx = multiprocessing.get_context("fork")
         locks = make_locks(ctx)
         sems = [ctx.Semaphore(0) for _ in range(g.rows)]
-        uma = Uma(arena, cfg, locks, sems)
+        uma = Uma(arena, cfg, locks, sems, cpu_class(compiled))
         uma._init_arena()
         return uma
 
@@ -165,13 +172,14 @@ class Uma:
     def attach(path: str, readonly: bool = False) -> Uma:
         """Attach to a live arena (read-mostly: no locks, no CPU contexts); ``readonly``
         maps it without write permission (an observer: nothing it does can change the run)."""
-        return Uma(Arena.attach(path, readonly), None, None, None)
+        check_architecture()
+        return Uma(Arena.attach(path, readonly), None, None, None, None)
 
     @staticmethod
     def from_snapshot(path: str | os.PathLike[str]) -> Uma:
         """An allocator over an arena rebuilt from a snapshot (allocator/snapshot.py):
         read it, audit it; like an attached arena it has no locks and no CPU contexts."""
-        return Uma(snapshot.load(path), None, None, None)
+        return Uma(snapshot.load(path), None, None, None, None)
 
     def snapshot(self, path: str | os.PathLike[str]) -> Path:
         """Write every array of the arena to ``path`` (allocator/snapshot.py), payload excepted."""
@@ -224,14 +232,14 @@ class Uma:
     # --- contexts -----------------------------------------------------------------------
     def cpu(self, k: int) -> Cpu:
         """The context of CPU ``k``: call in the process that acts as CPU k."""
-        if self.locks is None or self.config is None:
+        if self.locks is None or self.config is None or self.cpu_type is None:
             raise RuntimeError("an attached arena has no CPU contexts")
         if not 0 <= k < self.arena.layout.geometry.ncpus:
             raise ValueError(f"cpu {k} out of range")
         c = self._cpus.get(k)
         if c is None:
             self.arena.view("cpu_pid")[k] = os.getpid()
-            c = Cpu(self.arena, k, self.locks, self.sems, self.config.inject,
+            c = self.cpu_type(self.arena, k, self.locks, self.sems, self.config.inject,
                     sched_locks=self.config.sched_locks, lock_profile=self.config.lock_profile)
             self._cpus[k] = c
         return c
@@ -239,12 +247,12 @@ class Uma:
     def manager(self) -> Cpu:
         """The manager's context (row ncpus): drains, trims, prefills; never sleeps and
         has no per-CPU buckets (frees go straight to the slabs)."""
-        if self.locks is None or self.config is None:
+        if self.locks is None or self.config is None or self.cpu_type is None:
             raise RuntimeError("an attached arena has no contexts")
         if self._manager is None:
             row = self.arena.layout.geometry.ncpus
             self.arena.view("cpu_pid")[row] = os.getpid()
-            self._manager = Cpu(self.arena, row, self.locks, self.sems, self.config.inject,
+            self._manager = self.cpu_type(self.arena, row, self.locks, self.sems, self.config.inject,
                                 sched_locks=self.config.sched_locks, lock_profile=self.config.lock_profile)
         return self._manager
 
@@ -252,11 +260,11 @@ class Uma:
         """A CPU-less context (row ncpus + 2) for tester code inside ONE worker process
         that must bypass per-CPU caches (single items straight from the slabs) without
         sharing the manager's row.  Like the manager's, it never sleeps."""
-        if self.locks is None or self.config is None:
+        if self.locks is None or self.config is None or self.cpu_type is None:
             raise RuntimeError("an attached arena has no contexts")
         if self._offcpu is None:
             row = self.arena.layout.geometry.ncpus + 2
-            self._offcpu = Cpu(self.arena, row, self.locks, self.sems, self.config.inject,
+            self._offcpu = self.cpu_type(self.arena, row, self.locks, self.sems, self.config.inject,
                                sched_locks=self.config.sched_locks, lock_profile=self.config.lock_profile)
         return self._offcpu
 
@@ -480,8 +488,16 @@ class Uma:
         """True when the page daemon would fire vm_lowmem now (allocator/pageout.py)."""
         return page_shortage(self.page_budget, int(self.arena.np("uk_pages").sum()))
 
+    @property
+    def compiled(self) -> bool:
+        """Whether this allocator's CPU contexts are the compiled ones (implementation.py)."""
+        return self.cpu_type is not None and self.cpu_type.__module__.startswith("allocator._compiled.")
+
     def close(self) -> None:
-        """Unmap the arena (idempotent)."""
+        """Drop the CPU contexts' views and unmap the arena (idempotent)."""
+        for c in [*self._cpus.values(), self._manager, self._offcpu]:
+            if c is not None:
+                c.release()
         self._cpus.clear()
         self._manager = None
         self._offcpu = None

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .bucket import BucketOps
-from .keg import M_NOWAIT, M_WAITOK
-from .layout import (
+from allocator.layout import (
     BUCKET_MAX,
     HDR_KNOBS,
     KNOB_NO_BUCKETS,
@@ -32,6 +30,10 @@ from .layout import (
     PANIC_EMPTY_BUCKET,
     UMA_ZFLAG_FULL,
 )
+
+from .bucket import BucketOps
+from .fastpath import FastPath
+from .keg import M_NOWAIT, M_WAITOK
 from .limit import LimitOps
 from .lock import (
     P_CACHE_DRAIN,
@@ -65,87 +67,27 @@ class ZoneOps(LimitOps, BucketOps, WorkingSetOps):
         raise NotImplementedError
 
     # --- the fast paths -----------------------------------------------------------------
-    # perf (P1, performance.md): the per-CPU cache hit is a closure made once per CPU
-    # context by bind_fast_paths(), over the arena's memoryviews bound as closure cells,
-    # and stored as the *instance* attribute ``zalloc``/``zfree``: a call is then one
-    # plain function call with no bound-method object and no ``self.attr`` look-ups.
-    # The methods below are the same operations for the class (INVARIANTS calls them
-    # as the unchecked pop); both run the one closure.
-    _zalloc_fast: Callable[[int, int, int], int]
-    _zfree_fast: Callable[[int, int, int], None]
+    # The per-CPU cache hit is allocator/fastpath.py's FastPath (compiled when built: one
+    # source, two speeds).  bind_fast_path() stores its bound methods as the *instance*
+    # attributes ``zalloc``/``zfree``/``serve``, so a consumer's call skips this class.
+    # The methods below are the same operations for the class (INVARIANTS calls them as
+    # the unchecked pop); both run the one FastPath.
+    _fast: FastPath
 
     def zalloc(self, z: int, flags: int = M_WAITOK, udata: int = -1) -> int:
         """uma_zalloc_arg: an item of zone ``z``, or -1 (M_NOWAIT at the limit)."""
-        return self._zalloc_fast(z, flags, udata)
+        return int(self._fast.zalloc(z, flags, udata))
 
     def zfree(self, z: int, item: int, udata: int = -1) -> None:
         """uma_zfree_arg: give ``item`` back to zone ``z``."""
-        self._zfree_fast(z, item, udata)
+        self._fast.zfree(z, item, udata)
 
-    def bind_fast_paths(self) -> None:
-        """Make this context's zalloc/zfree fast paths (call once, after the zone hooks
-        are installed; the hook lists are read at every call, so a hook replaced later
-        still runs).  Semantics are uma_zalloc_arg/uma_zfree_arg's, step 1:
-
-        alloc: pop the CPU's alloc bucket, count the allocation, run the ctor; anything
-        else (empty or no bucket) is the slow path.  free: count, run the dtor; if the
-        keg is FULL bypass the caches (and wake a sleeper) through the slab; else push
-        on the CPU's free bucket if it has room; anything else is the slow path."""
-        allocbucket = self.uc_allocbucket
-        freebucket = self.uc_freebucket
-        cnt = self.ub_cnt
-        entries = self.ub_entries
-        slots = self.ub_bucket
-        allocs = self.uc_allocs
-        frees = self.uc_frees
-        ukflags = self.uk_flags
-        ci_ = tuple(self._ci)
-        sci_ = tuple(self._sci)
-        zkeg = tuple(self._zkeg)
-        ctors = self._ctor
-        dtors = self._dtor
-        zalloc_slow = self._zalloc_slow
-        zfree_slow = self._zfree_slow
-        zfree_internal = self.zfree_internal
-        assert BUCKET_MAX == 128 and UMA_ZFLAG_FULL == 1  # literals below
-
-        def zalloc(z: int, flags: int = M_WAITOK, udata: int = -1) -> int:
-            b = allocbucket[ci_[z]]
-            if b >= 0:
-                n = cnt[b]
-                if n:
-                    n -= 1
-                    cnt[b] = n
-                    item = slots[b * 128 + n]
-                    allocs[sci_[z]] += 1
-                    ctor = ctors[z]
-                    if ctor is not None:
-                        ctor(item, udata, flags)
-                    return item
-            return zalloc_slow(z, flags, udata)
-
-        def zfree(z: int, item: int, udata: int = -1) -> None:
-            frees[sci_[z]] += 1
-            dtor = dtors[z]
-            if dtor is not None:
-                dtor(item, udata)
-            # If this keg is full, bypass the caches (and wake a sleeper).
-            if ukflags[zkeg[z]] & 1:
-                zfree_internal(z, item, False)
-                return
-            b = freebucket[ci_[z]]
-            if b >= 0:
-                n = cnt[b]
-                if n < entries[b]:
-                    slots[b * 128 + n] = item
-                    cnt[b] = n + 1
-                    return
-            zfree_slow(z, item)
-
-        self._zalloc_fast = zalloc
-        self._zfree_fast = zfree
-        self.zalloc = zalloc  # type: ignore[method-assign]
-        self.zfree = zfree  # type: ignore[method-assign]
+    def bind_fast_path(self, fast: FastPath) -> None:
+        """Make ``fast`` this context's fast path (once, at creation)."""
+        self._fast = fast
+        self.zalloc = fast.zalloc  # type: ignore[method-assign]
+        self.zfree = fast.zfree  # type: ignore[method-assign]
+        self.serve = fast.serve  # type: ignore[method-assign]
 
     # --- zone list helpers (zone lock held) -----------------------------------------------
     def zone_put_bucket(self, z: int, b: int, how: int) -> None:
@@ -520,13 +462,9 @@ class ZoneOps(LimitOps, BucketOps, WorkingSetOps):
 
     def serve(self) -> None:
         """Serve pending cross-CPU requests addressed to this CPU (cache drains).
-        Workers call this every loop turn; it costs one comparison when idle."""
-        row = self.row
-        req = self.cpu_drainreq[row]
-        if req == self.cpu_drained[row]:
-            return
-        self.cache_drain(row, self.cpu_drainmask[row])
-        self.cpu_drained[row] = req
+        Workers call this every loop turn; it costs one comparison when idle
+        (FastPath.serve: the request is read with an acquire load when compiled)."""
+        self._fast.serve()
 
     # --- trimming observations ------------------------------------------------------------
     def zone_observe(self, z: int, interval_end: bool) -> dict[str, int]:

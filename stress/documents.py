@@ -52,6 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import allocator
 from stress.config import RunConfig, spec_label
 from stress.cpulist import format_cpulist, usable_cores
 from stress.files import new_folder, write_atomic
@@ -195,6 +196,8 @@ def host_record(start: dict[str, Any] | None) -> dict[str, Any]:
         "packages": _package_versions(), "git_commit": git_commit(),
         "started": start.get("started"), "ended": timestamp(),
         "loadavg_start": start.get("loadavg_start"), "loadavg_end": _loadavg(),
+        # the allocator's hot modules ran compiled (Cython) or interpreted (issue 15)
+        "allocator_compiled": allocator.COMPILED,
     }
 
 

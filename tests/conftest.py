@@ -135,6 +135,26 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     return (yield from _watching(item))
 
 
+@pytest.fixture(autouse=True)
+def _allocator_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Generator[None, Any, Any]:
+    """``@pytest.mark.interpreted``: the test's find rate or time budget was sized for the
+    interpreted allocator's race windows (hundreds of ns; compiled: a few instructions,
+    docs/testing.md "Two modes"), so it runs interpreted whatever the session's mode: in
+    this process (``Uma.create`` from now on, and the workers it forks) and in any
+    ``python -m stress`` it starts (ZONELIMIT_PURE=1)."""
+    if request.node.get_closest_marker("interpreted") is None:
+        yield
+        return
+    from allocator import implementation
+
+    monkeypatch.setenv(implementation.PURE_ENV, "1")
+    previous = implementation.use(False)
+    try:
+        yield
+    finally:
+        implementation.use(previous)
+
+
 # --- every document a test writes is checked against its schema -------------------------------
 
 

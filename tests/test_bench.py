@@ -49,7 +49,7 @@ def test_quick_bench_writes_every_figure(tmp_path):
 
 
 def test_table_marks_missed_and_met_targets():
-    figs = bench.new_figures()
+    figs = bench.new_figures(compiled=False)
     figs["P1"].values = [5.0, 4.5, 6.0]
     figs["P2"].values = [3.0]
     figs["P4"].values = [0.5]
@@ -98,6 +98,15 @@ def test_out_that_is_a_file_is_refused(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == f"zonelimit: error: --out: {f} exists and is not a folder"
 
 
+def test_targets_follow_the_allocator_mode():
+    """Compiled, the pairs called from Python must beat the interpreted floor itself."""
+    interp, comp = bench.new_figures(compiled=False), bench.new_figures(compiled=True)
+    assert interp["P1"].check is not None and comp["P1"].check is not None
+    assert interp["P1"].check(3.9) and not comp["P1"].check(3.9) and comp["P1"].check(0.45)
+    assert comp["P2"].check is not None and comp["P2"].check(0.9) and not comp["P2"].check(1.1)
+    assert bench._figure_list("p1c,P1") == ["P1c", "P1"]
+
+
 REFERENCE_BENCH = ROOT / "results" / "reference" / "performance" / "bench-round2-20261125-191443.json"
 
 
@@ -129,3 +138,15 @@ def test_compare_of_a_file_that_is_not_a_bench_is_refused(tmp_path, capsys):
     assert bench.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("zonelimit: error: --compare: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_every_figure_of_either_mode_passes_the_bench_schema(compiled):
+    """P1c and P3.cpu are figure ids the schema must accept, measured or not."""
+    figs = bench.new_figures(compiled=compiled)
+    for i, f in enumerate(figs.values()):
+        f.values = [1.0 + i]
+    doc = documents.bench_document([f.to_dict() for f in figs.values()], quick=True, repeat_n=1, elapsed=1.0,
+                                   start=documents.host_start())
+    assert {"P1c", "P3.cpu"} <= set(doc["figures"])
+    assert documents.schema_errors(doc, "bench") == []

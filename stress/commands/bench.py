@@ -27,7 +27,16 @@ P6     netperf packets per second per CPU at ``--cpus 2``       reported (rises 
 P7     wall time of ``python -m stress --cpus 2 --duration 1``  <= 1.5 s beyond the 1 s
        minus the duration
 P8     arena bytes / raw payload bytes at the default size      <= 1.10
+P1c    compiled only: the zone pair driven from a compiled      the C floor: a compiled
+       loop (C calls into the compiled fast path)              push/pop pair on the same
+                                                               arena arrays; <= 3x
 =====  ======================================================  ===========================
+
+Two modes (issue 15).  The bench measures the allocator as this process runs it
+(``allocator.COMPILED``, printed first; ``ZONELIMIT_PURE=1`` forces interpreted), and the
+targets follow the mode: interpreted P1 <= 4x and P2 <= 8x the floor; compiled, the same
+pairs called from Python at most 0.5x and 1x the (interpreted) floor, P1c <= 3x the C
+floor, and P3.cpu (scaling on CPU time) >= 1.9x.
 
 The measurements on the allocator alone (P1..P5, P8) are in stress/engine/measure.py;
 P6 and P7 are whole runs, measured here.
@@ -71,6 +80,7 @@ from stress.engine.measure import (
     QUICK,
     Figure,
     Sizes,
+    measure_compiled_floor,
     measure_fast_paths,
     measure_instrumentation,
     measure_memory,
@@ -81,10 +91,11 @@ from stress.output.progress import RunProgress, wanted
 HELP = "performance measurements (performance.md)"
 DESCRIPTION = HELP
 DEFAULT_OUT = Path("results/bench")
-FIGURE_IDS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
+FIGURE_IDS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P1c")
 #: which way each figure is better (ratios to a floor and times: lower; speed-ups and rates: higher)
-BETTER = {"P1": "lower", "P2": "lower", "P3": "higher", "P4": "higher", "P5.lock": "higher", "P5.sched": "higher",
-          "P5.invariants": "higher", "P6": "higher", "P7": "lower", "P8": "lower"}
+BETTER = {"P1": "lower", "P2": "lower", "P1c": "lower", "P3": "higher", "P3.cpu": "higher", "P4": "higher",
+          "P5.lock": "higher", "P5.sched": "higher", "P5.invariants": "higher", "P6": "higher", "P7": "lower",
+          "P8": "lower"}
 ROOT = Path(__file__).resolve().parents[2]  #: the checkout: where `python -m stress` finds this copy
 
 
@@ -139,12 +150,34 @@ def measure_startstop(sizes: Sizes, p7: Figure) -> None:
 # --- the figures and the table ----------------------------------------------------------------
 
 
-def new_figures() -> dict[str, Figure]:
-    """Every figure of performance.md, empty, with its target."""
+def mode_line() -> str:
+    """Which allocator the bench measures (and why, when interpreted)."""
+    import allocator
+    from allocator import implementation
+
+    if allocator.COMPILED:
+        return "allocator: compiled (Cython; ZONELIMIT_PURE=1 measures the interpreted one)"
+    return f"allocator: interpreted ({implementation.WHY_INTERPRETED})"
+
+
+def new_figures(compiled: bool | None = None) -> dict[str, Figure]:
+    """Every figure of performance.md, empty, with its target for the allocator's mode
+    (``compiled``; None: this process's, allocator.COMPILED)."""
+    if compiled is None:
+        import allocator
+
+        compiled = allocator.COMPILED
+    if compiled:
+        p1 = Figure("P1", "zone alloc+free via per-CPU cache / floor", "x", "<= 0.5x", lambda v: v <= 0.5)
+        p2 = Figure("P2", "m_getcl+m_freem / floor", "x", "<= 1x", lambda v: v <= 1.0)
+    else:
+        p1 = Figure("P1", "zone alloc+free via per-CPU cache / floor", "x", "<= 4x", lambda v: v <= 4.0)
+        p2 = Figure("P2", "m_getcl+m_freem / floor", "x", "<= 8x", lambda v: v <= 8.0)
     figs = [
-        Figure("P1", "zone alloc+free via per-CPU cache / floor", "x", "<= 4x", lambda v: v <= 4.0),
-        Figure("P2", "m_getcl+m_freem / floor", "x", "<= 8x", lambda v: v <= 8.0),
+        p1, p2,
+        Figure("P1c", "compiled pair from a compiled loop / C floor", "x", "<= 3x", lambda v: v <= 3.0),
         Figure("P3", "scaling 1->2 CPUs, per-CPU caches", "x", ">= 1.8x", lambda v: v >= 1.8),
+        Figure("P3.cpu", "the same on CPU time (neighbours excluded)", "x", ">= 1.9x", lambda v: v >= 1.9),
         Figure("P4", "scaling 1->2 CPUs, caches off (keg lock)", "x", "reported"),
         Figure("P5.lock", "throughput --lock-profile / plain", "x", ">= 0.90x", lambda v: v >= 0.90),
         Figure("P5.sched", "throughput sched point (jitter P=0) / plain", "x", ">= 0.90x", lambda v: v >= 0.90),
@@ -241,6 +274,7 @@ def run_bench(*, quick: bool = False, repeat_n: int | None = None, only: Sequenc
                                                                       figs["P6"])),
         ("P7", "P7 start/stop (python -m stress --cpus 2 --duration 1)", lambda: measure_startstop(sizes, figs["P7"])),
         ("P8", "P8 arena memory", lambda: measure_memory(figs["P8"])),
+        ("P1c", "P1c compiled pair against the C floor", lambda: measure_compiled_floor(sizes, reps, figs["P1c"])),
     ]
     also = {"P1": "P2", "P3": "P4"}
     chosen = [(key, what, fn) for key, what, fn in steps if key in only or also.get(key) in only]
@@ -260,6 +294,10 @@ def run_bench(*, quick: bool = False, repeat_n: int | None = None, only: Sequenc
                 fn()
         if progress is not None:
             progress.done()
+    runs = figs["P3"].detail.get("runs", [])
+    figs["P3.cpu"].values = [r["cpu_time_scaling"] for r in runs]
+    if not runs:
+        figs["P3.cpu"].note = figs["P3"].note
     for f in figs.values():
         if not f.values and not f.note:
             f.note = "not measured (--only)"
@@ -270,7 +308,8 @@ def run_bench(*, quick: bool = False, repeat_n: int | None = None, only: Sequenc
 
 
 def _figure_list(text: str) -> list[str]:
-    ids = [t.strip().upper() for t in text.split(",") if t.strip()]
+    canon = {i.upper(): i for i in FIGURE_IDS}
+    ids = [canon.get(t.strip().upper(), t.strip()) for t in text.split(",") if t.strip()]
     bad = [t for t in ids if t not in FIGURE_IDS]
     if not ids or bad:
         raise argparse.ArgumentTypeError(f"must be a comma list of {','.join(FIGURE_IDS)}, got {text!r}")
@@ -341,7 +380,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=str, default=str(DEFAULT_OUT), metavar="DIR",
                         help=f"folder for the <timestamp>.json result (default: {DEFAULT_OUT})")
     parser.add_argument("--only", type=_figure_list, default=list(FIGURE_IDS), metavar="IDS",
-                        help="measure only these figures, e.g. P1,P3 (default: all of P1..P8)")
+                        help="measure only these figures, e.g. P1,P3 (default: all of P1..P8 and P1c)")
     parser.add_argument("--json", action="store_true",
                         help="print the bench JSON to stdout instead of the table (default: the table)")
     parser.add_argument("-q", "--quiet", action="store_true",
@@ -376,6 +415,7 @@ def main(args: argparse.Namespace) -> int:
             else:
                 print(line, file=sys.stderr, flush=True)
 
+        echo(mode_line())
         start = documents.host_start()
         t0 = time.perf_counter()
         with stopping.command_signals() as stop:
@@ -402,6 +442,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(documents.doc_text({"file": str(path), **doc}, documents.BENCH_FORMAT), end="")
     else:
+        print(mode_line())
         for line in table_lines(figs.values()):
             print(line)
         missed = doc["missed"]

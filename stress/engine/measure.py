@@ -367,3 +367,52 @@ def measure_memory(p8: Figure, ncpus: int = 2, nmbclusters: int = 25600) -> None
                  "metadata_bytes": lay.metadata_bytes}
     p8.note = f"{lay.size / 2**20:.1f} MiB arena for {raw / 2**20:.1f} MiB of payload ({ncpus} CPUs, " \
               f"nmbclusters {nmbclusters})"
+
+
+# --- P1c: the compiled fast path against the C floor (issue 15) -----------------------------------
+
+
+def measure_compiled_floor(sizes: Sizes, reps: int, p1c: Figure) -> None:
+    """P1c: zone alloc+free pairs driven from a compiled loop (``allocator.fastpath.pair_loop``,
+    C calls into the compiled fast path) over the C floor (``fastpath.floor_loop``: a
+    compiled push+pop pair on an idle bucket of the same arena), interleaved.  n/a when
+    the allocator runs interpreted (there is no C floor then)."""
+    import importlib
+
+    from allocator import COMPILED
+
+    if not COMPILED:
+        p1c.note = "n/a: the allocator runs interpreted (allocator.COMPILED is False)"
+        return
+    fastpath: Any = importlib.import_module("allocator._compiled.fastpath")
+    uma = Uma.create(UmaConfig(ncpus=2, nmbclusters=256))
+    try:
+        cpu = uma.cpu(0)
+        fast = cpu._fast
+        cnt, slots = uma.view("ub_cnt"), uma.view("ub_bucket")
+        b = uma.geometry.nbuckets - 1  # idle: the pool hands buckets out from 0
+        saved = cnt[b]
+        n = sizes.pairs * 10  # C loops: ten times the pairs, for a measurable time
+        fastpath.pair_loop(fast, ZONE_MBUF, 1000)  # warm: buckets in place
+        floors, pairs = [], []
+        try:
+            for _ in range(reps):
+                cnt[b] = 0
+                t0 = time.perf_counter_ns()
+                fastpath.floor_loop(cnt, slots, b, n)
+                t1 = time.perf_counter_ns()
+                fastpath.pair_loop(fast, ZONE_MBUF, n)
+                t2 = time.perf_counter_ns()
+                fastpath.floor_loop(cnt, slots, b, n)
+                t3 = time.perf_counter_ns()
+                floor = ((t1 - t0) + (t3 - t2)) / 2 / n
+                floors.append(floor)
+                pairs.append((t2 - t1) / n)
+                p1c.values.append(pairs[-1] / floor)
+        finally:
+            cnt[b] = saved
+        p1c.detail = {"pairs_per_rep": n, "c_floor_ns_per_pair": floors, "ns_per_pair": pairs}
+        p1c.note = (f"{statistics.median(pairs):.1f} ns per pair from a compiled loop, C floor "
+                    f"{statistics.median(floors):.2f} ns per pair")
+    finally:
+        uma.close()

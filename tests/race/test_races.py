@@ -24,6 +24,7 @@ import time
 
 import pytest
 
+import allocator
 from allocator import KEG_CLUSTER, KEG_MBUF, M_WAITOK, ZONE_CLUSTER, ZONE_MBUF, Uma, UmaConfig
 from allocator.layout import LOCK_KEG_CLUSTER
 from allocator.lock import P_ZFREE_INTERNAL
@@ -49,6 +50,16 @@ PINNED = {
     "stats-unlocked": 0,
     "wake-one": 4,
 }
+#: Compiled, the refcount's fetchadd takes no lock, so pct has fewer points to switch at
+#: (the "refcount test" sched point only): a sweep of seeds 0..39 found seed 16 alone.
+PINNED_COMPILED = {**PINNED, "refcount-eq0": 16}
+
+
+def pinned(inject: str) -> int:
+    """The pinned pct seed of ``inject`` for the allocator this process runs."""
+    return (PINNED_COMPILED if allocator.COMPILED else PINNED)[inject]
+
+
 #: (injection, mode, rounds, seeds budget) for real parallel cores.  The test stops at the
 #: first seed that finds it, so a budget costs time only when seeds miss.  Budgets hold
 #: beside a CPU hog on both cores (docs/testing.md), sized from the find rate p per seed
@@ -65,6 +76,11 @@ PARALLEL = {
     "stats-unlocked": ("free", 20, 100),  # ~0.03 s
     "wake-one": ("free", 1, 80),  # ~0.2 s; 80 misses at p 0.15: ~2e-6
 }
+#: rows whose free-mode window is the interpreted one: compiled, the refcount read and the
+#: fetchadd are a few instructions apart, and refcount-eq0 was found in 1 of 30 seeds
+#: against 3 of 30 interpreted (load average 7; docs/testing.md "Two modes"), so those
+#: rows run interpreted in either mode (tests/conftest.py, the ``interpreted`` marker)
+INTERPRETED_WINDOW = {"refcount-eq0"}
 TWO_CORES = len(os.sched_getaffinity(0)) >= 2
 
 
@@ -74,23 +90,24 @@ def _run(inject: str, mode: str, seed: int, **kw: object) -> h.Outcome:
 
 @pytest.mark.parametrize("inject", sorted(PINNED))
 def test_pct_pinned_seed_fires_every_time(inject: str) -> None:
-    verdicts = [_run(inject, "pct", PINNED[inject]).verdict for _ in range(3)]
+    verdicts = [_run(inject, "pct", pinned(inject)).verdict for _ in range(3)]
     assert set(verdicts) <= CLASSES[inject], verdicts
     assert len(set(verdicts)) == 1, f"not deterministic: {verdicts}"
 
 
 @pytest.mark.parametrize("inject", sorted(PINNED))
 def test_pct_recorded_failure_replays_to_the_same_verdict(inject: str) -> None:
-    first = _run(inject, "pct", PINNED[inject])
+    first = _run(inject, "pct", pinned(inject))
     assert first.verdict in CLASSES[inject] and first.schedule is not None
-    again = _run(inject, "replay", PINNED[inject], replay=first.schedule)
+    again = _run(inject, "replay", pinned(inject), replay=first.schedule)
     assert again.verdict == first.verdict
     assert again.summary["divergences"] == 0
     assert again.summary["switches"] == len(first.schedule.switches)
 
 
 @pytest.mark.skipif(not TWO_CORES, reason="needs two real cores: with one, the CPUs never run in parallel")
-@pytest.mark.parametrize("inject", sorted(PARALLEL))
+@pytest.mark.parametrize("inject", [pytest.param(i, marks=pytest.mark.interpreted) if i in INTERPRETED_WINDOW else i
+                                    for i in sorted(PARALLEL)])
 def test_parallel_cores_find_it_within_budget(inject: str) -> None:
     mode, rounds, budget = PARALLEL[inject]
     seen = []

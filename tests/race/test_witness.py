@@ -169,7 +169,10 @@ def test_real_allocator_hooks_are_balanced_and_clean() -> None:
             m = cpu.m_gethdr(M_WAITOK, MT_DATA)
             assert cpu.m_clget(m, M_WAITOK)
             cpu.m_freem(m)
-        assert seen[0] > 100
+        # Interpreted, the refcount's fetchadd takes a striped lock (hundreds here);
+        # compiled, it is a hardware atomic, and only bucket exchanges and slab fills
+        # lock (about 50): either way the hooks must have been called.
+        assert seen[0] > 20
         assert uma.view("wt_nheld")[0] == 0
         assert findings(uma.view) == []
     finally:

@@ -1,0 +1,64 @@
+# Cython declarations augmenting allocator/fastpath.py (pure-Python mode): the types that
+# make the compiled module's arena accesses C loads and stores and its calls C calls.
+# Interpreted, this file is not read.  Keep it in step with fastpath.py: a method or
+# attribute added there is a Python object here until declared.
+
+cimport cython
+
+cdef extern from *:
+    """
+    /* The atomics of issue 15 (GCC/Clang builtins; x86: plain movs and lock xadd). */
+    static inline int zl_load_relaxed_int(int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+    static inline int zl_load_acquire_int(int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    static inline void zl_store_release_int(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    static inline int zl_fetch_add_int(int *p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+    static inline void zl_compiler_barrier(void) { __asm__ __volatile__("" ::: "memory"); }
+    """
+    int zl_load_relaxed_int(int *p) noexcept nogil
+    int zl_load_acquire_int(int *p) noexcept nogil
+    void zl_store_release_int(int *p, int v) noexcept nogil
+    int zl_fetch_add_int(int *p, int v) noexcept nogil
+    void zl_compiler_barrier() noexcept nogil
+
+cdef int BUCKET_MAX, EXT_CLUSTER, EXT_NONE, EXT_PACKET, KEG_CLUSTER, KEG_MBUF, M_EXT, M_PKTHDR
+cdef int MT_DATA, NREF_STRIPES, PANIC_BAD_DTOR, UMA_ZFLAG_FULL, ZONE_CLUSTER, ZONE_MBUF, ZONE_PACKET
+cdef int M_NOWAIT, M_WAITOK, REF_LOCK0, P_REF_FREE, P_REF_COPY, LOCK_BUCKET
+
+@cython.final
+cdef class FastPath:
+    cdef public object cpu
+    cdef int[:] allocbucket, freebucket, cnt, entries, slots
+    cdef long long[:] allocs, frees, ops
+    cdef int[:] ukflags, m_type, m_flags, m_next, m_len, m_ext, m_exttype, cl_ref
+    cdef int[:] drainreq, drainmask, drained
+    cdef Py_ssize_t row, rows, crow
+    cdef public bint ref_atomic, ref_unlocked, exhaustion_drain, sched, direct
+
+    cpdef void configure(self, bint sched, bint direct)
+    @cython.locals(ci=Py_ssize_t, b=int, n=int, item=int, fb=int)
+    cpdef int zalloc(self, int z, int flags=*, int udata=*) except? -2
+    @cython.locals(ci=Py_ssize_t, b=int, n=int, k=int, full=int, ab=int)
+    cpdef void zfree(self, int z, int item, int udata=*) except *
+    @cython.locals(row=Py_ssize_t, req=int)
+    cpdef void serve(self) except *
+    cpdef int mb_ctor_mbuf(self, int m, int udata, int flags) noexcept
+    cpdef int mb_ctor_clust(self, int c, int m, int flags) noexcept
+    cpdef int mb_ctor_pack(self, int m, int udata, int flags) noexcept
+    @cython.locals(c=int, full=int)
+    cpdef void mb_dtor_pack(self, int m, int udata) except *
+    @cython.locals(m=int)
+    cpdef int m_getcl(self, int how=*, int type_=*, int flags=*) except? -2
+    @cython.locals(nxt=int, c=int, ref=int)
+    cpdef void m_freem(self, int m) except *
+    cdef void _zfree(self, int z, int item) except *
+    @cython.locals(c=int, ref=int, old=int, last=bint)
+    cpdef void mb_free_ext(self, int m) except *
+    @cython.locals(udata=int, n=int, c=int)
+    cpdef int m_copym(self, int m, int how=*) except? -2
+    @cython.locals(old=int, lk=int)
+    cpdef int ref_add(self, int c, int delta, int point) except? -1
+
+@cython.locals(i=long)
+cpdef void pair_loop(FastPath fast, int z, long n) except *
+@cython.locals(base=Py_ssize_t, item=int, c=int, i=long)
+cpdef int floor_loop(int[:] cnt, int[:] slots, Py_ssize_t b, long n) except? -1
