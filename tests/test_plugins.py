@@ -186,14 +186,33 @@ def _spawned(cfg_dict: dict[str, Any]) -> str:
     return f"{cls.__name__} {cls.__module__}"
 
 
+def _spawned_into(cfg_dict: dict[str, Any], conn: Any) -> None:
+    conn.send(_spawned(cfg_dict))
+    conn.close()
+
+
+def _in_spawned_process(cfg_dict: dict[str, Any]) -> str:
+    """``_spawned`` in a spawned interpreter.  A Process and a Pipe, not a Pool: a Pool
+    holds six named semaphores in /dev/shm while it lives, which a leftovers check of
+    another test session on this machine would see."""
+    ctx = multiprocessing.get_context("spawn")
+    r, w = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_spawned_into, args=(cfg_dict, w))
+    proc.start()
+    w.close()
+    try:
+        return str(r.recv())
+    finally:
+        r.close()
+        proc.join(60)
+
+
 @pytest.mark.smp
 def test_a_spawned_process_loads_the_plugins_and_checks_their_hash() -> None:
     cfg = plugins.with_records(RunConfig(cpus=1, workload=ECHO, policy=HALVE))
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        got = pool.apply(_spawned, (cfg.to_dict(),))
-        tampered = dict(cfg.plugins, workload={**cfg.plugins["workload"], "sha256": "0" * 64})
-        refused = pool.apply(_spawned, (cfg.replace(plugins=tampered).to_dict(),))
+    got = _in_spawned_process(cfg.to_dict())
+    tampered = dict(cfg.plugins, workload={**cfg.plugins["workload"], "sha256": "0" * 64})
+    refused = _in_spawned_process(cfg.replace(plugins=tampered).to_dict())
     assert got.startswith("Echo zonelimit_plugin_echo_")
     assert refused.startswith("refused: workload ") and "source changed" in refused
 
