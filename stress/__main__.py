@@ -23,4 +23,12 @@ if __name__ == "__main__":
     from stress.engine.stopping import early_signals
 
     early_signals(_early)
-    sys.exit(main())
+    code = main()
+    # The command is over and its exit code is its last document's.  Python's own
+    # finalization (atexit, joining threads, then _PySignal_Fini) puts the default action
+    # back on every signal that had a Python handler, so a SIGINT or SIGTERM in the last
+    # few hundred milliseconds of the process would kill it (-2, -15) after run.json said
+    # 0: ignored handlers are left alone, so ignore them from here to the end.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(code)

@@ -55,7 +55,7 @@ from typing import Any
 import allocator
 from stress.config import RunConfig, spec_label
 from stress.cpulist import format_cpulist, usable_cores
-from stress.files import new_folder, write_atomic
+from stress.files import new_folder, unfinished, write_atomic
 from stress.outcome import RunOutcome
 from stress.samples import SAMPLES_CSV
 
@@ -534,6 +534,9 @@ def load_run(folder: Path, *, validate: bool = True) -> dict[str, Any]:
     try:
         doc = read_doc(path, RUN_FORMAT, validate=validate)
     except FileNotFoundError:
+        why = unfinished(folder)  # a SIGKILLed run's claim marker: say what the folder is
+        if why is not None:
+            raise DocumentError(f"{folder}: no {RUN_JSON}: {why}") from None
         raise DocumentError(f"{folder}: no {RUN_JSON} (not a run folder, or its run did not end)") from None
     if not isinstance(doc.get("config"), dict):
         raise DocumentError(f"{path}: no \"config\" object")

@@ -34,7 +34,8 @@ claims a folder that holds an unfinished result of its own (``compare --resume``
 same ``mkdir``, without the "new or empty" rule.  :func:`holding` releases
 around a block; ``stress.cli.main`` calls :func:`release_all` on its way out, so a
 folder is released on every path of every command.  A SIGKILLed run leaves its marker
-(and its temporaries): the folder then reads as claimed by a pid "no longer running".
+(and its temporaries): the folder then reads as claimed by a pid "no longer running", and
+:func:`unfinished` names it an incomplete run for the readers (``report``, ``replay``).
 """
 
 from __future__ import annotations
@@ -305,6 +306,31 @@ def reclaim_folder(path: Path) -> Path:
         _HELD.add(path)
         return path
     raise FolderError(errno.EBUSY, f"{path}: its claim keeps changing hands; try again")
+
+
+def unfinished(folder: Path) -> str | None:
+    """Why ``folder``, which lacks its result document, holds no result: an **incomplete
+    run** whose writer is no longer running (a SIGKILLed run leaves its claim marker and
+    temporaries: nothing can run in a killed process), a run **still in progress** (its
+    writer is alive), or None when no writer's trace is there.  Readers (``report``,
+    ``replay``) say this instead of "not a run folder"; they never remove the trace:
+    the folder stays as the evidence of a cut run, and no new run writes into it
+    (:func:`claim_folder` refuses it)."""
+    owner = claim_owner(folder)
+    if owner is not None:
+        pid, host, _ = owner
+        if host != _host():
+            return f"a run of pid {pid} on {host} left no result here (still running there, or killed)"
+        if _alive(pid):
+            return f"a run still in progress (pid {pid}): no result yet"
+        return f"an incomplete run: its writer (pid {pid}) was killed before it wrote its result"
+    try:
+        temps = [n for n in os.listdir(folder) if is_temporary(n)]
+    except OSError:
+        return None
+    if temps and all(_stale(n) for n in temps):
+        return "an incomplete run: its writer was killed before it wrote its result"
+    return None
 
 
 def new_folder(parent: Path, name: str, *, numbered: bool = False) -> Path:

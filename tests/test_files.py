@@ -207,3 +207,54 @@ def test_two_concurrent_runs_never_share_an_out_folder(tmp_path: Path) -> None:
     host = json.loads((out / "run.json").read_text())["host"]
     assert len(host["loadavg_start"]) == 3 and len(host["loadavg_end"]) == 3, "the load at start and end"
     assert host["git_commit"] == documents.git_commit() and host["packages"]["zonelimit"]
+
+
+# --- what a SIGKILLed run leaves, read ------------------------------------------------------------
+
+
+def _left_by(tmp: Path, pid: int, host: str | None = None, marker: bool = True) -> Path:
+    """A run folder as a run of ``pid`` leaves it when SIGKILLed mid-run: its claim marker
+    (unless ``marker`` is False), a temporary samples.csv, the files written as it went."""
+    out = tmp / "run"
+    out.mkdir()
+    if marker:
+        (out / CLAIM).mkdir()
+        (out / CLAIM / "owner").write_text(f"{pid} {host or files._host()} 1\n")
+    (out / _temporary_of(pid, SAMPLES_CSV, host)).write_text("t,ops\n0.5,10\n")
+    (out / "netstat.txt").write_text("17/97/114 mbufs in use\n")
+    return out
+
+
+@pytest.mark.parametrize(("pid", "host", "marker", "says"), [
+    ("dead", None, True, "an incomplete run: its writer (pid"),
+    ("dead", None, False, "an incomplete run: its writer was killed"),
+    ("me", None, True, "a run still in progress"),
+    ("me", "elsewhere", True, "on elsewhere left no result here"),
+])
+def test_a_folder_without_its_result_says_whose_it_was(tmp_path: Path, pid: str, host: str | None, marker: bool,
+                                                      says: str) -> None:
+    out = _left_by(tmp_path, _dead_pid() if pid == "dead" else os.getpid(), host, marker)
+    why = files.unfinished(out)
+    assert why is not None and says in why
+
+
+def test_a_folder_of_no_writer_is_not_called_unfinished(tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("x")
+    (tmp_path / "plain" / _temporary_of(os.getpid(), "run.json")).write_text("{")  # a live writer's
+    assert files.unfinished(tmp_path / "plain") is None
+
+
+@pytest.mark.parametrize("command", ["report", "replay"])
+def test_report_and_replay_of_a_killed_run_say_incomplete_and_change_nothing(
+        tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from stress import cli
+
+    out = _left_by(tmp_path, _dead_pid())
+    before = sorted(p.name for p in out.iterdir())
+    assert cli.main([command, str(out)]) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines[-1].startswith("zonelimit: error: RUN_DIR: ") and "no run.json: an incomplete run" in lines[-1]
+    assert "Traceback" not in err and sum("error:" in ln for ln in lines) == 1
+    assert sorted(p.name for p in out.iterdir()) == before

@@ -660,6 +660,11 @@ def run_session(args: argparse.Namespace, out: Path, doc: dict[str, Any], cfgs: 
         if not quiet:
             progress.say(f"compare: {len(doc['variants'])} variants into {out}")
         stopped = Session(out, doc, cfgs, executor, progress, signals).run()
+    # From here signals are frozen: one that came after the last run, before the documents
+    # are written, is written into them (partial, its exit code); a later one changes
+    # nothing, so the process's exit code is always compare.json's.
+    late = signals.freeze()
+    stopped = stopped or late
     show(args, out, doc, finish(out, doc, stopped, sitting))
     if stopped:
         kept = sum(len(v["runs"]) for v in doc["variants"])

@@ -1,0 +1,1 @@
+"""The reliability suite: scripted attacks on every command (docs/testing.md, "Reliability")."""
