@@ -96,15 +96,15 @@ from .layout import (
     Layout,
 )
 from .stats import NetstatM, Stats, ZoneStats, netstat_m_lines, vmstat_z_lines
-from .uma import INJECTIONS, Panic, Sleeper, Uma, UmaConfig
+from .uma import INJECTIONS, Panic, PercpuCache, Sleeper, Uma, UmaConfig
 
 __all__ = [
     "COMPILED", "INJECTIONS", "LOCK_NAMES", "EXT_CLUSTER", "EXT_NONE", "EXT_PACKET", "KEG_CLUSTER", "KEG_MBUF",
     "KEG_NAMES", "M_EXT", "M_NOWAIT", "M_PKTHDR", "M_WAITOK", "MCLBYTES", "MSIZE", "MT_DATA", "MT_HEADER",
     "ZONE_CLUSTER", "ZONE_MBUF", "ZONE_NAMES", "ZONE_PACKET",
-    "ArraySpec", "AuditReport", "Cpu", "Geometry", "Layout", "LockTimeout", "NetstatM", "Panic", "Sleeper", "Stats",
-    "Uma", "UmaConfig", "UmaPanic", "UmaSleepError", "UnsupportedArchitecture", "ZoneStats", "netstat_m_lines",
-    "vmstat_z_lines",
+    "ArraySpec", "AuditReport", "Cpu", "Geometry", "Layout", "LockTimeout", "NetstatM", "Panic", "PercpuCache",
+    "Sleeper", "Stats", "Uma", "UmaConfig", "UmaPanic", "UmaSleepError", "UnsupportedArchitecture", "ZoneStats",
+    "netstat_m_lines", "vmstat_z_lines",
 ]
 
 

@@ -104,12 +104,15 @@ class Arena:
         return arena
 
     @staticmethod
-    def attach(path: str) -> Arena:
-        """Attach to a live arena by path (``/proc/<pid>/fd/<n>``)."""
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    def attach(path: str, readonly: bool = False) -> Arena:
+        """Attach to a live arena by path (``/proc/<pid>/fd/<n>``).  ``readonly`` maps it
+        without write permission (an observer such as ``stress stat``): every view is
+        read-only, so a write raises instead of changing the run."""
+        fd = os.open(path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
         try:
             size = os.fstat(fd).st_size
-            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            prot = mmap.PROT_READ if readonly else mmap.PROT_READ | mmap.PROT_WRITE
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, prot)
         except BaseException:
             os.close(fd)
             raise

@@ -20,8 +20,10 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import snapshot
 from .arena import Arena
 from .audit import AuditReport, audit
 from .implementation import check_architecture, cpu_class
@@ -112,6 +114,19 @@ class Sleeper:
 
 
 @dataclass(frozen=True)
+class PercpuCache:
+    """One CPU's cache of one zone: its alloc and free buckets (items, capacity; 0/0
+    when the CPU holds no such bucket)."""
+
+    cpu: int
+    zone: str
+    alloc_items: int
+    alloc_size: int
+    free_items: int
+    free_size: int
+
+
+@dataclass(frozen=True)
 class Panic:
     """An INVARIANTS finding recorded in the arena."""
 
@@ -154,10 +169,21 @@ class Uma:
         return uma
 
     @staticmethod
-    def attach(path: str) -> Uma:
-        """Attach to a live arena (read-mostly: no locks, no CPU contexts)."""
+    def attach(path: str, readonly: bool = False) -> Uma:
+        """Attach to a live arena (read-mostly: no locks, no CPU contexts); ``readonly``
+        maps it without write permission (an observer: nothing it does can change the run)."""
         check_architecture()
-        return Uma(Arena.attach(path), None, None, None, None)
+        return Uma(Arena.attach(path, readonly), None, None, None, None)
+
+    @staticmethod
+    def from_snapshot(path: str | os.PathLike[str]) -> Uma:
+        """An allocator over an arena rebuilt from a snapshot (allocator/snapshot.py):
+        read it, audit it; like an attached arena it has no locks and no CPU contexts."""
+        return Uma(snapshot.load(path), None, None, None, None)
+
+    def snapshot(self, path: str | os.PathLike[str]) -> Path:
+        """Write every array of the arena to ``path`` (allocator/snapshot.py), payload excepted."""
+        return snapshot.save(self.arena, path)
 
     def _init_arena(self) -> None:
         assert self.config is not None
@@ -281,6 +307,21 @@ class Uma:
                 out.append(Sleeper(r, WCHAN_NAMES.get(w, str(w)), KEG_NAMES[a.view("cpu_wkeg")[r]],
                                    ZONE_NAMES[a.view("cpu_wzone")[r]], a.view("cpu_wsince")[r]))
         return out
+
+    def percpu_buckets(self) -> list[PercpuCache]:
+        """Each CPU's per-CPU cache, per zone: the items and capacity of its alloc and
+        free buckets, read without a lock (libmemstat's memstat_uma.c reads
+        ``uc_allocbucket->ub_cnt`` and ``uc_freebucket->ub_cnt`` of every CPU the same
+        way: a snapshot that may be a moment stale, never a stop of the owner)."""
+        a, rows, ncpus = self.arena, self.geometry.rows, self.geometry.ncpus
+        alloc, free = a.np("uc_allocbucket"), a.np("uc_freebucket")
+        cnt, entries = a.np("ub_cnt"), a.np("ub_entries")
+
+        def bucket(b: int) -> tuple[int, int]:
+            return (int(cnt[b]), int(entries[b])) if b >= 0 else (0, 0)
+
+        return [PercpuCache(k, ZONE_NAMES[z], *bucket(int(alloc[z * rows + k])), *bucket(int(free[z * rows + k])))
+                for k in range(ncpus) for z in range(len(ZONE_NAMES))]
 
     def keg_free(self, keg: int) -> int:
         """Free items in the keg's slabs now."""

@@ -1,4 +1,4 @@
-"""The command line: ``python -m stress [run|compare|race|replay|report|bench] ...`` (cli.md).
+"""The command line: ``python -m stress [run|compare|race|replay|report|stat|bench] ...`` (cli.md).
 
 Parse, hand over, return the exit code.  Each command is one module of
 :mod:`stress.commands` with the same small interface::
@@ -13,6 +13,7 @@ Who does what::
                run     -> commands.run: config_from_args -> main_run -> engine -> summary
                replay  -> commands.replay: load_run -> prepare_replay -> commands.run.main_run
                report  -> commands.report: load_run -> output.monitor lines
+               stat    -> commands.stat: engine.live (live.json or a pid) -> Uma.attach(readonly) -> lines
                compare, race, bench -> commands.<name>.main(args), guarded by options.call_guarded
 
 Design decisions:
@@ -39,15 +40,15 @@ from types import ModuleType
 from typing import Any
 
 from stress import options
-from stress.commands import bench, compare, race, replay, report, run
+from stress.commands import bench, compare, race, replay, report, run, stat
 from stress.documents import package_version
 from stress.engine import stopping
 from stress.files import release_all
 from stress.options import PROG, ZonelimitParser
 
-SUBCOMMANDS = ("run", "compare", "race", "replay", "report", "bench")
+SUBCOMMANDS = ("run", "compare", "race", "replay", "report", "stat", "bench")
 #: commands whose ``main(args, parser)`` gets the parser (their post-parse checks print its usage)
-PARSER_COMMANDS = {"run": run, "replay": replay, "report": report}
+PARSER_COMMANDS = {"run": run, "replay": replay, "report": report, "stat": stat}
 #: commands whose ``main(args)`` runs guarded by options.call_guarded (crash 3, Ctrl-C 130)
 GUARDED_COMMANDS = {"compare": compare, "race": race, "bench": bench}
 
@@ -115,10 +116,13 @@ def _main(argv: Sequence[str] | None, stop: stopping.StopSignals) -> int:
             # not an option, so not `run`'s: a mistyped command (`zonelimit reprot x`)
             build_parser().error(
                 f"COMMAND: unknown command {args_in[0]!r}; allowed: {', '.join(SUBCOMMANDS)}"
+                + options.did_you_mean(args_in[0], SUBCOMMANDS)
             )
         args_in = _with_command(args_in)
         parser = build_parser()
-        args = parser.parse_args(args_in)
+        args, extra = parser.parse_known_args(args_in)
+        if extra:  # the command's parser says so, with its own options to suggest from
+            _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
         if args.handler is None:
             parser.print_help()
             return options.EX_USAGE

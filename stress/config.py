@@ -20,6 +20,7 @@ modern     atomic       all      median       all fixes plus this project's trim
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,9 @@ class RunConfig:
     json: bool = False
     verbosity: int = 0  # -1 quiet, 0 normal, 1+ verbose
     policy_params: dict[str, float] = field(default_factory=dict)
+    #: plugins this run uses, by kind ("policy", "workload"): spec, name, version, sha256,
+    #: ... (stress.plugins.PluginRecord); empty for built-ins
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration as recorded in run.json."""
@@ -96,6 +100,14 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+
+def spec_label(spec: str) -> str:
+    """A policy or workload as a file-name part: a plugin spec (``path/to/file.py:Halve``,
+    ``pkg.mod:Halve``) by its class name, any other character than letters, digits,
+    ``_ . -`` replaced by ``_``."""
+    name = spec.rpartition(":")[2] or spec
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "_"
 
 
 def resolve_era(era: str, explicit: dict[str, Any]) -> dict[str, Any]:

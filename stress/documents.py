@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import allocator
-from stress.config import RunConfig
+from stress.config import RunConfig, spec_label
 from stress.cpulist import format_cpulist, usable_cores
 from stress.files import new_folder, unfinished, write_atomic
 from stress.outcome import RunOutcome
@@ -64,6 +64,7 @@ SCHEDULE_FORMAT = "zonelimit.schedule/1"
 COMPARE_FORMAT = "zonelimit.compare/2"
 RACE_FORMAT = "zonelimit.race/1"
 BENCH_FORMAT = "zonelimit.bench/1"
+LIVE_FORMAT = "zonelimit.live/1"  #: live.json: where a running run's arena is (stress.engine.live)
 
 RUN_JSON = "run.json"
 PLOT_PNG = "plot.png"
@@ -71,6 +72,7 @@ SCHEDULE_FILE = "schedule.json"
 COMPARE_JSON = "compare.json"
 COMPARE_TXT = "compare.txt"
 RACE_JSON = "race.json"
+LIVE_JSON = "live.json"
 
 
 class DocumentError(ValueError):
@@ -206,7 +208,8 @@ def default_run_dir(cfg: RunConfig, root: Path = Path("results")) -> Path:
     """Create and claim a fresh run folder ``root/<timestamp>-<workload>-<era>-<policy>-cpus<N>``
     (:func:`stress.files.new_folder`; release it with :func:`stress.files.release_folder`)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return new_folder(root, f"{stamp}-{cfg.workload}-{cfg.era}-{cfg.policy}-cpus{cfg.cpus}")
+    workload, policy = spec_label(cfg.workload), spec_label(cfg.policy)  # a plugin spec holds / and :
+    return new_folder(root, f"{stamp}-{workload}-{cfg.era}-{policy}-cpus{cfg.cpus}")
 
 
 # --- JSON documents -------------------------------------------------------------------------
@@ -278,8 +281,8 @@ def check_format(fmt: object, expected: str, where: str) -> None:
 
 #: format name -> its schema, ``stress/schemas/<kind>.schema.json`` (package data)
 SCHEMA_KINDS = {RUN_FORMAT: "run", SCHEDULE_FORMAT: "schedule", COMPARE_FORMAT: "compare", RACE_FORMAT: "race",
-                BENCH_FORMAT: "bench"}
-_SCHEMA_FILES = ("host", "run", "schedule", "compare", "race", "bench", "compare-1")
+                BENCH_FORMAT: "bench", LIVE_FORMAT: "live"}
+_SCHEMA_FILES = ("host", "run", "schedule", "compare", "race", "bench", "live", "compare-1")
 #: earlier major versions still read, each checked against its own schema before it is
 #: upgraded (:func:`_migrate`): (kind, major) -> schema
 EARLIER_SCHEMAS = {("compare", 1): "compare-1"}

@@ -30,12 +30,13 @@ every command and imports nothing of the tester but the configuration's own cons
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
 import re
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -59,6 +60,7 @@ MAX_SECONDS = 30 * 86400  #: any time option, and a whole run: longer than any s
 MIN_PERIOD = 0.01  #: --interval, --trim-interval: the manager's loop wakes every 50 ms; finer is a spin
 MAX_ROUNDS = 1_000_000  #: --rounds
 MAX_SEED = 2**64 - 1  #: a seed is a 64-bit word (numpy's SeedSequence takes any, run.json keeps it exact)
+MAX_HUNT_SEEDS = 100000  #: seeds one hunt runs at most (a --seeds range, or a --budget's)
 MAX_PCT_DEPTH = 64  #: --pct-depth
 MAX_REPEAT = 1000  #: compare --repeat, bench --repeat
 MAX_PAGE_BUDGET = 1 << 31  #: --page-budget: 8 TB of 4 KB pages; the arena's words are 64-bit, the VM's int
@@ -79,6 +81,31 @@ def warn(message: str) -> None:
     print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to a mistyped ``word``
+    (difflib's ratio >= 0.6, or a choice that starts with it), else ``""``; appended to
+    the one error line, so a typo costs one look, not a trip to --help."""
+    names = [c for c in dict.fromkeys(choices) if c and c != word]
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+    if not close and len(word) >= 3:
+        close = [c for c in names if c.startswith(word)][:1]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _mistyped_options(extra: str, known: Iterable[str]) -> str:
+    """The suggestions for ``unrecognized arguments: --cpu 2 --durration 1``: one
+    ``(did you mean ...)`` per unknown option (``--x=value`` too)."""
+    options = [o for o in known if o.startswith("--")]
+    hints = []
+    for word in extra.split():
+        if word.startswith("--"):
+            name = word.split("=", 1)[0]
+            hint = did_you_mean(name, options)
+            if hint:
+                hints.append(f"{name}{hint}")
+    return ("; " + "; ".join(hints)) if hints else ""
+
+
 class ZonelimitParser(argparse.ArgumentParser):
     """argparse with one error style: usage, then ``zonelimit: error: --option: what is allowed``."""
 
@@ -89,7 +116,8 @@ class ZonelimitParser(argparse.ArgumentParser):
         message = message.replace("expected one argument", "expects a value")
         if message.startswith("unrecognized arguments: "):
             extra = message.removeprefix("unrecognized arguments: ")
-            message = f"{extra}: unrecognized argument; the options are listed by --help"
+            message = (f"{extra}: unrecognized argument; the options are listed by --help"
+                       + _mistyped_options(extra, self._option_string_actions))
         self.exit(EX_USAGE, f"{PROG}: error: {message}\n")
 
 
@@ -153,6 +181,23 @@ def seconds(allow_zero: bool = False, minimum: float | None = None) -> Callable[
     return check
 
 
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(text: str) -> float:
+    """A length of time: seconds, or a number with ``s``, ``m`` or ``h`` (``30m``,
+    ``1.5h``, ``90s``), > 0 and at most :data:`MAX_SECONDS`."""
+    t = text.strip().lower()
+    unit = t[-1:] if t[-1:] in ("s", "m", "h") else ""
+    try:
+        value = float(t[: len(t) - len(unit)]) * _DURATION_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a time like 90, 90s, 30m or 2h, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0 or value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be a time > 0 and at most 30 days, got {text!r}")
+    return value
+
+
 def positive_number(text: str) -> float:
     """A finite number > 0 (a ratio, a spread)."""
     value = _finite(text)
@@ -182,8 +227,8 @@ def seed_range(text: str) -> range:
         raise argparse.ArgumentTypeError(f"must be A..B or N (whole numbers), got {text!r}") from None
     if lo < 0 or hi < lo or hi > MAX_SEED:
         raise argparse.ArgumentTypeError(f"must be A..B with 0 <= A <= B < 2**64, got {text!r}")
-    if hi - lo >= 100000:
-        raise argparse.ArgumentTypeError(f"at most 100000 seeds at once, got {text!r}")
+    if hi - lo >= MAX_HUNT_SEEDS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_HUNT_SEEDS} seeds at once, got {text!r}")
     return range(lo, hi + 1)
 
 
@@ -192,7 +237,8 @@ def one_of(names: Sequence[str]) -> Callable[[str], str]:
 
     def check(text: str) -> str:
         if text not in names:
-            raise argparse.ArgumentTypeError(f"must be one of {', '.join(names)}; got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"must be one of {', '.join(names)}; got {text!r}{did_you_mean(text, names)}")
         return text
 
     check.__name__ = "name"
@@ -204,8 +250,9 @@ def injection_list(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",")]
     bad = [n for n in names if n not in INJECTIONS]
     if not text.strip() or bad:
+        hint = did_you_mean(bad[0], INJECTIONS) if bad else ""
         raise argparse.ArgumentTypeError(
-            f"must be NAME[,NAME] with names from {', '.join(INJECTIONS)}; got {text!r}"
+            f"must be NAME[,NAME] with names from {', '.join(INJECTIONS)}; got {text!r}{hint}"
         )
     return names
 

@@ -35,9 +35,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from allocator.policy import POLICY_NAMES, POLICY_PARAMS
+from allocator import policy as _policy
 from stress.config import ERAS
-from stress.options import UsageError
+from stress.options import UsageError, did_you_mean
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")  #: a variant name: letters, digits, _ . + -
 LIST_SEP = "+"  #: separates the items of a list inside one option value
@@ -118,9 +118,8 @@ def parse_configs(text: str) -> list[Variant]:
         era, _, policy = item.partition(":")
         if era not in ERAS:
             raise UsageError(f"--configs: unknown era {era!r} in {item!r} (allowed: {', '.join(ERAS)})")
-        if policy and policy not in POLICY_NAMES:
-            raise UsageError(
-                f"--configs: unknown policy {policy!r} in {item!r} (allowed: {', '.join(POLICY_NAMES)})")
+        # POLICY: a built-in, an installed plugin, FILE.py:CLASS or MODULE:CLASS (the plugin
+        # spec keeps its colon: only the first one ends the era); run's parser checks it
         opts = (("era", era),) + ((("policy", policy),) if policy else ())
         out.append(Variant(item, opts, f"--configs {item}"))
     if not out:
@@ -160,17 +159,27 @@ def split_param(key: str) -> tuple[str | None, str]:
 def policy_params(policy: str, given: Iterable[tuple[str, float]], where: str = "--policy-param") -> dict[str, float]:
     """The parameters of ``policy`` from ``(name, value)`` items written either way,
     ``k`` or ``median.k`` (the policy's own name); an item for another policy, or a
-    parameter the policy does not have, is a UsageError naming ``where``."""
-    known = POLICY_PARAMS.get(policy, {})
+    parameter the policy does not have, is a UsageError naming ``where``.
+
+    The policies are the registry's (:func:`allocator.policy.policy_names`): the built-ins
+    and the plugins loaded by then (stress/plugins.py registers a plugin when ``--policy``
+    or a variant's ``policy=`` names it, so its own ``PARAMS`` are the allowed ones)."""
+    try:
+        known = _policy.policy_params(policy)
+    except ValueError as exc:
+        raise UsageError(f"{where}: {exc}{did_you_mean(policy, _policy.policy_names())}") from None
     out: dict[str, float] = {}
     for name, value in given:
         owner, param = split_param(name)
         if owner is not None and owner != policy:
-            if owner not in POLICY_PARAMS:
-                raise UsageError(f"{where}: {name}: unknown policy {owner!r} (allowed: {', '.join(POLICY_NAMES)})")
+            if owner not in _policy.policy_names():
+                names = _policy.policy_names()
+                raise UsageError(f"{where}: {name}: unknown policy {owner!r} (allowed: {', '.join(names)})"
+                                 f"{did_you_mean(owner, names)}")
             raise UsageError(f"{where}: {name} is a parameter of policy {owner}, but the policy is {policy}")
         if param not in known:
             allowed = ", ".join(sorted(known)) or "none"
-            raise UsageError(f"{where}: policy {policy} has no parameter {param!r}; allowed: {allowed}")
+            raise UsageError(f"{where}: policy {policy} has no parameter {param!r}; allowed: {allowed}"
+                             f"{did_you_mean(param, known)}")
         out[param] = float(value)
     return out

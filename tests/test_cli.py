@@ -466,4 +466,5 @@ def test_json_output_has_the_cli_md_fields(tmp_path: Path) -> None:
     assert RunConfig.from_dict(doc["config"]).cpus == 1
     for name in ("run.json", "samples.csv", "netstat.txt", "plot.png"):
         assert (out / name).stat().st_size > 0, name
+    assert doc.pop("folder") == str(out)  # --json names the run folder; the file does not name itself
     assert json.loads((out / "run.json").read_text()) == doc

@@ -301,7 +301,7 @@ def test_an_era_sweep_keeps_each_era_preset_and_explicit_options_beat_it(tmp_pat
 
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--configs", "2006"], "--configs: unknown era '2006'"),
-    (["--configs", "modern:lru"], "--configs: unknown policy 'lru'"),
+    (["--configs", "modern:lru"], "--configs modern:lru: --policy: must be one of none,"),
     (["--policy-param", "median.q=1"], "has no parameter 'q'"),
     (["--policy-param", "median.k=x"], "--policy-param: must be NAME=VALUE"),
     (["--policy-param", "watermark.high=9", "--configs", "modern:median"], "no variant runs a policy with that"),
@@ -616,7 +616,9 @@ def test_the_schema_can_fail() -> None:
 def test_json_prints_the_document(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["--cpus", "1", "--configs", "modern:none", "--repeat", "1", "--out", str(tmp_path / "c"),
                 "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == load(tmp_path / "c")
+    printed = json.loads(capsys.readouterr().out)
+    assert printed.pop("folder") == str(tmp_path / "c")  # --json names where it wrote (issue 14)
+    assert printed == load(tmp_path / "c")
 
 
 def test_a_failed_audit_is_warned_about_and_a_tester_error_exits_3(tmp_path: Path) -> None:
@@ -690,3 +692,66 @@ def test_the_run_plot_shades_idle_time_and_shows_lost_clusters_apart(tmp_path: P
     plots.plot_run(folder)
     assert "lost at the end (audit): 7" in seen["labels"] and "current (lost included)" in seen["labels"]
     assert "idle (load off)" in seen["labels"]
+
+
+# --- plugins in variants (docs/extending.md) ---------------------------------------------------
+
+_KEEP = '''
+from allocator.policy import KEEP, Policy
+
+
+class Keep(Policy):
+    name = "keep-all"
+    PARAMS = {"level": (3.0, "a number")}
+
+    def decide(self, obs):
+        return KEEP
+'''
+
+
+def test_variants_take_plugin_policies_and_their_parameters(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """policy= and --configs take a plugin spec (loaded by run's own parser, its PARAMS the
+    allowed parameters); its folder is named by the class, not the path; the document
+    records the plugin, and a resume loads it only when trusted."""
+    src = tmp_path / "keep_plugin.py"
+    src.write_text(_KEEP, encoding="utf-8")
+    spec = f"{src}:Keep"
+    out = tmp_path / "c"
+    fake = FakeRunner()
+    argv = ["--cpus", "1", "--repeat", "1", "--variant", "base:policy=none", "--variant", f"k:policy={spec}",
+            "--configs", f"modern:{spec}", "--policy-param", f"{spec}.level=7", "--out", str(out), "-q"]
+    assert run(argv, fake) == 0
+    assert [c.policy for c in fake.calls] == [spec, "none", spec]
+    assert fake.calls[0].policy_params == {"level": 7.0} and fake.calls[2].policy_params == {"level": 7.0}
+    assert fake.calls[0].plugins["policy"]["name"] == "keep-all"
+    doc = load(out)
+    assert [v["folder"] for v in doc["variants"]] == ["modern_Keep", "base", "k"]
+    assert (out / "modern_Keep-s0" / "run.json").is_file()
+    assert doc["variants"][0]["config"]["plugins"]["policy"]["spec"] == spec
+
+    doc.update(state="partial", finished=None)  # as a stop leaves it: the last variant's run cut
+    doc["variants"][2]["runs"] = []
+    (out / "compare.json").write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert compare.main(parse(["--resume", str(out), "-q"]), execute=FakeRunner()) == 2
+    assert "a document's code is loaded only with --trust-plugins" in capsys.readouterr().err
+    again = FakeRunner()
+    assert compare.main(parse(["--resume", str(out), "--trust-plugins", "-q"]), execute=again) == 0
+    assert [c.policy for c in again.calls] == [spec]
+    doc["variants"][2]["runs"] = []
+    (out / "compare.json").write_text(json.dumps({**doc, "state": "partial"}))
+    src.write_text(_KEEP + "\n# changed\n", encoding="utf-8")
+    assert compare.main(parse(["--resume", str(out), "--trust-plugins", "-q"]), execute=FakeRunner()) == 2
+    assert "--resume: policy " in capsys.readouterr().err
+
+
+def test_a_plugin_parameter_is_refused_for_an_unknown_or_unused_policy(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["--cpus", "1", "--configs", "modern:none", "--policy-param", "zzz=2", "--out",
+                str(tmp_path / "a")]) == 2
+    assert "no policy has a parameter 'zzz'" in capsys.readouterr().err
+    assert run(["--cpus", "1", "--configs", "modern:none", "--policy-param", "x/keep.py:Keep.level=2",
+                "--out", str(tmp_path / "b")]) == 2
+    assert "unknown policy 'x/keep.py:Keep'" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -6,7 +6,7 @@ Data flows one way, and so do imports::
        |
     engine    (stress.engine.*)
        |  \\
-       |   workloads (stress.workloads.*)
+       |   workloads (stress.workloads.*, stress.plugins)
        |      |
     output    (stress.output.*)           |
        |                                  |
@@ -53,6 +53,8 @@ def layer_of(module: str) -> str | None:
         return "allocator"
     if module in ("stress.cli", "stress.__main__") or module.startswith("stress.commands"):
         return "commands"
+    if module == "stress.plugins":  # the plug-in point of both registries: policies and workloads
+        return "workloads"
     for name in ("engine", "workloads", "output"):
         if module == f"stress.{name}" or module.startswith(f"stress.{name}."):
             return name

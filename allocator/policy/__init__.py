@@ -26,13 +26,24 @@ wss-2019 FreeBSD 2019-2020   vm_lowmem: trim to max(wss, nitems - imin)
 median   Dec 2005 proposal   packet zone inside median -/+ k * negative/positive deviation
 ======== =================== ==================================================
 
-The registry is plain data so that the CLI can offer every parameter as an option
-(``POLICY_PARAMS[name][param] = (default, help)``) and a run records them.
+One registry of policies, read where it is needed (never copied at import): the
+built-ins above, in the order of policies.md, and the plugins the tester registered
+(stress/plugins.py resolves ``--policy path/to/file.py:Class``, ``module:Class`` and the
+``zonelimit.policies`` entry points and calls :func:`register_policy`).  A policy is a
+subclass of :class:`Policy` with its parameters in ``PARAMS`` (docs/extending.md)::
+
+    policy_names()            every name and registered spec, built-ins first
+    policy_class(name)        the class (ValueError naming what is allowed)
+    policy_params(name)       name -> (default, one-line help) of each tuning parameter
+    make_policy(name, params) a fresh instance, parameters checked
+
+``POLICY_NAMES`` and ``POLICY_PARAMS`` are the built-ins only (compare's default list
+runs them), kept for the scripts that read them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from allocator.policy import depot, exhaustion, median, none, watermark, wss, wss2019
 from allocator.policy._interface import (
@@ -52,6 +63,7 @@ from allocator.policy._interface import (
 )
 
 __all__ = [
+    "BUILTIN_POLICIES",
     "KEEP",
     "POLICY_NAMES",
     "POLICY_PARAMS",
@@ -66,33 +78,66 @@ __all__ = [
     "buckets_to_reach",
     "cluster_exhausted",
     "make_policy",
+    "policy_class",
+    "policy_names",
+    "policy_params",
+    "register_policy",
     "whole_list",
 ]
 
-_REGISTRY: dict[str, tuple[Callable[[dict[str, float]], Policy], dict[str, tuple[float, str]]]] = {
-    "none": (none.NonePolicy, none.PARAMS),
-    "exhaustion": (exhaustion.ExhaustionPolicy, exhaustion.PARAMS),
-    "watermark": (watermark.WatermarkPolicy, watermark.PARAMS),
-    "depot": (depot.DepotPolicy, depot.PARAMS),
-    "wss": (wss.WssPolicy, wss.PARAMS),
-    "wss-2019": (wss2019.Wss2019Policy, wss2019.PARAMS),
-    "median": (median.MedianPolicy, median.PARAMS),
+#: the built-in policies, in the order of policies.md (the order compare runs them in)
+BUILTIN_POLICIES: dict[str, type[Policy]] = {
+    cls.name: cls
+    for cls in (none.NonePolicy, exhaustion.ExhaustionPolicy, watermark.WatermarkPolicy, depot.DepotPolicy,
+                wss.WssPolicy, wss2019.Wss2019Policy, median.MedianPolicy)
 }
 
-#: every policy name, in the order of policies.md (the order compare runs them in)
-POLICY_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+#: every built-in policy name
+POLICY_NAMES: tuple[str, ...] = tuple(BUILTIN_POLICIES)
 
-#: per policy, its parameters: name -> (default, one-line help)
-POLICY_PARAMS: dict[str, dict[str, tuple[float, str]]] = {n: dict(p) for n, (_, p) in _REGISTRY.items()}
+#: per built-in policy, its parameters: name -> (default, one-line help)
+POLICY_PARAMS: dict[str, dict[str, tuple[float, str]]] = {n: dict(c.PARAMS) for n, c in BUILTIN_POLICIES.items()}
+
+#: plugin policies, by the spec that selected them (stress/plugins.py registers them)
+_plugins: dict[str, type[Policy]] = {}
+
+
+def register_policy(spec: str, cls: type[Policy]) -> None:
+    """Make ``cls`` the policy selected by ``spec`` (a plugin's spec as the user wrote
+    it: ``halve``, ``mypkg.trim:Halve``, ``path/to/file.py:Halve``).  A built-in's name
+    cannot be taken; registering a spec again replaces its class (a plugin's source
+    changed and was loaded again)."""
+    if spec in BUILTIN_POLICIES:
+        raise ValueError(f"policy {spec!r} is built in; a plugin needs another name")
+    if not (isinstance(cls, type) and issubclass(cls, Policy)):
+        raise TypeError(f"policy {spec!r}: {cls!r} is not a subclass of allocator.policy.Policy")
+    _plugins[spec] = cls
+
+
+def policy_names() -> tuple[str, ...]:
+    """Every policy that can be made now: the built-ins, then the registered plugins."""
+    return POLICY_NAMES + tuple(_plugins)
+
+
+def policy_class(name: str) -> type[Policy]:
+    """The class of policy ``name`` (a built-in name or a registered plugin's spec);
+    ValueError with a one-line message naming what is allowed."""
+    cls = BUILTIN_POLICIES.get(name) or _plugins.get(name)
+    if cls is None:
+        raise ValueError(f"unknown policy {name!r} (allowed: {', '.join(policy_names())})")
+    return cls
+
+
+def policy_params(name: str) -> dict[str, tuple[float, str]]:
+    """The tuning parameters of policy ``name``: parameter -> (default, one-line help)."""
+    return dict(policy_class(name).PARAMS)
 
 
 def make_policy(name: str, params: Mapping[str, float] | None = None) -> Policy:
     """A fresh policy instance (keep one per zone: policies remember past intervals).
 
-    ``params`` overrides the defaults of ``POLICY_PARAMS[name]``; an unknown policy or
+    ``params`` overrides the defaults of :func:`policy_params`; an unknown policy or
     parameter, or a value out of range, raises ValueError with a one-line message
     naming what is allowed (the CLI reports it as a usage error, exit 2)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown policy {name!r} (allowed: {', '.join(POLICY_NAMES)})")
-    factory, known = _REGISTRY[name]
-    return factory(check_params(name, dict(params or {}), known))
+    cls = policy_class(name)
+    return cls(check_params(name, dict(params or {}), cls.PARAMS))

@@ -22,8 +22,10 @@ instance per zone, so it can be tested on synthetic sequences without an arena.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar
 
 # Zone numbers, as in allocator/layout.py (repeated here so a policy needs no arena).
 ZONE_MBUF = 0
@@ -111,26 +113,47 @@ class Decision:
 
 KEEP = Decision()  #: the decision that changes nothing
 
-
-class Policy(Protocol):
-    """A trimming policy: one instance per zone, fed one observation per interval and
-    one per low-memory event."""
-
-    name: str
-    exhaustion_drain: bool  #: also drain the packet zone when the cluster zone is exhausted (c. 2007)
-
-    def decide(self, obs: Observation) -> Decision:
-        """What to drain or pre-fill now, at the end of an interval (zone_timeout)."""
-        ...
-
-    def vm_lowmem(self, obs: Observation) -> Decision:
-        """What to give back when the page daemon finds free pages short (vm_lowmem)."""
-        ...
-
-
 #: 2005's answer to vm_lowmem, and every kernel's until 2018: uma_reclaim() ran
 #: zone_drain on every zone (bucket_cache_drain, then keg_drain).
 ZONE_DRAIN = Decision(zone_drain=True)
+
+
+class Policy(ABC):
+    """A trimming policy: the stable base class of every policy, built-in or plugin.
+
+    One instance per zone (a policy remembers past intervals), fed one
+    :class:`Observation` per trim interval (:meth:`decide`) and one per low-memory event
+    (:meth:`vm_lowmem`); it answers with a :class:`Decision` and touches nothing else.
+    A subclass sets :attr:`name`, declares its tuning parameters in :attr:`PARAMS`
+    (each becomes ``--policy-param NAME=VALUE``) and implements :meth:`decide`;
+    docs/extending.md walks through one.  What is here is the stable API: a plugin
+    written against it keeps working across zonelimit versions of the same major
+    version.
+    """
+
+    #: the name runs and reports show (a plugin's spec is what selects it)
+    name: ClassVar[str] = ""
+    #: also drain the packet zone inline when the cluster zone is exhausted (c. 2007's
+    #: fix in the allocator itself; ``UmaConfig.exhaustion_drain``)
+    exhaustion_drain: ClassVar[bool] = False
+    #: tuning parameters: name -> (default, one-line help); values are floats
+    PARAMS: ClassVar[Mapping[str, tuple[float, str]]] = {}
+
+    def __init__(self, params: dict[str, float]) -> None:
+        """``params`` holds every name of :attr:`PARAMS`, defaults filled in
+        (:func:`check_params`); raise ValueError (one line) for a value out of range."""
+        self.params = params
+
+    @abstractmethod
+    def decide(self, obs: Observation) -> Decision:
+        """What to drain or pre-fill now, at the end of an interval (zone_timeout)."""
+
+    def vm_lowmem(self, obs: Observation) -> Decision:
+        """What to give back when the page daemon finds free pages short (vm_lowmem).
+
+        The default is every kernel's answer from 2005 to 2018: ``uma_reclaim`` ran
+        ``zone_drain`` on every zone (:data:`ZONE_DRAIN`)."""
+        return ZONE_DRAIN
 
 
 # --- helpers shared by the policies -------------------------------------------------
@@ -168,7 +191,7 @@ def buckets_to_reach(items: int, target: int, bucket_size: int) -> int:
     return -(-(target - items) // bucket_size)
 
 
-def check_params(name: str, given: dict[str, float], known: dict[str, tuple[float, str]]) -> dict[str, float]:
+def check_params(name: str, given: Mapping[str, float], known: Mapping[str, tuple[float, str]]) -> dict[str, float]:
     """The policy's parameters: defaults overridden by ``given``; an unknown name is a
     ValueError whose message names the policy and what is allowed (the CLI turns it
     into a usage error)."""

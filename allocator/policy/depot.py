@@ -50,7 +50,7 @@ CPU to flush its own).  The cache's reclaim callback and the defragmenter
 
 from __future__ import annotations
 
-from allocator.policy._interface import KEEP, Decision, Observation
+from allocator.policy._interface import KEEP, Decision, Observation, Policy
 
 PARAMS: dict[str, tuple[float, str]] = {
     "periodic": (0.0, "1: also reap at every interval end (not illumos: for comparison)"),
@@ -58,9 +58,10 @@ PARAMS: dict[str, tuple[float, str]] = {
 }
 
 
-class DepotPolicy:
+class DepotPolicy(Policy):
     """Reap min(ml_reaplimit, ml_min) buckets when memory is short (kmem_depot_ws_reap)."""
 
+    PARAMS = PARAMS
     name = "depot"
     exhaustion_drain = False
 

@@ -23,6 +23,7 @@ from allocator.policy._interface import (
     ZONE_PACKET,
     Decision,
     Observation,
+    Policy,
     cluster_exhausted,
     whole_list,
 )
@@ -32,9 +33,10 @@ PARAMS: dict[str, tuple[float, str]] = {
 }
 
 
-class ExhaustionPolicy:
+class ExhaustionPolicy(Policy):
     """Drain the packet zone's list only when the cluster zone runs out."""
 
+    PARAMS = PARAMS
     name = "exhaustion"
     exhaustion_drain = True
 

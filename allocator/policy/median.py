@@ -87,6 +87,7 @@ from allocator.policy._interface import (
     ZONE_PACKET,
     Decision,
     Observation,
+    Policy,
     buckets_above,
     buckets_to_reach,
     cluster_exhausted,
@@ -118,9 +119,10 @@ def band(window: list[int] | deque[int], k: float) -> tuple[float, float, float,
     return m, dpos, dneg, max(0.0, m - k * dneg), m + k * dpos
 
 
-class MedianPolicy:
+class MedianPolicy(Policy):
     """Keep the packet cache inside [median - k*D-, median + k*D+] of demand, in whole buckets."""
 
+    PARAMS = PARAMS
     name = "median"
     exhaustion_drain = True
 

@@ -14,14 +14,15 @@ against: the packet zone keeps every packet it ever cached, each holding a clust
 
 from __future__ import annotations
 
-from allocator.policy._interface import KEEP, ZONE_DRAIN, Decision, Observation
+from allocator.policy._interface import KEEP, ZONE_DRAIN, Decision, Observation, Policy
 
 PARAMS: dict[str, tuple[float, str]] = {}
 
 
-class NonePolicy:
+class NonePolicy(Policy):
     """The 2005 behaviour: the bucket cache is never trimmed."""
 
+    PARAMS = PARAMS
     name = "none"
     exhaustion_drain = False
 

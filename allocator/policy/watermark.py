@@ -15,7 +15,7 @@ list is drained.  On ``vm_lowmem`` the kernel underneath (2005-2018) runs
 
 from __future__ import annotations
 
-from allocator.policy._interface import KEEP, ZONE_DRAIN, Decision, Observation
+from allocator.policy._interface import KEEP, ZONE_DRAIN, Decision, Observation, Policy
 
 PARAMS: dict[str, tuple[float, str]] = {
     "high": (1024.0, "drain when the zone's bucket list holds more than this many items"),
@@ -24,9 +24,10 @@ PARAMS: dict[str, tuple[float, str]] = {
 }
 
 
-class WatermarkPolicy:
+class WatermarkPolicy(Policy):
     """cached > high: drain down to low, in whole buckets."""
 
+    PARAMS = PARAMS
     name = "watermark"
     exhaustion_drain = False
 

@@ -50,7 +50,7 @@ cross-domain bucket, SMR zones, and ``uz_bucket_max`` (2005's list has no bound)
 
 from __future__ import annotations
 
-from allocator.policy._interface import KEEP, Decision, Observation
+from allocator.policy._interface import KEEP, Decision, Observation, Policy
 
 PARAMS: dict[str, tuple[float, str]] = {
     "periodic": (0.0, "1: also trim to wss at every interval end (not the kernel: for comparison)"),
@@ -61,9 +61,10 @@ UMA_TIMEOUT = 20  #: "#define UMA_TIMEOUT 20 /* Seconds for callout interval. */
 LONG_IDLE = 900 // UMA_TIMEOUT  #: "uzd_timin > 900 / UMA_TIMEOUT": 15 minutes of periods
 
 
-class WssPolicy:
+class WssPolicy(Policy):
     """FreeBSD main: long-term trim every period, trim to wss on a reclaim request."""
 
+    PARAMS = PARAMS
     name = "wss"
     exhaustion_drain = True
 

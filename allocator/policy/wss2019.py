@@ -35,7 +35,7 @@ the counts freed are the same; with partly filled ones they can differ.
 
 from __future__ import annotations
 
-from allocator.policy._interface import KEEP, Decision, Observation
+from allocator.policy._interface import KEEP, Decision, Observation, Policy
 
 PARAMS: dict[str, tuple[float, str]] = {
     "periodic": (0.0, "1: also trim at every interval end (not the kernel: for comparison)"),
@@ -43,9 +43,10 @@ PARAMS: dict[str, tuple[float, str]] = {
 }
 
 
-class Wss2019Policy:
+class Wss2019Policy(Policy):
     """FreeBSD 2019: update every period, trim to max(wss, nitems - imin) on a reclaim request."""
 
+    PARAMS = PARAMS
     name = "wss-2019"
     exhaustion_drain = True
 

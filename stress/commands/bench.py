@@ -440,7 +440,7 @@ def main(args: argparse.Namespace) -> int:
     except OSError as exc:
         return options.usage_error(f"--out: cannot write into {out_dir}: {exc.strerror}")
     if args.json:
-        print(documents.doc_text(doc, documents.BENCH_FORMAT), end="")
+        print(documents.doc_text({"file": str(path), **doc}, documents.BENCH_FORMAT), end="")
     else:
         print(mode_line())
         for line in table_lines(figs.values()):

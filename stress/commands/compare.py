@@ -44,10 +44,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from allocator.policy import POLICY_PARAMS
-from stress import documents, files, options, stats, variants
+from allocator.policy import POLICY_PARAMS, policy_names, policy_params
+from stress import documents, files, options, plugins, stats, variants
 from stress.commands import run as run_command
-from stress.config import ERA_PRESETS, RunConfig
+from stress.config import ERA_PRESETS, RunConfig, spec_label
 from stress.cpulist import usable_cores
 from stress.engine import scaleout, stopping
 from stress.engine.executor import Executor, RunRequest
@@ -109,8 +109,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="simulated CPUs (default: usable cores)")
     g.add_argument("--duration", type=secs(), default=None, metavar="S",
                    help="seconds per run (default 10; with --rounds: rounds x (round-length + idle))")
-    g.add_argument("--workload", default=None, metavar="NAME",
-                   help="workload shape of every run, e.g. netperf, burst, netperf-nfs (default netperf)")
+    g.add_argument("--workload", type=plugins.spec_checker("workload"), default=None, metavar="NAME",
+                   help="workload shape of every run, e.g. netperf, burst, netperf-nfs, or a plugin "
+                        "(FILE.py:CLASS, MODULE:CLASS; docs/extending.md) (default netperf)")
     g.add_argument("--nmbclusters", type=whole(options.MIN_NMBCLUSTERS, options.MAX_NMBCLUSTERS),
                    default=None, metavar="N", help="cluster zone limit (default: run's)")
     g.add_argument("--rounds", type=whole(0, options.MAX_ROUNDS), default=None, metavar="R",
@@ -173,6 +174,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--merge", nargs="+", default=None, metavar="DIR",
                    help="join comparisons of the same variants into --out (pairs stay within the "
                         "comparison they were measured in; every seed is kept)")
+    g.add_argument("--trust-plugins", action="store_true",
+                   help="with --resume: load the plugin policies and workloads DIR/compare.json names "
+                        "(a document names no code that is loaded without it; docs/extending.md)")
 
     g = parser.add_argument_group("output")
     g.add_argument("--out", default=None, metavar="DIR",
@@ -243,20 +247,26 @@ def base_options(args: argparse.Namespace) -> dict[str, str]:
 
 
 def global_params(items: Sequence[str]) -> list[tuple[str, float]]:
-    """--policy-param items as (name, value): ``median.k=3`` or ``k=3``."""
+    """--policy-param items as (name, value): ``median.k=3`` or ``k=3`` (checked against
+    the policies by :func:`check_global_params` once the variants' plugins are loaded)."""
     out = []
     for item in items:
         try:
-            name, value = options.policy_param(item)
+            out.append(options.policy_param(item))
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"--policy-param: {exc}") from None
+    return out
+
+
+def check_global_params(params: list[tuple[str, float]]) -> None:
+    """Each --policy-param names a known policy (built in, or a plugin a variant loaded)
+    and one of its parameters; an unowned ``k=3`` is a parameter of some policy."""
+    for name, value in params:
         owner, param = variants.split_param(name)
         if owner is not None:
             variants.policy_params(owner, [(name, value)])  # a known policy, and one of its parameters
-        elif not any(param in params for params in POLICY_PARAMS.values()):
+        elif not any(param in policy_params(p) for p in policy_names()):
             raise UsageError(f"--policy-param: no policy has a parameter {param!r}")
-        out.append((name, value))
-    return out
 
 
 def resolve(v: Variant, base: dict[str, str], params: list[tuple[str, float]], ro: RunOptions) -> RunConfig:
@@ -276,7 +286,7 @@ def resolve(v: Variant, base: dict[str, str], params: list[tuple[str, float]], r
         args = ro.parser.parse_args(ro.argv({**base, **mine}, where))
         policy = args.policy or ERA_PRESETS[args.era]["policy"]
         given = [(n, x) for n, x in params if variants.split_param(n)[0] in (None, policy)
-                 and variants.split_param(n)[1] in POLICY_PARAMS.get(policy, {})]
+                 and variants.split_param(n)[1] in policy_params(policy)]  # a plugin is loaded by now
         args.policy_param = given + dotted
         cfg = run_command.config_from_args(args)
     except UsageError as exc:
@@ -302,6 +312,7 @@ def resolve_all(args: argparse.Namespace, vs: list[Variant]) -> list[RunConfig]:
     base = base_options(args)
     params = global_params(args.policy_param)
     cfgs = [resolve(v, base, params, ro) for v in vs]
+    check_global_params(params)
     for name, value in params:
         owner, param = variants.split_param(name)
         if not any(param in c.policy_params and (owner in (None, c.policy)) for c in cfgs):
@@ -327,8 +338,12 @@ def run_config(doc: dict[str, Any], index: int) -> RunConfig:
     return RunConfig.from_dict({**doc["base"], **v["config"], "seed": 0, "verbosity": -1})
 
 
-def slug(name: str) -> str:
-    """A variant name as part of a folder name."""
+def slug(name: str, opts: Sequence[tuple[str, str]] = ()) -> str:
+    """A variant name as part of a folder name; a plugin spec among the variant's options
+    (``policy=path/to/halve.py:Halve``) by its class name (stress.config.spec_label)."""
+    for key, value in opts:
+        if key in plugins.KINDS and ":" in value:
+            name = name.replace(value, spec_label(value))
     return re.sub(r"[^A-Za-z0-9._=+-]", "_", name).strip("._") or "variant"
 
 
@@ -359,7 +374,7 @@ def new_plan(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunConfig]]
     base, own = shared_and_own(cfgs)
     slugs: list[str] = []
     for v in vs:
-        s = slug(v.name)
+        s = slug(v.name, v.options)
         slugs.append(s if s not in slugs else f"{s}-{len(slugs) + 1}")
     entries = [{"name": v.name, "options": v.as_dict(), "config": c, "baseline": v.name == baseline, "folder": s,
                 "runs": []} for v, c, s in zip(vs, own, slugs, strict=True)]
@@ -511,7 +526,7 @@ def write_all(out: Path, doc: dict[str, Any]) -> list[str]:
 def show(args: argparse.Namespace, out: Path, doc: dict[str, Any], lines: list[str]) -> None:
     """The table and the folder on stdout, or compare.json with --json."""
     if args.json:
-        print(documents.compare_json_text(doc), end="")
+        print(documents.compare_json_text({"folder": str(out), **doc}), end="")  # where it was written
         return
     for line in lines:
         print(line)
@@ -582,7 +597,7 @@ def start(args: argparse.Namespace) -> tuple[Path, dict[str, Any], list[RunConfi
     if args.require_quiet:
         check_quiet(*machine_load(), len(usable_cores()))
     base = doc["base"]
-    out = claim_out(args, f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{base.get('workload', 'mixed')}-"
+    out = claim_out(args, f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{spec_label(str(base.get('workload', 'mixed')))}-"
                           f"cpus{base.get('cpus', 'n')}")
     documents.write_compare_json(out, doc)
     return out, doc, cfgs
@@ -609,6 +624,7 @@ def resume(args: argparse.Namespace) -> tuple[Path, dict[str, Any], list[RunConf
         raise UsageError(f"--resume: {out}/compare.json: unusable variant configuration: {exc!r}") from None
     for cfg in cfgs:
         options.check_cpus(cfg.cpus, cfg.oversubscribe, remedy="resume it on a machine with enough cores")
+    load_plugins(out, cfgs, args.trust_plugins)
     check_jobs(args, cfgs)
     if args.require_quiet:
         check_quiet(*machine_load(), len(usable_cores()))
@@ -618,6 +634,21 @@ def resume(args: argparse.Namespace) -> tuple[Path, dict[str, Any], list[RunConf
         raise UsageError(f"--resume: {exc}") from None
     doc["state"], doc["stop"], doc["finished"] = "running", None, None
     return out, doc, cfgs
+
+
+def load_plugins(out: Path, cfgs: list[RunConfig], trusted: bool) -> None:
+    """The plugins a resumed comparison runs, loaded only with --trust-plugins (a folder
+    travels: its document names code, and naming is not consent) and only with the
+    source the comparison recorded (stress.plugins.load_config)."""
+    needed = {str(r.get("spec")) for c in cfgs for r in plugins.recorded_plugins(c).values()}
+    if needed and not trusted:
+        raise UsageError(f"--resume: {out} runs the plugins {', '.join(sorted(needed))}; a document's code is "
+                         "loaded only with --trust-plugins")
+    for cfg in cfgs:
+        try:
+            plugins.load_config(cfg)
+        except plugins.PluginError as exc:
+            raise UsageError(f"--resume: {exc}") from None
 
 
 def main(args: argparse.Namespace, execute: Execute | None = None) -> int:

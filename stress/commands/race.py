@@ -1,8 +1,17 @@
-"""``python -m stress race``: hunt a catalogued race over a range of seeds.
+"""``python -m stress race``: hunt a catalogued race, or the configuration as given, over seeds.
 
 One command to hunt a race and get a replay command for the failing seed::
 
     python -m stress race --inject refcount-eq0 --seeds 1..20 --sched pct
+    python -m stress race --era 2005 --budget 10m          # no injection: the allocator as it was
+    python -m stress race --policy path/to/mine.py:Mine    # your policy, every oracle armed
+
+Without ``--inject`` the hunt runs the configuration as given -- any era, policy or
+plugin -- with every oracle armed (the audit, INVARIANTS, WITNESS, the watchdog); under
+pct the trimming policy runs too, its callouts placed by step, so a failing seed
+replays exactly.  Whatever it finds counts, reported by class ("leak 2, wedged 1").
+``--budget 30m`` hunts seed after seed, from the first of ``--seeds``, until a seed
+fails or the time is spent (the seed running then completes).
 
 For every seed it runs one short stress run (``stress.engine.runner.execute``) with the
 injection switched on, the oracles armed (``--invariants``: poisoning, duplicate
@@ -25,13 +34,14 @@ from __future__ import annotations
 import argparse
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stress import config as _config
-from stress import documents, options
+from stress import documents, options, plugins
+from stress.commands.export_test import export_test
 from stress.commands.run import MAX_STEPS
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import usable_cores
@@ -41,7 +51,6 @@ from stress.engine.sched.plan import STEPS_PER_S
 from stress.files import FolderError, claim_folder, new_folder
 from stress.options import EX_FAIL, EX_OK, EX_TESTER, UsageError
 from stress.output.progress import RunProgress, wanted
-from stress.workloads import WORKLOADS
 
 HELP = "race hunting and schedule replay (races.md)"
 DESCRIPTION = HELP
@@ -77,6 +86,16 @@ HUNTS: dict[str, Hunt] = {
                            oracle="audit: counters vs a full walk of the arena"),
 }
 
+#: A hunt without an injection: the configuration as given, every verdict on the
+#: allocator a finding (a wedge of the 2005 era is its bug: exhaustion by lost clusters).
+AS_GIVEN = Hunt(frozenset({"leak", "wedged", "double-free", "corrupt", "lock-order"}), nmbclusters=2048,
+                oracle="every oracle: the audit, INVARIANTS, WITNESS, payload checks, the watchdog")
+
+
+def hunt_of(inject: tuple[str, ...]) -> Hunt:
+    """The hunt profile: the first injection's, or :data:`AS_GIVEN`."""
+    return HUNTS[inject[0]] if inject else AS_GIVEN
+
 
 parse_seeds = options.seed_range  #: ``A..B`` (inclusive) or ``N``: the seeds to hunt over
 
@@ -84,9 +103,16 @@ parse_seeds = options.seed_range  #: ``A..B`` (inclusive) or ``N``: the seeds to
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``race`` (each help text ends with its default)."""
     names = ", ".join(_config.INJECTIONS)
-    parser.add_argument("--inject", type=options.injection_list, action="append", required=True,
+    parser.add_argument("--inject", type=options.injection_list, action="append", default=[],
                         metavar="NAME[,NAME]",
-                        help=f"the race(s) to re-introduce and hunt: {names} (required)")
+                        help=f"the race(s) to re-introduce and hunt: {names} (default: none: hunt the "
+                             "configuration as given, every oracle armed)")
+    parser.add_argument("--budget", type=options.duration, default=None, metavar="TIME",
+                        help="hunt seed after seed (from the first of --seeds) until one fails or TIME is "
+                             "spent: 90s, 30m, 2h (default: the seeds of --seeds, each once)")
+    parser.add_argument("--policy", type=plugins.spec_checker("policy"), default=None, metavar="NAME",
+                        help="trimming policy, a name or a plugin (FILE.py:CLASS, MODULE:CLASS) "
+                             "(default: the era's)")
     parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("1..10"), metavar="A..B",
                         help="seeds to run, inclusive; one run per seed (default: 1..10)")
     parser.add_argument("--sched", type=options.one_of(("free", "jitter", "pct")), default="pct", metavar="MODE",
@@ -112,8 +138,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --sched pct: scheduling steps per seed; the run, its callout and its "
                              "wedge test are placed by step, so a seed gives the same verdict on any machine "
                              "(default: the duration's)")
-    parser.add_argument("--workload", type=options.one_of(tuple(WORKLOADS)), default=None, metavar="NAME",
-                        help="workload (default: the injection's hunt profile)")
+    parser.add_argument("--workload", type=plugins.spec_checker("workload"), default=None, metavar="NAME",
+                        help="workload, a name or a plugin (FILE.py:CLASS, MODULE:CLASS) "
+                             "(default: the injection's hunt profile)")
     parser.add_argument("--era", type=options.one_of(_config.ERAS), default=None, metavar="ERA",
                         help="allocator preset the injection is added to (default: modern: the fixed "
                              "allocator, so only the injected defect can fire)")
@@ -132,6 +159,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "results/race-<timestamp>-<inject>/)")
     parser.add_argument("--json", action="store_true",
                         help="print the hunt summary as JSON instead of lines (default: off)")
+    parser.add_argument("--export-test", default=None, metavar="RUN_DIR",
+                        help="hunt nothing: write a pytest file that replays RUN_DIR's failing pct run and "
+                             "asserts its verdict (to --out FILE, default test_zonelimit_<folder>.py)")
     parser.add_argument("--quiet", action="store_true", help="only the summary line (default: off)")
 
 
@@ -139,16 +169,16 @@ def hunt_config(inject: tuple[str, ...], seed: int, sched: str, *, cpus: int | N
                 jitter: float | None = None, duration: float | None = None, workload: str | None = None,
                 era: str | None = None, nmbclusters: int | None = None, wedge_timeout: float | None = None,
                 invariants: bool = True, oversubscribe: bool = False, out: str | None = None,
-                steps: int = 0) -> RunConfig:
+                steps: int = 0, policy: str | None = None) -> RunConfig:
     """The RunConfig of one hunt run: the first injection's profile, overridden by
     explicit values; the era preset's knobs (modern by default: fixed allocator)."""
-    h = HUNTS[inject[0]]
+    h = hunt_of(inject)
     if cpus is None:  # the profile's: its roles need that many, oversubscribed if need be
         cpus = h.cpus
         oversubscribe = oversubscribe or cpus > len(usable_cores())
     era = era or h.era
-    knobs = resolve_era(era, {})
-    return RunConfig(
+    knobs = resolve_era(era, {"policy": policy})
+    return plugins.with_records(RunConfig(
         cpus=cpus, duration=duration if duration is not None else h.duration,
         workload=workload or h.workload, era=era, policy=knobs["policy"], refcount=knobs["refcount"],
         wakeup=knobs["wakeup"], nmbclusters=nmbclusters or h.nmbclusters,
@@ -157,7 +187,7 @@ def hunt_config(inject: tuple[str, ...], seed: int, sched: str, *, cpus: int | N
         jitter=(jitter if jitter is not None else 0.05) if sched == "jitter" else 0.0,
         pct_depth=pct_depth, steps=steps if sched == "pct" else 0, invariants=invariants,
         oversubscribe=oversubscribe, out=out, verbosity=-1,
-    )
+    ))
 
 
 def detection_time(doc: dict[str, Any]) -> float:
@@ -256,10 +286,10 @@ def _execute() -> Execute:
     return lambda cfg, out: execute(cfg, out)
 
 
-def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
+def run_hunt(cfgs: Iterable[RunConfig], root: Path, execute: Execute | None = None,
              echo: Callable[[str], None] | None = None, stop_first: bool = False,
              progress: RunProgress | None = None, stop: Any = None,
-             executor: Executor | None = None) -> list[SeedResult]:
+             executor: Executor | None = None, deadline: float | None = None) -> list[SeedResult]:
     """Run each configuration (one per seed) into ``root/seed-N`` and classify it
     (``progress``: seeds done of the total, the current seed's time, an ETA).
 
@@ -268,12 +298,13 @@ def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
     ``executor``: where the seeds run (default: one after the other here, through
     ``execute``; ``--jobs J``, ``--cluster``: docs/scale-out.md).  With ``stop_first``
     the seed that finds the race stops the others still running (their verdict:
-    interrupted); several may find it at once."""
+    interrupted); several may find it at once.  ``deadline`` (``time.monotonic()``,
+    --budget): no seed starts after it."""
     if executor is None:
         ex = execute or _execute()
         executor = LocalExecutor(lambda cfg, folder, echo=None: ex(cfg, folder))
-    requests = [RunRequest(cfg.seed, cfg.replace(out=str(root / f"seed-{cfg.seed}")), root / f"seed-{cfg.seed}",
-                           f"seed {cfg.seed}") for cfg in cfgs]
+    requests = (RunRequest(cfg.seed, cfg.replace(out=str(root / f"seed-{cfg.seed}")), root / f"seed-{cfg.seed}",
+                           f"seed {cfg.seed}") for cfg in cfgs)
     begun: list[Path] = []
 
     def started(req: RunRequest) -> None:
@@ -282,10 +313,12 @@ def run_hunt(cfgs: list[RunConfig], root: Path, execute: Execute | None = None,
         if progress is not None:
             progress.start(req.label)
 
+    def should_stop() -> bool:
+        return bool(stop is not None and stop.requested) or (deadline is not None and time.monotonic() >= deadline)
+
     out = []
     try:
-        for req, doc in executor.run(requests, on_start=started,
-                                     should_stop=None if stop is None else lambda: bool(stop.requested)):
+        for req, doc in executor.run(requests, on_start=started, should_stop=should_stop):
             out.append(_seed_result(req, doc, progress, echo))
             if stop_first and out[-1].found:
                 executor.stop()
@@ -305,30 +338,50 @@ def _seed_result(req: RunRequest, doc: dict[str, Any], progress: RunProgress | N
         progress.done()
     verdict = str(doc.get("verdict", "error"))
     code = int(doc.get("exit_code", EX_TESTER))
-    expected = (verdict != "interrupted" and
-                (caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts) if cfg.inject else verdict == "ok"))
+    # without an injection every verdict on the allocator is a finding (exit 1): an
+    # exhaustion wedge is how the 2005 allocator failed
+    expected = verdict != "interrupted" and (caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts)
+                                             if cfg.inject else code == EX_FAIL)
     r = SeedResult(cfg.seed, verdict, code, detection_time(doc), req.folder, expected, detection_step(doc))
     if echo is not None:
         echo(r.line())
     return r
 
 
-def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str, stopped: str | None = None) -> str:
+def by_class(results: list[SeedResult]) -> dict[str, int]:
+    """Seeds per verdict class among those that failed (``{"leak": 2, "wedged": 1}``)."""
+    out: dict[str, int] = {}
+    for r in results:
+        if r.failed and not r.interrupted:
+            out[r.verdict] = out.get(r.verdict, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str, stopped: str | None = None,
+                 what: str = "", budget: float | None = None) -> str:
     """``found in k of n seeds (inject refcount-eq0, sched pct)``, plus the seeds that
     failed some other way, if any, and the stop signal that cut the hunt short.  A seed
-    the signal cut is not counted among the n."""
+    the signal cut is not counted among the n.  Without an injection (``what``: the
+    configuration in words) every failure is a finding, listed by class."""
     done = [r for r in results if not r.interrupted]
     k = sum(r.found for r in done)
     other = sum(r.failed and not r.found for r in done)
     extra = f"; {other} other failures" if other else ""
+    classes = by_class(done)
+    if not inject and classes:
+        extra += ": " + ", ".join(f"{verdict} {n}" for verdict, n in classes.items())
+    if budget is not None and not stopped and not k:
+        extra += f"; the budget of {budget:g} s is spent"
     if stopped:
         extra += f"; interrupted by {stopped} after {len(done)} seeds"
-    return f"found in {k} of {len(done)} seeds (inject {','.join(inject)}, sched {sched}){extra}"
+    hunted = f"inject {','.join(inject)}" if inject else f"no injection: {what}"
+    return f"found in {k} of {len(done)} seeds ({hunted}, sched {sched}){extra}"
 
 
 def default_root(inject: tuple[str, ...]) -> Path:
-    """Create and claim results/race-<timestamp>-<inject>/, never an existing folder."""
-    return new_folder(Path("results"), f"race-{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(inject)}")
+    """Create and claim results/race-<timestamp>-<inject>/ (``-as-given`` without an
+    injection), never an existing folder."""
+    return new_folder(Path("results"), f"race-{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(inject) or 'as-given'}")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -340,9 +393,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _hunt(args: argparse.Namespace) -> int:
+    if args.export_test is not None:
+        path = export_test(Path(args.export_test), Path(args.out) if args.out else None)
+        print(f"wrote {path}: a pytest test that replays {args.export_test} and asserts its verdict")
+        return EX_OK
     inject = tuple(dict.fromkeys(n for group in args.inject for n in group))
-    if not inject:
-        raise UsageError("--inject: name at least one race: " + ", ".join(_config.INJECTIONS))
     if args.jitter is not None and args.sched != "jitter":
         raise UsageError(f"--jitter: only with --sched jitter (got --sched {args.sched})")
     if args.steps is not None and args.sched != "pct":
@@ -350,42 +405,63 @@ def _hunt(args: argparse.Namespace) -> int:
     oversubscribe = args.oversubscribe
     cpus = args.cpus
     if cpus is None:  # the profile's: its roles need that many, so oversubscribe if must
-        cpus = HUNTS[inject[0]].cpus
+        cpus = hunt_of(inject).cpus
         oversubscribe = oversubscribe or cpus > len(usable_cores())
     options.check_cpus(cpus, oversubscribe)
     from stress.engine.jobs import check_jobs
 
     check_jobs(args.jobs, [cpus], args.oversubscribe)
+    if args.budget is not None and (args.jobs != 1 or args.cluster is not None):
+        # the parallel executors queue every seed up front; a budget's seeds are open-ended
+        raise UsageError("--budget: hunts one seed after another here; with --jobs or --cluster give "
+                         "--seeds A..B instead")
     options.check_out(args.out)
     try:  # claimed: this hunt's alone (stress/files.py), released by the command line
         root = claim_folder(Path(args.out)) if args.out else default_root(inject)
     except FolderError as exc:
         raise UsageError(f"--out: {exc}") from None
-    cfgs = [hunt_config(inject, seed, args.sched, cpus=cpus, pct_depth=args.pct_depth,
-                        jitter=args.jitter,
-                        duration=args.duration, workload=args.workload, era=args.era,
-                        nmbclusters=args.nmbclusters, wedge_timeout=args.wedge_timeout,
-                        invariants=not args.no_invariants, oversubscribe=oversubscribe, steps=args.steps or 0)
-            for seed in args.seeds]
+    seeds = range(args.seeds.start, min(args.seeds.start + options.MAX_HUNT_SEEDS, options.MAX_SEED + 1)) \
+        if args.budget is not None else args.seeds
+
+    def config(seed: int) -> RunConfig:
+        return hunt_config(inject, seed, args.sched, cpus=cpus, pct_depth=args.pct_depth, jitter=args.jitter,
+                           duration=args.duration, workload=args.workload, era=args.era,
+                           nmbclusters=args.nmbclusters, wedge_timeout=args.wedge_timeout,
+                           invariants=not args.no_invariants, oversubscribe=oversubscribe, steps=args.steps or 0,
+                           policy=args.policy)
+
+    first = config(seeds.start)  # the configuration, checked before any run
+    what = f"era {first.era}, policy {first.policy}, refcount {first.refcount}, wakeup {first.wakeup}, " \
+           f"workload {first.workload}"
+    cfgs = (config(seed) for seed in seeds)
     quiet = args.quiet or args.json
+    deadline = time.monotonic() + args.budget if args.budget is not None else None
 
     from stress.engine import stopping
 
     start = documents.host_start()
-    with RunProgress(len(cfgs), "seeds", enabled=wanted(quiet), quiet_lines=quiet) as progress, \
+    total = None if args.budget is not None else len(seeds)
+    with RunProgress(total, "seeds", enabled=wanted(quiet), quiet_lines=quiet) as progress, \
             stopping.command_signals() as stop, \
             scaleout.opened(args, stop, oversubscribe=args.oversubscribe) as where:
-        progress.say(f"hunting {','.join(inject)} over seeds {args.seeds.start}..{args.seeds.stop - 1} "
-                     f"({args.sched}, {cpus} CPUs) into {root}")
-        results = run_hunt(cfgs, root, echo=None if quiet else progress.say, stop_first=args.stop_first,
-                           progress=progress, stop=stop,
+        hunted = ','.join(inject) or f"the configuration as given ({what})"
+        over = (f"seeds from {seeds.start} for {args.budget:g} s or until one fails" if args.budget is not None
+                else f"seeds {seeds.start}..{seeds.stop - 1}")
+        progress.say(f"hunting {hunted} over {over} ({args.sched}, {cpus} CPUs) into {root}")
+        results = run_hunt(cfgs, root, echo=None if quiet else progress.say,
+                           stop_first=args.stop_first or args.budget is not None,
+                           progress=progress, stop=stop, deadline=deadline,
                            executor=None if args.jobs == 1 and args.cluster is None else where)
         stopped = stop.freeze()  # race.json, written next, says whether a signal cut the hunt
-    line = summary_line(results, inject, args.sched, stopped)
+    line = summary_line(results, inject, args.sched, stopped, what=what, budget=args.budget)
     doc = documents.race_document(inject=list(inject), sched=args.sched, folder=root,
                                   seeds=[r.to_dict() for r in results], found=sum(r.found for r in results),
                                   summary=line, start=start)
     doc["interrupted"] = stopped  # the signal that cut the hunt short, or null
+    doc["by_class"] = by_class(results)
+    doc["budget_s"] = args.budget
+    doc["configuration"] = {"era": first.era, "policy": first.policy, "refcount": first.refcount,
+                            "wakeup": first.wakeup, "workload": first.workload}
     documents.write_race_json(root, doc)
     if args.json:
         print(documents.doc_text(doc, documents.RACE_FORMAT, indent=1), end="")

@@ -8,6 +8,14 @@ A pct or replay run folder holds its schedule, so its replay follows the very
 interleaving that was recorded; free and jitter runs record no schedule, so their replay
 re-runs the same seed, which reproduces the configuration but not necessarily the
 interleaving.
+
+Plugins (docs/extending.md): run folders travel between people, so a replay never
+imports code that only run.json names.  A run that used a plugin policy or workload is
+replayed only when the user names the plugin again (``--policy SPEC`` /
+``--workload SPEC``, perhaps at another path) or passes ``--trust-plugins`` (load it as
+recorded); otherwise exit 2 saying which plugin the run needs.  The plugin loaded must
+be the source the run recorded (its sha256): a changed source is refused, naming the
+difference, unless ``--force``.
 """
 
 from __future__ import annotations
@@ -16,15 +24,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from allocator.policy import POLICY_NAMES
+from allocator.policy import policy_names
 from stress import config as _config
-from stress import options
+from stress import options, plugins
 from stress.commands import run
 from stress.config import RunConfig
 from stress.documents import SCHEDULE_FILE, DocumentError, load_run, load_schedule
 from stress.files import new_folder
 from stress.options import UsageError
 from stress.variants import policy_params
+from stress.workloads import workload_names
 
 HELP = "re-run exactly what RUN_DIR/run.json recorded"
 DESCRIPTION = ("Re-run exactly what RUN_DIR/run.json recorded (same config and seed; the recorded\nschedule "
@@ -43,7 +52,69 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=options.whole_number(1, run.MAX_STEPS), default=None, metavar="N",
                         help="replaying a recorded schedule: stop at step N, to look at the state just "
                              "before a failure (default: where the recorded run stopped)")
+    g = parser.add_argument_group("plugins (docs/extending.md)")
+    g.add_argument("--policy", type=plugins.spec_checker("policy"), default=None, metavar="SPEC",
+                   help="the plugin policy the run used, named again (FILE.py:CLASS, MODULE:CLASS or an "
+                        "installed name): the only way a replay loads plugin code, besides --trust-plugins "
+                        "(default: none)")
+    g.add_argument("--workload", type=plugins.spec_checker("workload"), default=None, metavar="SPEC",
+                   help="the plugin workload the run used, named again (default: none)")
+    g.add_argument("--trust-plugins", action="store_true",
+                   help="load the plugins run.json names, as recorded, without naming them (default: off)")
+    g.add_argument("--force", action="store_true",
+                   help="replay even when a plugin's source differs from the one the run recorded "
+                        "(default: refuse, exit 2)")
     run.add_output_arguments(parser, run_folder=False)
+
+
+def with_plugins(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """The recorded configuration with its plugins loaded, as the user allowed.
+
+    A plugin is loaded only when the user named it again (``--policy`` / ``--workload``)
+    or passed ``--trust-plugins``; the one loaded must have the recorded source hash
+    unless ``--force``.  Everything else is a UsageError saying what the run needs."""
+    needed = plugins.recorded_plugins(cfg)  # read from the document: nothing imported
+    for kind in plugins.KINDS:
+        if getattr(args, kind, None) is not None and kind not in needed:
+            raise UsageError(f"--{kind}: the run used the built-in {kind} {plugins.spec_of(cfg, kind)!r}; "
+                             f"a replay re-runs what was recorded: --{kind} only names a plugin the run needs")
+    unnamed = {kind: recorded for kind, recorded in needed.items()
+               if getattr(args, kind, None) is None and not args.trust_plugins}
+    if unnamed:
+        what = " and ".join(f"the {kind} plugin {plugins.describe(r)}" for kind, r in unnamed.items())
+        how = " ".join(f"--{kind} SPEC" for kind in unnamed)
+        raise UsageError(f"RUN_DIR: the run used {what}; a replay loads no code a document names: name "
+                         f"{'them' if len(unnamed) > 1 else 'it'} again with {how}, or pass --trust-plugins "
+                         "to load as recorded")
+    records: dict[str, dict[str, object]] = {}
+    for kind, recorded in needed.items():
+        spec = getattr(args, kind, None) or _recorded_spec(recorded)
+        try:
+            record = plugins.resolve(kind, spec)
+        except plugins.PluginError as exc:
+            raise UsageError(f"--{kind}: {exc}") from None
+        if record is None:
+            raise UsageError(f"--{kind}: {spec!r} is built in, but the run used the {kind} plugin "
+                             f"{plugins.describe(recorded)}; a replay re-runs what was recorded")
+        diff = plugins.difference(recorded, record)
+        if diff and not args.force:
+            raise UsageError(f"--{kind}: {spec}: {diff}; --force replays it anyway")
+        if diff:
+            options.warn(f"--{kind}: {spec}: {diff}; replaying anyway (--force)")
+        cfg = cfg.replace(**{kind: spec})
+        records[kind] = record.to_dict()
+    return cfg.replace(plugins=records)
+
+
+def _recorded_spec(recorded: dict[str, object]) -> str:
+    """The spec to load a trusted plugin by: a file plugin from the absolute path the run
+    recorded when its relative spec does not resolve here."""
+    spec = str(recorded.get("spec"))
+    where, _, attr = spec.rpartition(":")
+    path = recorded.get("path")
+    if plugins.spec_origin(spec) == "file" and not Path(where).is_file() and isinstance(path, str):
+        return f"{path}:{attr}"
+    return spec
 
 
 #: the longest run a replay starts: a run's longest, doubled as prepare_replay does, plus 2 s
@@ -55,9 +126,9 @@ def config_problems(cfg: RunConfig) -> list[str]:
     """What in a recorded configuration this version cannot run (option name: problem)."""
     problems = []
     for name, allowed in (
-        ("workload", run.WORKLOAD_NAMES),
+        ("workload", workload_names()),  # the plugins are registered by then (with_plugins)
         ("era", _config.ERAS),
-        ("policy", POLICY_NAMES),
+        ("policy", policy_names()),
         ("refcount", _config.REFCOUNT_MODES),
         ("wakeup", _config.WAKEUP_MODES),
         ("sched", _config.SCHED_MODES),
@@ -117,6 +188,7 @@ def _replay_config(args: argparse.Namespace) -> tuple[RunConfig, dict[str, objec
         cfg = RunConfig.from_dict(doc["config"])
     except (TypeError, ValueError) as exc:
         raise UsageError(f"RUN_DIR: {run_dir}/run.json: unusable config: {exc}") from None
+    cfg = with_plugins(cfg, args)
     problems = config_problems(cfg)
     if problems:
         raise UsageError(f"RUN_DIR: {run_dir}: {problems[0]}")

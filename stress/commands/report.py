@@ -5,12 +5,17 @@ race hunts and bench files.
 
 - a run folder (run.json): read through ``stress.documents.load_run`` and printed with
   the very functions a live run uses (``stress.output.monitor``), so a report reads
-  exactly like the end of the run it describes;
+  exactly like the end of the run it describes; a wedged, stalled or panicked run's
+  post-mortem too (stacks.txt: what every CPU was executing);
 - a comparison folder (compare.json, of any format version the project wrote): its
   table, the statistics recomputed from its runs (``stress.output.comparison.analyse``,
   ``report_lines``), against the baseline it chose or ``--baseline NAME``;
 - a race hunt folder (race.json): a line per seed and the summary;
 - a bench file (``results/bench/<stamp>.json``): its table.
+
+``--audit``: a run that ended wedged, stalled or in a panic kept its arena (arena.npz,
+stress/engine/postmortem.py); its audit is run again, offline, and set beside what
+run.json recorded: exit 0 when the verdicts agree, 1 when they differ.
 
 Every document is read through its JSON Schema (stress/schemas/) and every argument is
 checked before anything is printed: one bad argument means exit 2, one line naming the
@@ -42,7 +47,7 @@ from stress.documents import (
     read_compare,
     read_race,
 )
-from stress.engine import stopping
+from stress.engine import postmortem, stopping
 from stress.files import is_temporary
 from stress.output import comparison, monitor
 from stress.output.plots import plot_run
@@ -64,9 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the comparison chose, or its first)")
     parser.add_argument("--replot", action="store_true",
                         help="redraw plot.png even when it exists (default: only when missing)")
+    parser.add_argument("--audit", action="store_true",
+                        help="run folders: audit the saved arena (arena.npz) again and compare the verdict with "
+                             "run.json's; exit 1 when they differ (default: off)")
     parser.add_argument("--json", action="store_true",
-                        help="print the run.json documents instead (one run: the document; several: a "
-                             "JSON list) (default: off)")
+                        help="print the documents instead, each with where it was read in \"folder\" (\"file\": bench) "
+                             "(one run: the document; several: a JSON list) (default: off)")
 
 
 def netstat_section(doc: dict[str, Any], folder: Path) -> list[str]:
@@ -99,7 +107,33 @@ def report_lines(doc: dict[str, Any], folder: Path, netstat: bool = True) -> lis
     if netstat:
         lines += netstat_section(doc, folder)
     lines += monitor.summary_lines(doc, folder)
+    lines += stacks_section(folder)
     return lines
+
+
+def stacks_section(folder: Path) -> list[str]:
+    """The post-mortem's stacks (stacks.txt), when the run left one."""
+    path = folder / postmortem.STACKS_TXT
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return ["", f"stacks ({path}):", *("  " + line if line else "" for line in text.rstrip().splitlines())]
+
+
+def audit_lines(s: Saved) -> tuple[list[str], bool]:
+    """``--audit`` of one run folder: the lines, and whether the re-audit agrees."""
+    r = postmortem.reaudit(s.path, s.doc)
+    lines = [f"re-audit of {s.path / postmortem.ARENA_NPZ}: {r.verdict}"
+             + (f" (the allocator: {r.audit_verdict})" if r.audit_verdict != r.verdict else ""),
+             *("  " + line for line in r.lines)]
+    if r.same:
+        lines.append(f"re-audit: the same verdict as run.json ({r.recorded})")
+    else:
+        lines.append(f"re-audit: DIFFERS from run.json: recorded {r.recorded} (the allocator: {r.recorded_audit}), "
+                     f"re-audited {r.verdict} (the allocator: {r.audit_verdict})")
+        lines += ["  " + d for d in r.differences()]
+    return lines, r.same
 
 
 @dataclass(frozen=True)
@@ -167,6 +201,24 @@ def saved_lines(saved: Saved, netstat: bool) -> list[str]:
     return report_lines(saved.doc, saved.path, netstat=netstat)
 
 
+def audit_all(saved: list[Saved]) -> int:
+    """``report --audit``: every run folder re-audited (2 when one has no usable
+    snapshot, before anything is printed; 1 when a verdict differs; else 0)."""
+    out: list[tuple[list[str], bool]] = []
+    for s in saved:
+        if s.kind != "run":
+            return options.usage_error(f"--audit: {s.path} is not a run folder")
+        try:
+            out.append(audit_lines(s))
+        except ValueError as exc:
+            return options.usage_error(f"--audit: {exc}")
+    for i, (lines, _) in enumerate(out):
+        if i:
+            print()
+        print("\n".join(lines))
+    return 0 if all(same for _, same in out) else options.EX_FAIL
+
+
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
     """Run ``report``; returns the exit code (2 when an argument is not a readable result)."""
     saved: list[Saved] = []
@@ -180,8 +232,12 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             if parser is not None:
                 parser.error(f"RUN_DIR: {exc}")
             return options.usage_error(f"RUN_DIR: {exc}")
+    if getattr(args, "audit", False):  # a Namespace made by hand (tests, callers) has no --audit
+        return audit_all(saved)
     if args.json:
-        docs = [s.doc for s in saved]
+        # each with where it was read: a run or comparison folder, a bench file
+        docs = [{"format": s.doc.get("format"), "folder" if s.kind != "bench" else "file": str(s.path), **s.doc}
+                for s in saved]
         print(json.dumps(finite_or_null(docs[0] if len(docs) == 1 else docs), indent=2))
         return 0
     stop = stopping.current()

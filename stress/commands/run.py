@@ -29,23 +29,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from allocator.policy import POLICY_NAMES, POLICY_PARAMS
+from allocator.policy import POLICY_PARAMS
 from stress import config as _config
-from stress import documents, files, options
+from stress import documents, files, options, plugins
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import format_cpulist, usable_cores
 from stress.engine.sched.plan import STEPS_PER_S
 from stress.options import UsageError
 from stress.output import monitor
 from stress.variants import policy_params
-from stress.workloads import WORKLOADS
 
 MAX_STEPS = 10**12  #: a bound no run reaches: about a year at the nominal rate
 
 HELP = "one stress run (the default command)"
 DESCRIPTION = ("One stress run: workers pinned to cores, live netstat -m, watchdog, audit, run folder.\n"
                "Exit 0 ok, 1 the allocator failed, 2 usage, 3 the tester failed, 130 interrupted.")
-WORKLOAD_NAMES = tuple(WORKLOADS)  #: the --workload names, in the registry's order
 
 _DEFAULTS: dict[str, Any] = {
     f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING
@@ -53,6 +51,7 @@ _DEFAULTS: dict[str, Any] = {
 
 
 def _policy_params_help() -> str:
+    """The built-in policies' parameters with their defaults (a plugin's: docs/extending.md)."""
     return "; ".join(
         f"{policy}: " + ", ".join(f"{name}={default:g}" for name, (default, _) in params.items())
         for policy, params in POLICY_PARAMS.items()
@@ -87,8 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--duration", type=options.seconds(), default=None, metavar="S",
                    help=f"total run time in seconds; not with --rounds, whose runs last rounds x "
                         f"(round-length + idle) (default: {d['duration']:g})")
-    g.add_argument("--workload", type=options.one_of(WORKLOAD_NAMES), default=d["workload"], metavar="NAME",
-                   help=f"{', '.join(WORKLOAD_NAMES)} (default: {d['workload']})")
+    g.add_argument("--workload", type=plugins.spec_checker("workload"), default=d["workload"], metavar="NAME",
+                   help=f"{plugins.help_names('workload')}; or a plugin: path/to/file.py:CLASS or "
+                        f"MODULE:CLASS (docs/extending.md) (default: {d['workload']})")
     g.add_argument("--rounds", type=options.whole_number(0, options.MAX_ROUNDS), default=d["rounds"], metavar="R",
                    help="netperf-style on/off rounds, netstat -m printed after each; 0 = one continuous "
                         f"round (default: {d['rounds']})")
@@ -105,8 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "no trimming), 2007 (refcount fixed, packet zone drained on cluster exhaustion, "
                         "wake all), modern (all fixes plus the default trimming policy) "
                         f"(default: {d['era']})")
-    g.add_argument("--policy", type=options.one_of(POLICY_NAMES), default=None, metavar="NAME",
-                   help=f"packet-zone / bucket-cache trimming: {', '.join(POLICY_NAMES)} "
+    g.add_argument("--policy", type=plugins.spec_checker("policy"), default=None, metavar="NAME",
+                   help=f"packet-zone / bucket-cache trimming: {plugins.help_names('policy')}; or a plugin: "
+                        f"path/to/file.py:CLASS or MODULE:CLASS (docs/extending.md) "
                         f"(default: {_era_default('policy')})")
     g.add_argument("--policy-param", type=options.policy_param, action="append", default=None, metavar="NAME=VALUE",
                    help="a tuning parameter of --policy, repeatable, as NAME=VALUE or POLICY.NAME=VALUE "
@@ -162,7 +163,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lock-profile", action="store_true",
                    help="LOCK_PROFILING-style statistics per lock and acquisition point (default: off)")
     g.add_argument("--profile", action="store_true",
-                   help="sample all workers with py-spy; write a flame graph and a speedscope file "
+                   help="sample all workers with py-spy; write its flame graph SVG and speedscope file "
                         "(default: off)")
 
     add_output_arguments(parser, run_folder=True)
@@ -176,7 +177,8 @@ def add_output_arguments(parser: argparse.ArgumentParser, run_folder: bool) -> N
                        help="where to write the run folder; must be new or empty "
                             "(default: results/<timestamp>-<workload>-<era>-<policy>-cpus<N>/)")
     g.add_argument("--json", action="store_true",
-                   help="print the final run.json to stdout instead of the human summary (default: off)")
+                   help="print the final run.json to stdout instead of the human summary, with the run "
+                        "folder in \"folder\" (default: off)")
     g.add_argument("-q", "--quiet", action="store_true", help="less output (default: off)")
     g.add_argument("-v", "--verbose", action="count", default=0,
                    help="more output, repeatable (default: 0)")
@@ -226,7 +228,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.profile and not _py_spy_available():
         raise UsageError("--profile: py-spy is not installed (pip install py-spy)")
 
-    return RunConfig(
+    return with_plugins(RunConfig(
         cpus=cpus,
         duration=duration,
         workload=args.workload,
@@ -256,7 +258,16 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         json=args.json,
         verbosity=verbosity,
         policy_params=params,
-    )
+    ))
+
+
+def with_plugins(cfg: RunConfig) -> RunConfig:
+    """``cfg`` recording the plugins it runs (``RunConfig.plugins``: spec, version, source
+    hash); a plugin that cannot be loaded is a UsageError naming the option."""
+    try:
+        return plugins.with_records(cfg)
+    except plugins.PluginError as exc:
+        raise UsageError(f"--{exc.kind or 'policy'}: {exc}") from None
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -372,8 +383,8 @@ def _run_into(cfg: RunConfig, folder: Path, mapping: dict[int, int], stop: Any) 
     if late and doc.get("verdict") != "interrupted":
         doc = mark_interrupted(doc, late, "while the results were written")
         documents.write_run_json(folder, doc)
-    if cfg.json:
-        sys.stdout.write(documents.run_json_text(doc))
+    if cfg.json:  # run.json as written, plus the folder it was written to
+        sys.stdout.write(documents.run_json_text({"folder": str(folder), **doc}))
         sys.stdout.flush()
     else:
         lines = (monitor.verdict_lines(doc) + [f"run folder: {folder}"] if cfg.verbosity < 0

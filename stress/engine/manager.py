@@ -60,7 +60,7 @@ from allocator.witness import findings
 from stress import audit
 from stress.config import RunConfig
 from stress.documents import Schedule
-from stress.engine import postmortem, sched
+from stress.engine import live, postmortem, sched
 from stress.engine.pinning import PinningError, cpu_map
 from stress.engine.sampler import Sampler, empty_peak
 from stress.engine.stopping import (
@@ -135,6 +135,7 @@ class RunState:
     wedge: Wedge | None = None
     stall: Stall | None = None
     panicked: bool = False
+    stacks_taken: bool = False  #: stacks.txt written (a wedge's or a panic's post-mortem)
     stopped_at: float | None = None  #: time.monotonic() when the run's stop began
     workers_gone_s: float | None = None  #: seconds from the stop signal until every worker was reaped
 
@@ -162,6 +163,7 @@ class Manager:
         self.profile_handle: Any = None
         self.profile_lines: list[str] = []
         self.recorded_schedule: Schedule | None = None  #: for schedule.json (pct, replay)
+        self.live_path: Path | None = None  #: live.json while the run runs (stress.engine.live)
 
     def say(self, lines: list[str]) -> None:
         """Live lines (through the progress indicator) when a person is watching."""
@@ -186,6 +188,7 @@ class Manager:
                 except (OSError, ValueError, MemoryError) as exc:
                     raise ArenaError(f"the arena could not be created: {exc}") from exc
                 reset_all(self.uma, self.specs)
+                self._publish()
                 self.controller.prepare(self.uma)
                 if self.signals.requested:  # stopped while the arena was made: start nothing
                     self.uma.request_stop()
@@ -228,9 +231,25 @@ class Manager:
         try:
             return self._outcome(error)
         finally:
+            live.withdraw(self.live_path)
+            self.live_path = None
             if self.uma is not None:
                 self.uma.close()
                 self.uma = None
+
+    def _publish(self) -> None:
+        """live.json in the run folder: where the arena is, for ``stress stat``; at -v
+        the path and the command are printed.  A run that cannot write it goes on
+        (it loses only the watching)."""
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.live_path = live.publish(self.out, self.uma.path, self.cfg.cpus)
+        except OSError as exc:
+            log.warning("live.json not written: %s", exc)
+            return
+        if self.cfg.verbosity > 0:
+            self.say([f"live: arena {self.uma.path} (pid {os.getpid()}), in {self.live_path}; "
+                      f"watch it: python -m stress stat {self.out}"])
 
     def _signalled(self) -> None:
         """The stop hook (called from the signal handler): raise the arena's stop flag,
@@ -334,6 +353,7 @@ class Manager:
                     st.wedge = alarm
                     st.stop_reason = "wedged"
                     log.warning("wedged: %s", alarm.to_dict())
+                    self._stacks_of_all(f"wedged at {alarm.at_s:.1f} s in [{alarm.wchan}] on {alarm.zone}")
                     break
                 shown = ctrl.progress(uma) * planned if by_step else el
                 self.progress.update(shown, f"round {cur_round + 1}/{cfg.rounds}" if cfg.rounds else "")
@@ -430,6 +450,19 @@ class Manager:
             except OSError as exc:
                 log.error("stacks.txt not written: %s", exc)
 
+    def _stacks_of_all(self, title: str) -> None:
+        """A wedge's or a panic's post-mortem, before any process is killed: every CPU's
+        and the manager's /proc state and py-spy stack into stacks.txt (the stall's
+        own post-mortem, of its CPUs, is :meth:`_postmortem`'s)."""
+        if self.state.stacks_taken:
+            return
+        self.state.stacks_taken = True
+        processes = [(h.proc.pid, f"CPU {h.cpu}") for h in self.workers] + [(os.getpid(), "the manager")]
+        try:
+            postmortem.write_stacks(self.out, title, postmortem.capture_all(processes))
+        except OSError as exc:
+            log.error("stacks.txt not written: %s", exc)
+
     def _stuck(self, stuck: list[WorkerHandle]) -> None:
         """stop_workers' ``before_kill``: CPUs that did not stop within the grace period.
         A stall of its own unless the run already ended for a reason that explains it (a
@@ -491,6 +524,8 @@ class Manager:
                     self.state.panicked = True
                     self.state.stop_reason = "panic"
                     log.error("CPU %d panicked", h.cpu)
+                    last = h.message[1].strip().splitlines()[-1:] if h.message else []  # the exception's line
+                    self._stacks_of_all(f"panic on CPU {h.cpu}" + (f": {last[0]}" if last else ""))
                 died = True
                 continue
             if code != 0 or not self.uma.stop_requested():
@@ -550,6 +585,8 @@ class Manager:
                        start_method=START_METHOD, mapping=dict(self.mapping), peak=empty_peak())
         o.planned_s = planned_duration(cfg)
         if uma is not None:
+            if st.wedge is not None or st.stall is not None or st.panicked:  # kept for report --audit
+                postmortem.snapshot_arena(uma, self.out)
             try:
                 panics = uma.panics()
                 o.counters = counter_totals(uma)

@@ -26,6 +26,8 @@ same processes; each caller chooses which pids and writes its own title.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -33,7 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from allocator import Uma
+from allocator.witness import findings
+from stress import audit
 from stress.output.profile import py_spy_path
+from stress.workloads.common import counter_totals
+from stress.workloads.ring import held_mbufs
+
+log = logging.getLogger("zonelimit")
 
 STACKS_TXT = "stacks.txt"
 DUMP_TIMEOUT = 5.0  #: seconds py-spy may take for one process (reading a stopped one takes ~20 ms)
@@ -163,3 +172,81 @@ def write_stacks(folder: Path, title: str, reports: Sequence[ProcessReport],
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+# --- the arena kept, and audited again (issue 14) -------------------------------------------
+
+ARENA_NPZ = "arena.npz"
+
+
+def snapshot_arena(uma: Any, folder: Path) -> str | None:
+    """Keep the arena of a run that ended wedged, stalled or in a panic:
+    ``folder/arena.npz`` (allocator/snapshot.py: every array, payload excepted), taken by
+    the manager at the very point its audit runs -- the workers stopped, the arena
+    quiescent -- so that :func:`reaudit` walks exactly what the run's audit walked.  (A
+    snapshot taken while CPUs still ran would be torn: items in flight in their hands.
+    What every CPU was executing is stacks.txt's, taken before any process is killed.)
+    Returns the file's name, None when it could not be written (the run's result stands)."""
+    try:
+        return str(uma.snapshot(Path(folder) / ARENA_NPZ).name)
+    except OSError as exc:
+        log.error("arena.npz not written: %s", exc)
+        return None
+
+
+@dataclass
+class ReAudit:
+    """``report --audit``: the audit of a saved arena beside what run.json recorded."""
+
+    verdict: str  #: the re-audit's verdict (with run.json's stop: wedge, stall, signal, error)
+    audit_verdict: str  #: what the arena alone says about the allocator
+    recorded: str  #: run.json ``verdict``
+    recorded_audit: str  #: run.json ``audit_verdict`` (or ``verdict``)
+    block: dict[str, Any]  #: the run.json ``audit`` block the re-audit computes
+    recorded_block: dict[str, Any]  #: run.json ``audit``
+    lines: list[str]  #: the audit's summary lines
+
+    @property
+    def same(self) -> bool:
+        """The same verdicts and the same audit block, count for count."""
+        return ((self.verdict, self.audit_verdict) == (self.recorded, self.recorded_audit)
+                and self.block == self.recorded_block)
+
+    def differences(self) -> list[str]:
+        """The audit block's fields that differ: ``lost: {...} recorded, {...} now``."""
+        keys = sorted(set(self.block) | set(self.recorded_block))
+        return [f"{k}: {self.recorded_block.get(k)!r} recorded, {self.block.get(k)!r} re-audited"
+                for k in keys if self.block.get(k) != self.recorded_block.get(k)]
+
+
+def reaudit(folder: Path, doc: dict[str, Any]) -> ReAudit:
+    """Audit ``folder/arena.npz`` again, offline, the way the manager audited the live
+    arena (stress/engine/manager.py ``_outcome``): the consumers' holdings from the saved
+    rings, the killed CPUs' hands set aside, panics and WITNESS from the saved arena, and
+    run.json's wedge, stall, signal and error for what only the run could see.  Raises
+    ValueError (one line) when there is no usable snapshot."""
+    path = Path(folder) / ARENA_NPZ
+    if not path.is_file():
+        raise ValueError(f"{folder}: no {ARENA_NPZ} (only a run that ended wedged, stalled or in a panic keeps "
+                         "its arena)")
+    uma = Uma.from_snapshot(path)
+    try:
+        report = uma.audit(held_mbufs(uma, uma.arena.layout.extra))
+        stop = doc.get("stop") or {}
+        killed = stop.get("killed_mid_operation") or []
+        if killed:
+            report.set_aside(killed, audit.KILLED_HAND)
+        config = doc.get("config") or {}
+        lock_order = len(findings(uma.view)) if config.get("invariants") else 0
+        stall = doc.get("stall")
+        a = audit.assess(report, payload_errors=counter_totals(uma)["payload_errors"], panics=uma.panics(),
+                         wedged=doc.get("wedge") is not None, lock_order_findings=lock_order,
+                         error=doc.get("error"), stalled=stall.get("how") if isinstance(stall, dict) else None,
+                         signal=stop.get("signal"), interrupted=str(doc.get("verdict_detail") or ""))
+        lines = report.summary_lines()
+    finally:
+        uma.close()
+    recorded = str(doc.get("verdict"))
+    block = json.loads(json.dumps(a.block))  # as run.json holds it (lists, not tuples)
+    return ReAudit(a.verdict, a.audit_verdict or a.verdict, recorded, str(doc.get("audit_verdict") or recorded),
+                   block, dict(doc.get("audit") or {}), lines)

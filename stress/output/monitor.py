@@ -384,3 +384,56 @@ class Progress:
         """Erase the indicator for good."""
         self.clear()
         self.enabled = False
+
+
+# --- stat: a live run's arena (stress/commands/stat.py) -----------------------------------------
+
+
+def percpu_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The per-CPU bucket table: each CPU's alloc and free bucket of each zone, items /
+    capacity (libmemstat's per-CPU cache, memstat_uma.c; ``-`` where the CPU holds no
+    bucket).  The FREE column of vmstat -z counts these items too."""
+    lines = [f"{'CPU':>3}  {'ZONE':<14}{'ALLOC':>9}{'FREE':>9}{'CACHED':>8}"]
+
+    def bucket(items: int, size: int) -> str:
+        return f"{items}/{size}" if size else "-"
+
+    for r in rows:
+        lines.append(f"{r['cpu']:>3}  {r['zone']:<14}{bucket(r['alloc_items'], r['alloc_size']):>9}"
+                     f"{bucket(r['free_items'], r['free_size']):>9}{r['alloc_items'] + r['free_items']:>8}")
+    return lines
+
+
+def sleeper_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Who sleeps where, as ``ps -axl`` shows it: STAT D (msleep without PCATCH, as
+    uma's keg sleep is: uninterruptible) and MWCHAN, the wait channel ("zonelimit")."""
+    if not rows:
+        return ["no CPU asleep"]
+    lines = [f"{'CPU':>3} {'PID':>7} STAT {'MWCHAN':<10} {'ZONE':<14}{'SLEPT':>9}"]
+    for r in rows:
+        slept = f"{r['slept_s']:.2f} s" if r.get("slept_s") is not None else "-"
+        lines.append(f"{r['cpu']:>3} {r['pid']:>7} D    {r['wchan']:<10} {r['zone']:<14}{slept:>9}")
+    return lines
+
+
+def lock_holder_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Locks held now, after DDB's ``show alllocks``: the holder, then the lock."""
+    if not rows:
+        return ["no lock held"]
+    lines = []
+    for r in rows:
+        lines.append(f"Process {r['pid']} ({r['owner']})")
+        lines.append(f"exclusive sleep mutex {r['lock']} r = 0 locked")
+    return lines
+
+
+def stat_lines(snap: dict[str, Any]) -> list[str]:
+    """One interval of ``stress stat``: vmstat -z, netstat -m, the per-CPU buckets,
+    sleepers and lock holders, each under its FreeBSD command's name."""
+    age = f", run age {snap['t_s']:.1f} s" if snap.get("t_s") is not None else ""
+    lines = [f"--- pid {snap['pid']}{age} ---", "", "vmstat -z:"]
+    lines += vmstat_lines(snap) + ["", "netstat -m:"] + netstat_lines(snap)
+    lines += ["", "per-CPU buckets (items/size):"] + percpu_lines(snap["percpu"])
+    lines += ["", "sleeping (ps -axl):"] + sleeper_lines(snap["sleepers"])
+    lines += ["", "locks held (show alllocks):"] + lock_holder_lines(snap["locks"])
+    return lines + [""]

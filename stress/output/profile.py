@@ -3,13 +3,33 @@
 Two instruments, both off unless asked for (performance.md: profile before optimising):
 
 ``--profile``
-    One ``py-spy record --subprocesses --nonblocking`` attached to the manager before
-    it forks the workers follows every worker.  ``--nonblocking`` matters: a blocking
-    sampler stops the target to read its stack, which would stretch lock hold times
-    and change the very interleavings a stress run exists to produce.  py-spy writes
-    *raw* collapsed stacks (one sampler, one pass); from them this module writes the
-    two files people open -- ``profile.speedscope.json`` (https://speedscope.app) and
-    ``profile.svg`` (a flame graph) -- and the hottest functions per process/role.
+    py-spy, attached to the manager before it forks the workers, follows every worker
+    (``py-spy record --subprocesses --nonblocking --idle``), twice: one recording in
+    ``--format speedscope`` and one in ``--format flamegraph``, because py-spy writes
+    one format per recording and both files are py-spy's own.  ``--nonblocking``
+    matters: a blocking sampler stops the target to read its stack, which would stretch
+    lock hold times and change the very interleavings a stress run exists to produce.
+    ``--idle`` keeps the samples of a sleeping thread, so the profile can say how much
+    of a CPU's time was spent waiting.  The file a person explores is py-spy's own
+    ``profile.speedscope.json``: one profile per process and thread, in seconds, with
+    file and line of every frame -- open it in speedscope (https://www.speedscope.app,
+    or ``npx speedscope profile.speedscope.json``) for an interactive flame graph with
+    zoom, search and a left-heavy view; and py-spy's flame graph SVG,
+    ``profile.flamegraph.svg`` (rendered by py-spy's own renderer, inferno: open it in a
+    browser, click to zoom, Ctrl-F to search; each process a tower under its parent's
+    ``process PID`` frame).  Nothing is drawn here.  From the speedscope file this
+    module writes the summary:
+
+    - per process (labelled manager, cpu0, cpu1, ...): how much of its sampled time was
+      **idle** -- the innermost Python line yields (``sched_yield``), sleeps, or waits
+      (a lock, a semaphore, a pipe, a child) -- and the hottest **work** by function;
+      ``cpu0: 72% idle (yield 60%, sleep 10%, wait 2%); hottest work: m_getcl (mbuf.py) 12%, ...``;
+    - line-level hot spots of the work (``mbuf.py:212 m_getcl 5%``), the top few printed,
+      the full tables in ``profile.txt``;
+    - **imports are not charged to the run**: a sample with an import on its stack (the
+      manager imports matplotlib in a thread while the workers run, so the plot at the
+      end is quick) is counted apart, as "imports", and left out of idle and work.
+
     If py-spy is missing or cannot attach (ptrace not permitted: containers without
     CAP_SYS_PTRACE, ``kernel.yama.ptrace_scope`` >= 2), :func:`stop` returns one line
     saying so and what to do; the run itself is never affected.
@@ -30,12 +50,13 @@ Who calls what (the manager)::
 
     handle = profile.start(run_dir, os.getpid())   # before forking the workers
     ... run ...                                     # workers exit, are joined
-    for line in profile.stop(handle, roles={pid: "cpu0 sender", ...}): echo(line)
+    for line in profile.stop(handle, roles={pid: "cpu0", ...}): echo(line)
 """
 
 from __future__ import annotations
 
 import json
+import linecache
 import os
 import re
 import shutil
@@ -43,22 +64,22 @@ import signal
 import subprocess
 import sys
 import time
-import zlib
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 from typing import Any
 
 from stress.files import write_text
 
-RAW_FILE = "profile.raw.txt"  #: py-spy's collapsed stacks, as recorded
-SPEEDSCOPE_FILE = "profile.speedscope.json"
-SVG_FILE = "profile.svg"
+SPEEDSCOPE_FILE = "profile.speedscope.json"  #: py-spy's own output: the interactive flame graph
+FLAMEGRAPH_FILE = "profile.flamegraph.svg"  #: py-spy's own flame graph SVG (its renderer, inferno)
+SUMMARY_FILE = "profile.txt"  #: idle, hottest functions and lines per process
 LOG_FILE = "profile.log"  #: py-spy's own stderr
 RATE = 100  #: samples per second per process (py-spy's default)
-HOTTEST = 5  #: functions listed per process/role
+HOTTEST = 5  #: functions printed per process
+HOT_LINES = 3  #: lines printed per process (profile.txt has TABLE_ROWS of each)
+TABLE_ROWS = 15
 STOP_TIMEOUT = 10.0  #: seconds py-spy gets to write its file after SIGINT
 
 PTRACE_HINT = ("run as root, or grant CAP_SYS_PTRACE (docker run --cap-add SYS_PTRACE), "
@@ -69,15 +90,6 @@ PTRACE_HINT = ("run as root, or grant CAP_SYS_PTRACE (docker run --cap-add SYS_P
 
 LOCK_COLUMNS = ("max", "wait_max", "total", "wait_total", "count", "avg", "wait_avg",
                 "cnt_hold", "cnt_lock", "name")
-
-
-_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-
-
-def _xml_text(s: str) -> str:
-    """Text safe inside SVG: escaped, and without the characters XML 1.0 forbids (py-spy's
-    process names carry /proc cmdlines, whose arguments are NUL-separated)."""
-    return escape(_XML_ILLEGAL.sub(" ", s))
 
 
 def lock_profile_lines(rows: Iterable[Mapping[str, Any]], top: int | None = None) -> list[str]:
@@ -128,8 +140,10 @@ class ProfileHandle:
 
     run_dir: Path
     pid: int
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[bytes] | None = None  #: the speedscope recording
+    flame: subprocess.Popen[bytes] | None = None  #: the flame graph SVG recording
     error: str | None = None  #: why there is no recording (set at start or at stop)
+    flame_error: str | None = None  #: why there is no SVG, when the speedscope file is there
     started: float = field(default_factory=time.monotonic)
     lines: list[str] = field(default_factory=list)
 
@@ -159,13 +173,17 @@ def start(run_dir: str | os.PathLike[str], pid: int, *, rate: int = RATE) -> Pro
     except OSError as exc:
         handle.error = f"cannot write into {folder}: {exc.strerror}"
         return handle
-    cmd = [exe, "record", "--subprocesses", "--nonblocking", "--format", "raw", "--rate", str(rate),
-           "--output", str(folder / RAW_FILE), "--pid", str(pid)]
-    try:
+    def record(fmt: str, output: str) -> subprocess.Popen[bytes]:
+        cmd = [exe, "record", "--subprocesses", "--nonblocking", "--idle", "--format", fmt,
+               "--rate", str(rate), "--output", str(folder / output), "--pid", str(pid)]
         # Own session: a Ctrl-C at the terminal reaches the run, not the sampler, and
         # the manager decides when the sampler stops (and so when it writes its file).
-        handle.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                       start_new_session=True)
+        # Both recordings share the log (one open file: their lines interleave, none is lost).
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+
+    try:
+        handle.proc = record("speedscope", SPEEDSCOPE_FILE)
+        handle.flame = record("flamegraph", FLAMEGRAPH_FILE)
     except OSError as exc:
         handle.error = f"cannot start py-spy: {exc.strerror}"
     finally:
@@ -173,38 +191,53 @@ def start(run_dir: str | os.PathLike[str], pid: int, *, rate: int = RATE) -> Pro
     return handle
 
 
+def _finish(proc: subprocess.Popen[bytes] | None) -> None:
+    """Wait for a py-spy that was sent SIGINT to write its file; killed if it hangs."""
+    if proc is None:
+        return
+    try:
+        proc.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def stop(handle: ProfileHandle, roles: Mapping[int, str] | None = None) -> list[str]:
-    """Stop sampling, write ``profile.speedscope.json`` and ``profile.svg`` into the
-    run folder and return the lines to print: where the files are and the hottest
-    functions of each process (labelled by ``roles``: pid -> "cpu0 sender"; the
-    profiled pid is the manager).  One line, and no files, if py-spy could not
-    attach or record.  Safe to call twice (the second call returns the same lines)."""
+    """Stop sampling, write ``profile.txt`` and return the lines to print: where the
+    files are, and per process (labelled by ``roles``: pid -> "cpu0"; the profiled pid
+    is the manager) its idle share and hottest work.  One line, and no summary, if
+    py-spy could not attach or record.  Safe to call twice (the same lines again)."""
     if handle.lines:
         return handle.lines
     proc = handle.proc
-    if proc is not None:
-        if proc.poll() is None:
-            try:
-                proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        raw = handle.run_dir / RAW_FILE
-        if not raw.is_file() or raw.stat().st_size == 0:
-            handle.error = _attach_error(handle.run_dir / LOG_FILE, proc.returncode)
+    out = handle.run_dir / SPEEDSCOPE_FILE
+    svg = handle.run_dir / FLAMEGRAPH_FILE
+    for p in (proc, handle.flame):  # both asked first: they write at the same time
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    _finish(proc)
+    _finish(handle.flame)
+    if proc is not None and (not out.is_file() or out.stat().st_size == 0):
+        handle.error = _attach_error(handle.run_dir / LOG_FILE, proc.returncode)
+    if handle.flame is not None and (not svg.is_file() or svg.stat().st_size == 0):
+        handle.flame_error = _attach_error(handle.run_dir / LOG_FILE, handle.flame.returncode)
     if handle.error is not None:
         handle.lines = [f"profile: no profile: {handle.error}"]
         return handle.lines
-    stacks = read_collapsed((handle.run_dir / RAW_FILE).read_text(errors="replace").splitlines())
+    try:
+        samples = read_speedscope(json.loads(out.read_text(errors="replace")))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        handle.lines = [f"profile: {out} unreadable: {exc}"]
+        return handle.lines
     labels = dict(roles or {})
     labels.setdefault(handle.pid, "manager")
-    write_speedscope(handle.run_dir / SPEEDSCOPE_FILE, stacks, labels)
-    write_flamegraph(handle.run_dir / SVG_FILE, stacks, labels)
-    total = sum(n for _, _, n in stacks)
-    handle.lines = [f"profile: {total} samples of {len({p for p, _, _ in stacks})} processes -> "
-                    f"{handle.run_dir / SVG_FILE}, {handle.run_dir / SPEEDSCOPE_FILE}"]
-    handle.lines += hottest_lines(stacks, labels)
+    summaries = summarise(samples, labels)
+    write_text(handle.run_dir / SUMMARY_FILE, "\n".join(table_lines(summaries)) + "\n")
+    handle.lines = [f"profile: {out} (interactive flame graph: https://www.speedscope.app); "
+                    f"per process: {handle.run_dir / SUMMARY_FILE}"]
+    handle.lines.append(f"profile: {svg} (py-spy's flame graph: open in a browser; click to zoom, Ctrl-F to search)"
+                        if handle.flame_error is None else f"profile: no flame graph SVG: {handle.flame_error}")
+    handle.lines += summary_lines(summaries)
     return handle.lines
 
 
@@ -223,134 +256,177 @@ def _attach_error(log: Path, returncode: int | None) -> str:
     return f"py-spy recorded nothing (exit {returncode}: {last or 'no message'}); see {log}"
 
 
-# --- collapsed stacks ----------------------------------------------------------------------
-
-Stack = tuple[int, tuple[str, ...], int]  #: (pid, frames root first, samples)
+# --- reading py-spy's speedscope file --------------------------------------------------------
 
 
-def read_collapsed(lines: Iterable[str]) -> list[Stack]:
-    """Parse py-spy's raw output: ``process P:"cmd";...;process C:"cmd";frame;frame N``.
-    A child's stacks are nested under its parent's ``process`` frames; the innermost
-    one names the sampled process, and the frames after it are its stack."""
-    out: list[Stack] = []
-    for line in lines:
-        line = line.rstrip()
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
+@dataclass(frozen=True)
+class Frame:
+    """One Python frame as py-spy saw it."""
+
+    name: str
+    file: str
+    line: int
+
+    @property
+    def function(self) -> str:
+        """The function's name without the closures' ``Outer.<locals>.`` prefix (the fast
+        paths are closures: ``MbufOps._install_mbuf_hooks.<locals>.m_getcl`` is m_getcl)."""
+        return self.name.rpartition(".<locals>.")[2]
+
+    def short(self) -> str:
+        """``m_getcl (mbuf.py)``: a function, for the hottest-work list."""
+        return f"{self.function} ({Path(self.file).name})" if self.file else self.function
+
+    def where(self) -> str:
+        """``mbuf.py:212 m_getcl``: a line, for the hot spots."""
+        return f"{Path(self.file).name}:{self.line} {self.function}" if self.file else self.function
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One stack of one thread, with the seconds it stands for."""
+
+    pid: int
+    thread: str
+    frames: tuple[Frame, ...]  #: root first, process frames left out
+    seconds: float
+
+
+_PROFILE_NAME = re.compile(r"Process (\d+) Thread (\d+)(?: \"(.*)\")?")
+
+
+def read_speedscope(doc: Mapping[str, Any]) -> list[Sample]:
+    """py-spy's speedscope document as samples.  py-spy writes one "sampled" profile per
+    process and thread (named ``Process P Thread T "name"``), frames root first, nested
+    under ``process P:"cmdline"`` frames for the processes above the sampled one."""
+    frames = [Frame(str(f.get("name", "?")), str(f.get("file") or ""), int(f.get("line") or 0))
+              for f in doc["shared"]["frames"]]
+    out: list[Sample] = []
+    for prof in doc["profiles"]:
+        m = _PROFILE_NAME.match(str(prof.get("name", "")))
+        pid = int(m.group(1)) if m else -1
+        thread = (m.group(3) or m.group(2)) if m else "?"
+        scale = 1.0 if prof.get("unit") == "seconds" else 1.0 / RATE  # "none": a count of samples
+        for stack, weight in zip(prof["samples"], prof["weights"], strict=True):
+            chain = tuple(frames[i] for i in stack if not frames[i].name.startswith("process "))
+            out.append(Sample(pid, thread, chain, float(weight) * scale))
+    return out
+
+
+# --- idle, imports, work ---------------------------------------------------------------------
+
+#: what the innermost Python line of an idle sample calls: (kind, pattern)
+IDLE_CALLS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("yield", re.compile(r"\bsched_yield\s*\(")),
+    ("sleep", re.compile(r"\bsleep\s*\(")),
+    ("wait", re.compile(r"\.(acquire|wait|wait_for|join|poll|recv|recv_bytes|get|select)\s*\(|"
+                        r"\b(select|poll|waitpid|wait)\s*\(")),
+)
+
+
+def is_import(frames: Sequence[Frame]) -> bool:
+    """A sample taken while a module was being imported (importlib on the stack)."""
+    return any(f.name in ("_find_and_load", "_call_with_frames_removed") or "importlib._bootstrap" in f.file
+               for f in frames)
+
+
+def idle_kind(frames: Sequence[Frame]) -> str | None:
+    """"yield", "sleep" or "wait" when the innermost Python line calls a primitive that
+    gives the CPU away (read from the source: py-spy shows the Python line that made
+    the call, not the C function), else None: the sample is work."""
+    if not frames:
+        return "wait"  # no Python frame at all: the thread is inside the interpreter's own waits
+    leaf = frames[-1]
+    text = linecache.getline(leaf.file, leaf.line) if leaf.file else ""
+    for kind, pattern in IDLE_CALLS:
+        if pattern.search(text):
+            return kind
+    return None
+
+
+@dataclass
+class ProcessProfile:
+    """What one process did, in seconds of samples."""
+
+    pid: int
+    label: str
+    total: float = 0.0  #: every sample but imports
+    imports: float = 0.0
+    idle: dict[str, float] = field(default_factory=lambda: defaultdict(float))  #: "yield", "sleep", "wait"
+    functions: dict[str, float] = field(default_factory=lambda: defaultdict(float))  #: work by leaf function
+    lines: dict[str, float] = field(default_factory=lambda: defaultdict(float))  #: work by leaf line
+
+    @property
+    def idle_total(self) -> float:
+        return float(sum(self.idle.values()))
+
+    def share(self, seconds: float) -> float:
+        """Percent of the process's (non-import) samples."""
+        return 100.0 * seconds / self.total if self.total > 0 else 0.0
+
+
+def summarise(samples: Iterable[Sample], labels: Mapping[int, str]) -> list[ProcessProfile]:
+    """Per process, manager first then by label: imports apart, idle by kind, work by
+    function and by line."""
+    per: dict[int, ProcessProfile] = {}
+    for s in samples:
+        p = per.get(s.pid)
+        if p is None:
+            p = per[s.pid] = ProcessProfile(s.pid, labels.get(s.pid, f"pid {s.pid}"))
+        if is_import(s.frames):
+            p.imports += s.seconds
             continue
-        pid = -1
-        frames: list[str] = []
-        for frame in stack.split(";"):
-            if frame.startswith("process "):
-                head = frame[len("process "):].split(":", 1)[0]
-                if head.isdigit():
-                    pid, frames = int(head), []
-                    continue
-            frames.append(frame)
-        out.append((pid, tuple(frames), int(count)))
-    return out
+        p.total += s.seconds
+        kind = idle_kind(s.frames)
+        if kind is not None:
+            p.idle[kind] += s.seconds
+        else:
+            p.functions[s.frames[-1].short()] += s.seconds
+            p.lines[s.frames[-1].where()] += s.seconds
+    return sorted(per.values(), key=lambda p: (p.label != "manager", _order(p.label), p.pid))
 
 
-def _label(pid: int, labels: Mapping[int, str]) -> str:
-    name = labels.get(pid)
-    return f"{name} (pid {pid})" if name else f"pid {pid}"
+def _order(label: str) -> tuple[int, str]:
+    m = re.fullmatch(r"cpu(\d+)", label)
+    return (int(m.group(1)), "") if m else (1 << 30, label)
 
 
-def _short(frame: str) -> str:
-    """``func (path/to/file.py:123)`` -> ``func (file.py)``: functions, not lines, are hot."""
-    name, _, where = frame.partition(" (")
-    file = where.rstrip(")").rsplit(":", 1)[0]
-    return f"{name} ({file.rsplit('/', 1)[-1]})" if file else name
+def most(counts: Mapping[str, float], top: int | None = None) -> list[tuple[str, float]]:
+    """The largest entries first (ties by name), at most ``top``."""
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
 
 
-def hottest_lines(stacks: Sequence[Stack], labels: Mapping[int, str], top: int = HOTTEST) -> list[str]:
-    """Per process: its sample count and the ``top`` functions by self time (the leaf
-    frame of each sample), as percentages of that process's samples."""
-    per: dict[int, Counter[str]] = defaultdict(Counter)
-    for pid, frames, n in stacks:
-        per[pid][_short(frames[-1]) if frames else "(no Python frame)"] += n
-    managers = {p for p, v in labels.items() if v == "manager"}
-    order = sorted(per, key=lambda p: (p not in managers, labels.get(p, "~"), p))
+def _percent_list(p: ProcessProfile, counts: Mapping[str, float], top: int) -> str:
+    return ", ".join(f"{name} {p.share(sec):.0f}%" for name, sec in most(counts, top)) or "none"
+
+
+def summary_lines(profiles: Sequence[ProcessProfile]) -> list[str]:
+    """Two lines per process: idle and hottest work; the hottest lines."""
     out = []
-    for pid in order:
-        counts = per[pid]
-        total = sum(counts.values())
-        hot = ", ".join(f"{fn} {100 * n / total:.0f}%" for fn, n in counts.most_common(top))
-        out.append(f"profile: {_label(pid, labels)}: {total} samples; hottest (self): {hot}")
+    for p in profiles:
+        idle = ", ".join(f"{k} {p.share(v):.0f}%" for k, v in most(p.idle))
+        imports = f"; imports {p.imports:.1f} s not counted" if p.imports > 0 else ""
+        out.append(f"profile: {p.label} (pid {p.pid}): {p.total:.1f} s sampled; {p.share(p.idle_total):.0f}% idle"
+                   + (f" ({idle})" if idle else "") + f"; hottest work: {_percent_list(p, p.functions, HOTTEST)}"
+                   + imports)
+        out.append(f"profile: {p.label} hot lines: {_percent_list(p, p.lines, HOT_LINES)}")
     return out
 
 
-def write_speedscope(path: Path, stacks: Sequence[Stack], labels: Mapping[int, str]) -> None:
-    """A speedscope file (https://www.speedscope.app/file-format-schema.json): one
-    sampled profile per process, frames shared."""
-    frames: list[dict[str, Any]] = []
-    index: dict[str, int] = {}
-    per: dict[int, tuple[list[list[int]], list[int]]] = defaultdict(lambda: ([], []))
-    for pid, stack, n in stacks:
-        ids = []
-        for frame in stack:
-            i = index.get(frame)
-            if i is None:
-                name, _, where = frame.partition(" (")
-                file, _, line = where.rstrip(")").rpartition(":")
-                entry: dict[str, Any] = {"name": name}
-                if file:
-                    entry["file"] = file
-                if line.isdigit():
-                    entry["line"] = int(line)
-                i = index[frame] = len(frames)
-                frames.append(entry)
-            ids.append(i)
-        samples, weights = per[pid]
-        samples.append(ids)
-        weights.append(n)
-    profiles = [{"type": "sampled", "name": _label(pid, labels), "unit": "none", "startValue": 0,
-                 "endValue": sum(weights), "samples": samples, "weights": weights}
-                for pid, (samples, weights) in sorted(per.items())]
-    doc = {"$schema": "https://www.speedscope.app/file-format-schema.json", "exporter": "zonelimit",
-           "name": "zonelimit run", "activeProfileIndex": 0, "shared": {"frames": frames},
-           "profiles": profiles}
-    write_text(path, json.dumps(doc))
-
-
-def write_flamegraph(path: Path, stacks: Sequence[Stack], labels: Mapping[int, str],
-                     width: int = 1200, row: int = 16) -> None:
-    """A flame graph SVG (Gregg's layout: root at the bottom, width = samples), one
-    tower per process; hover a box for its function and sample count."""
-    tree: dict[str, Any] = {"n": 0, "kids": {}}
-    for pid, frames, n in stacks:
-        node = tree
-        node["n"] += n
-        for frame in (_label(pid, labels), *frames):
-            node = node["kids"].setdefault(frame, {"n": 0, "kids": {}})
-            node["n"] += n
-    depth = _depth(tree)
-    height = (depth + 2) * row
-    total = max(tree["n"], 1)
-    scale = (width - 20) / total
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'font-family="monospace" font-size="11">',
-           f'<text x="10" y="{row - 3}">zonelimit profile: {tree["n"]} samples</text>']
-
-    def draw(node: dict[str, Any], x: float, level: int) -> None:
-        for name, kid in sorted(node["kids"].items()):
-            w = kid["n"] * scale
-            y = height - (level + 1) * row
-            hue = 20 + zlib.crc32(name.encode()) % 40
-            tip = _xml_text(f"{name}: {kid['n']} samples ({100 * kid['n'] / total:.1f}%)")
-            out.append(f'<g><title>{tip}</title><rect x="{x:.1f}" y="{y}" width="{max(w - 0.5, 0.1):.1f}" '
-                       f'height="{row - 1}" fill="hsl({hue},90%,60%)"/>')
-            if w > 40:
-                text = _xml_text(_short(name)[: int(w / 7)])
-                out.append(f'<text x="{x + 2:.1f}" y="{y + row - 4}">{text}</text>')
-            out.append("</g>")
-            draw(kid, x, level + 1)
-            x += w
-
-    draw(tree, 10.0, 0)
-    out.append("</svg>")
-    write_text(path, "\n".join(out) + "\n")
-
-
-def _depth(node: dict[str, Any]) -> int:
-    return 1 + max((_depth(k) for k in node["kids"].values()), default=0)
+def table_lines(profiles: Sequence[ProcessProfile]) -> list[str]:
+    """profile.txt: per process its idle breakdown, then the hottest functions and lines
+    of its work (self time: the innermost frame of each sample), percent of its samples."""
+    out = ["zonelimit profile: per process, percent of its sampled time (imports not counted);",
+           "work by self time (the innermost Python frame); idle = the innermost line yields, sleeps or waits.",
+           f"explore: {SPEEDSCOPE_FILE} in https://www.speedscope.app (or npx speedscope)", ""]
+    for p in profiles:
+        out.append(f"== {p.label} (pid {p.pid}): {p.total:.2f} s sampled, imports {p.imports:.2f} s not counted")
+        out.append(f"   idle {p.share(p.idle_total):5.1f}%  "
+                   + "  ".join(f"{k} {p.share(v):.1f}%" for k, v in most(p.idle)))
+        out.append(f"   work {p.share(p.total - p.idle_total):5.1f}%")
+        out.append("   hottest functions:")
+        out += [f"   {p.share(sec):6.1f}%  {name}" for name, sec in most(p.functions, TABLE_ROWS)]
+        out.append("   hottest lines:")
+        out += [f"   {p.share(sec):6.1f}%  {name}" for name, sec in most(p.lines, TABLE_ROWS)]
+        out.append("")
+    return out

@@ -58,8 +58,11 @@ os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                     after_in_child=_after_fork_in_child)
 
 
-def eta(elapsed: float, done: int, total: int) -> str:
-    """The time left at the pace so far (``h:mm:ss``), ``-`` before the first run ends."""
+def eta(elapsed: float, done: int, total: int | None) -> str:
+    """The time left at the pace so far (``h:mm:ss``), ``-`` before the first run ends
+    or when the total is not known (a hunt with a time budget)."""
+    if total is None:
+        return "-"
     if done <= 0 or total <= done:
         return "-" if done <= 0 else "0:00:00"
     left = int(round(elapsed / done * (total - done)))
@@ -80,7 +83,7 @@ class RunProgress:
     ``quiet_lines``.  Use it as a context manager, or call :meth:`close` (safe twice).
     """
 
-    def __init__(self, total: int, what: str = "runs", enabled: bool = True,
+    def __init__(self, total: int | None, what: str = "runs", enabled: bool = True,
                  stream: TextIO | None = None, quiet_lines: bool = False) -> None:
         self.total = total
         self.what = what

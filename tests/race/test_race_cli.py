@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from stress import options
 from stress.commands import race
 from stress.config import RunConfig
 
@@ -219,3 +220,69 @@ def test_full_run_hunt_finds_cache_drain_unsafe_on_parallel_cores(tmp_path: Path
     p = _stress("race", "--inject", "cache-drain-unsafe", "--seeds", "1..4", "--sched", "free", "--stop-first",
                 "--out", str(tmp_path / "hunt"))
     assert p.returncode == 1 and "found in 1 of " in p.stdout, p.stdout + p.stderr
+
+
+def test_a_hunt_without_injection_counts_every_failure_by_class(tmp_path: Path) -> None:
+    """No --inject: the configuration as given, every verdict on the allocator a finding."""
+    verdicts = {0: ("ok", 0), 1: ("leak", 1), 2: ("wedged", 1), 3: ("leak", 1), 4: ("error", 3)}
+
+    def fake(cfg: RunConfig, out: Path) -> dict[str, Any]:
+        verdict, code = verdicts[cfg.seed]
+        return {"verdict": verdict, "exit_code": code, "duration_s": 1.0, "wedge": {"free_items_meanwhile": False}}
+
+    cfgs = [race.hunt_config((), s, "pct", era="2005", policy="median") for s in range(5)]
+    assert all((c.inject, c.era, c.policy, c.refcount) == ((), "2005", "median", "buggy-eq0") for c in cfgs)
+    assert cfgs[0].invariants and cfgs[0].nmbclusters == race.AS_GIVEN.nmbclusters
+    res = race.run_hunt(cfgs, tmp_path, execute=fake)
+    assert [r.found for r in res] == [False, True, True, True, False]  # a wedge of the era is a finding
+    assert race.by_class(res) == {"leak": 2, "wedged": 1}
+    assert race.summary_line(res, (), "pct", what="era 2005") == \
+        "found in 3 of 5 seeds (no injection: era 2005, sched pct): leak 2, wedged 1"
+
+
+def test_a_budget_stops_starting_seeds_when_spent(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def fake(cfg: RunConfig, out: Path) -> dict[str, Any]:
+        calls.append(cfg.seed)
+        return {"verdict": "ok", "exit_code": 0, "duration_s": 1.0}
+
+    seeds = (race.hunt_config((), s, "pct") for s in range(10**6))  # endless: the deadline ends it
+    assert race.run_hunt(seeds, tmp_path, execute=fake, deadline=0.0) == [] and calls == []
+    res = race.run_hunt(iter([race.hunt_config((), 7, "pct")]), tmp_path, execute=fake, deadline=float("inf"))
+    assert [r.seed for r in res] == [7]
+    assert race.summary_line(res, (), "pct", what="x", budget=60.0).endswith("; the budget of 60 s is spent")
+    assert options.duration("30m") == 1800.0 and options.duration("1.5h") == 5400.0 and options.duration("90") == 90.0
+
+
+@pytest.mark.smp
+def test_race_without_injection_finds_the_2005_refcount_race(tmp_path: Path) -> None:
+    """The issue's "done when": no injection, --era 2005, pct: the allocator as it was
+    loses clusters to its refcount race; placed by step, so the first seed finds it on
+    any machine, and a budget ends the hunt there."""
+    out = tmp_path / "hunt"
+    p = _stress("race", "--era", "2005", "--steps", "10000", "--budget", "10m", "--out", str(out), timeout=600)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "hunting the configuration as given (era 2005, policy none, refcount buggy-eq0" in p.stdout
+    assert "found in 1 of 1 seeds (no injection: era 2005" in p.stdout and ": leak 1" in p.stdout
+    doc = json.loads((out / "race.json").read_text())
+    assert doc["inject"] == [] and doc["by_class"] == {"leak": 1} and doc["budget_s"] == 600.0
+    run = json.loads((out / "seed-1" / "run.json").read_text())
+    assert run["audit"]["lost"]["cluster"] > 0 and run["config"]["inject"] == []
+
+    # --export-test: the failing seed as a pytest file that replays it, for the user's suite
+    test_file = tmp_path / "suite" / "test_exported.py"
+    test_file.parent.mkdir()
+    p = _stress("race", "--export-test", str(out / "seed-1"), "--out", str(test_file))
+    assert p.returncode == 0 and test_file.is_file(), p.stderr
+    assert _stress("race", "--export-test", str(out / "seed-1"), "--out", str(test_file)).returncode == 2  # taken
+    ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
+                         cwd=test_file.parent, capture_output=True, text=True, timeout=900)
+    assert ran.returncode == 0, ran.stdout[-3000:]
+    text = test_file.read_text()  # it asserts what the run recorded, exactly: another count fails it
+    assert f'assert doc["audit"]["lost"] == {run["audit"]["lost"]!r}' in text and "assert p.returncode == 1" in text
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "run.json").write_text((out / "seed-1" / "run.json").read_text())
+    p = _stress("race", "--export-test", str(bare), "--out", str(tmp_path / "t.py"))
+    assert p.returncode == 2 and "has no schedule.json" in p.stderr
