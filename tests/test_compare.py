@@ -32,6 +32,9 @@ from tests.fixtures import run_doc
 
 COLUMNS = ["t", "running", "clusters_current", "packets_cache", "clusters_max", "ops"]
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference" / "policies"
+#: the first reference comparisons (zonelimit.compare/1, 3 repeats), kept when the
+#: reference was measured again (format /2): what every reader must still upgrade
+V1 = Path(__file__).resolve().parent / "data" / "compare-v1"
 TIMINGS = ("created", "finished", "history", "version", "host")  #: what may differ between two writes of one result
 
 
@@ -215,22 +218,26 @@ def test_differences_are_called_only_with_six_pairs_and_an_interval_that_exclude
 
 
 def test_report_of_the_committed_v1_references_recomputes_the_statistics(capsys: pytest.CaptureFixture[str]) -> None:
-    args = argparse.Namespace(run_dirs=[str(REFERENCE / "steady"), str(REFERENCE / "netperf-nfs")],
+    args = argparse.Namespace(run_dirs=[str(V1 / "steady"), str(V1 / "netperf-nfs")],
                               no_netstat=False, replot=False, json=False, baseline="modern:none")
     assert report.main(args) == 0
     out = capsys.readouterr().out
     assert out.count("== ") == 2 and "baseline modern:none" in out
     assert "stranded clusters (avg)" in out and "3 < 6: the signed-rank test cannot reach p < 0.05" in out
-    doc = read_compare(REFERENCE / "steady")
+    doc = read_compare(V1 / "steady")
     assert doc["upgraded_from"] == "zonelimit.compare/1" and doc["format"] == COMPARE_FORMAT
     assert "verbosity" not in doc["base"] and "json" not in doc["base"]
     assert doc["variants"][0]["options"] == {"era": "2005"}
 
 
-@pytest.mark.parametrize("folder", sorted(p.name for p in REFERENCE.iterdir() if (p / "compare.json").exists()))
-def test_every_committed_reference_is_read(folder: str) -> None:
-    doc = valid(json.loads(json.dumps(comparison.analyse(read_compare(REFERENCE / folder)))))
-    assert doc["repeats"] == 3 and all(len(v["runs"]) == 3 for v in doc["variants"])
+@pytest.mark.parametrize("folder", [*(REFERENCE / p.name for p in sorted(REFERENCE.iterdir())
+                                       if (p / "compare.json").exists()),
+                                     *(V1 / p.name for p in sorted(V1.iterdir()))], ids=str)
+def test_every_committed_reference_is_read(folder: Path) -> None:
+    """The references as measured (compare/2) and the first ones (compare/1, upgraded)."""
+    doc = valid(json.loads(json.dumps(comparison.analyse(read_compare(folder)))))
+    n = 3 if folder.parent == V1 else 6
+    assert doc["repeats"] == n and all(len(v["runs"]) == n for v in doc["variants"])
     assert comparison.report_lines(doc)
 
 
@@ -589,15 +596,15 @@ def test_merge_joins_comparisons_pairing_within_each(tmp_path: Path) -> None:
 
 def test_merge_reads_the_first_format_and_refuses_other_variants(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    shutil.copytree(REFERENCE / "steady", tmp_path / "again")
-    assert compare.main(parse(["--merge", str(REFERENCE / "steady"), str(tmp_path / "again"),
+    shutil.copytree(V1 / "steady", tmp_path / "again")
+    assert compare.main(parse(["--merge", str(V1 / "steady"), str(tmp_path / "again"),
                                "--out", str(tmp_path / "m"), "-q"])) == 0
     doc = load(tmp_path / "m")
     assert doc["repeats"] == 6 and doc["merged_from"][0]["format"] == "zonelimit.compare/1"
-    assert compare.main(parse(["--merge", str(REFERENCE / "steady"), str(REFERENCE / "rounds"),
+    assert compare.main(parse(["--merge", str(V1 / "steady"), str(V1 / "rounds"),
                                "--out", str(tmp_path / "n"), "-q"])) == 2
     assert "differs between" in capsys.readouterr().err
-    assert compare.main(parse(["--merge", str(REFERENCE / "steady"), str(REFERENCE / "burst-percpu"),
+    assert compare.main(parse(["--merge", str(V1 / "steady"), str(V1 / "burst-percpu"),
                                "--out", str(tmp_path / "o"), "-q"])) == 2
     assert "has other variants" in capsys.readouterr().err
 
