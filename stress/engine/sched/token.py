@@ -77,13 +77,20 @@ from stress.engine.sched.schedule import (
 
 YIELD_PREFIXES = ("yield", "spin", "retry", "trylock", "wait")
 SPIN_LIMIT = 256  #: same label this many times in a row without a switch counts as a yield
-# Waiting for the token: poll, then yield the core, then nap (a waiter must not burn a
-# core forever when the holder is slow or asleep).  Measured on 2 cores: a hand-over
-# costs about 14 us (71k steps/s with a switch at every step, 370k without); the yield
-# and nap lengths made no visible difference to a full pct run (about 10k ops/s, bound
-# by the workers' own naps while they hold the token).
-SPIN_POLLS = 64
-YIELD_POLLS = 4096
+# Waiting for the token: spin, then nap (a waiter must not burn a core forever when the
+# holder is slow or asleep).  Measured on 2 cores: a hand-over costs about 14 us (71k
+# steps/s with a switch at every step, 370k without).
+#
+# Never sched_yield while waiting.  Beside a CPU hog (Linux 6.x, EEVDF) every yield pushes
+# the waiter's deadline a slice later, so when the token comes it waits out the hog's
+# slices, at nearly every hand-over: one wake-one hunt seed (45k hand-overs) took 80-190 s
+# beside a hog on both cores when its waiters yielded (4096 yields, or even 4, before
+# napping), against 10-13 s spinning and napping; on a machine without the hog both take
+# about 5 s, and napping alone 10 s.  So a waiter spins in user space for SPIN_NS (cheap:
+# the hand-over usually comes within it), then naps, and a nap's timer wake-up does
+# preempt a hog.
+SPIN_POLLS = 64  #: polls between two looks at the clock
+SPIN_NS = 100_000  #: how long a waiter spins before it naps
 NAP_S = 0.0001
 
 
@@ -496,18 +503,24 @@ class TokenScheduler:
         self.ctl[CTL_TOKEN] = nxt
 
     def _wait(self) -> None:
-        """Spin until the token is ours; then yield the core; then sleep briefly.  Take
+        """Spin until the token is ours (SPIN_NS), then nap (NAP_S) between looks.  Take
         an orphan token (nobody holds it, or its holder died) under the orphan lock."""
         ctl = self.ctl
         k = self.k
         n = 0
+        spin_end = 0
         while ctl[CTL_TOKEN] != k:
             n += 1
             if n < SPIN_POLLS:
                 continue
-            if n < YIELD_POLLS:
-                os.sched_yield()
-                continue
+            if spin_end >= 0:
+                now = time.perf_counter_ns()
+                if spin_end == 0:
+                    spin_end = now + SPIN_NS
+                if now < spin_end:
+                    n = 0  # spin on, looking at the clock every SPIN_POLLS polls
+                    continue
+                spin_end = -1
             time.sleep(NAP_S)
             if n % 64 == 0:
                 self._maybe_orphan()
