@@ -83,6 +83,18 @@ multiprocessing.util.spawnv_passfds = _spawn_audited(multiprocessing.util.spawnv
 
 _HOG = pytest.StashKey[Hog]()  #: the session's hog, when --hog
 
+#: Test files whose smp tests decide on how processes interleave: races found or not,
+#: SMP conservation, stalls and stops, the 2005 wedge, leftovers after a kill.  CI runs
+#: these beside the CPU hog (tox -e hog-ci, marker ``contended``) and the other smp tests,
+#: which start processes only to run the tool's commands, once without it (tox -e smp-ci);
+#: tox -e hog runs all of them 20 times beside the hog (docs/testing.md "CI").
+CONTENDED_FILES = frozenset({
+    "tests/race/test_races.py", "tests/race/test_race_cli.py", "tests/race/test_witness.py",
+    "tests/test_allocator_smp.py", "tests/test_era2005.py", "tests/test_stops.py",
+    "tests/test_lock_timeout.py", "tests/test_leftovers.py", "tests/test_sched.py",
+    "tests/test_manager.py", "tests/reliability/test_reliability.py",
+})
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("zonelimit")
@@ -98,6 +110,16 @@ def pytest_configure(config: pytest.Config) -> None:
         hog = Hog.start(lifetime)
         config.stash[_HOG] = hog
         config.add_cleanup(hog.stop)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the smp tests of :data:`CONTENDED_FILES` ``contended``."""
+    root = config.rootpath
+    for item in items:
+        if item.get_closest_marker("smp") is not None:
+            rel = item.path.relative_to(root).as_posix()
+            if rel in CONTENDED_FILES:
+                item.add_marker(pytest.mark.contended)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
