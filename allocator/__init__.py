@@ -38,6 +38,12 @@ extra=(), sched_locks=False, lock_profile=False)``
 
 ``uma.audit(held_mbufs) -> AuditReport``
     The conservation audit at a quiescent point: free / cached / held / stranded / LOST.
+    Under INVARIANTS it carries the history of the first lost / double-owned items.
+
+``uma.item_history(keg, item) -> list[HistoryEntry]``; ``cpu.set_step_source(words, index)``
+    INVARIANTS: the last HISTORY_DEPTH operations on an item (who, what, which step), oldest
+    first; a controlled scheduler installs its step counter so records carry its steps
+    (allocator/history.py).
 
 ``uma.sleepers()`` (CPUs asleep; one a wakeup already chose is not), ``uma.keg_free(k)``,
 ``uma.cpu_ops()``, ``uma.panics()``, ``uma.lock_holders()``, ``uma.lock_profile()``, ``uma.request_stop()``,
@@ -71,12 +77,14 @@ from . import implementation
 from .audit import AuditReport
 from .cpu import Cpu
 from .errors import LockTimeout, UmaPanic, UmaSleepError
+from .history import HistoryEntry
 from .implementation import UnsupportedArchitecture
 from .keg import M_NOWAIT, M_WAITOK
 from .layout import (
     EXT_CLUSTER,
     EXT_NONE,
     EXT_PACKET,
+    HISTORY_DEPTH,
     KEG_CLUSTER,
     KEG_MBUF,
     KEG_NAMES,
@@ -102,9 +110,10 @@ __all__ = [
     "COMPILED", "INJECTIONS", "LOCK_NAMES", "EXT_CLUSTER", "EXT_NONE", "EXT_PACKET", "KEG_CLUSTER", "KEG_MBUF",
     "KEG_NAMES", "M_EXT", "M_NOWAIT", "M_PKTHDR", "M_WAITOK", "MCLBYTES", "MSIZE", "MT_DATA", "MT_HEADER",
     "ZONE_CLUSTER", "ZONE_MBUF", "ZONE_NAMES", "ZONE_PACKET",
-    "ArraySpec", "AuditReport", "Cpu", "Geometry", "Layout", "LockTimeout", "NetstatM", "Panic", "PercpuCache",
-    "Sleeper", "Stats", "Uma", "UmaConfig", "UmaPanic", "UmaSleepError", "UnsupportedArchitecture", "ZoneStats",
-    "netstat_m_lines", "vmstat_z_lines",
+    "HISTORY_DEPTH",
+    "ArraySpec", "AuditReport", "Cpu", "Geometry", "HistoryEntry", "Layout", "LockTimeout", "NetstatM", "Panic",
+    "PercpuCache", "Sleeper", "Stats", "Uma", "UmaConfig", "UmaPanic", "UmaSleepError", "UnsupportedArchitecture",
+    "ZoneStats", "netstat_m_lines", "vmstat_z_lines",
 ]
 
 

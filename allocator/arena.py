@@ -26,6 +26,7 @@ import numpy as np
 
 from .layout import (
     HDR_CLUSTER_PAGES,
+    HDR_HISTORY,
     HDR_MAGIC,
     HDR_MBUF_PAGES,
     HDR_NBUCKETS,
@@ -91,6 +92,7 @@ class Arena:
         hdr[HDR_MBUF_PAGES] = geometry.mbuf_pages
         hdr[HDR_CLUSTER_PAGES] = geometry.cluster_pages
         hdr[HDR_NBUCKETS] = geometry.nbuckets
+        hdr[HDR_HISTORY] = geometry.history
         hdr[HDR_NEXTRA] = len(extra)
         for i, spec in enumerate(extra):
             off = layout.size + HDR_WORDS * 8 + i * _EXTRA_REC
@@ -123,7 +125,7 @@ class Arena:
             os.close(fd)
             raise ValueError(f"{path} is not a zonelimit arena of layout version {LAYOUT_VERSION}")
         g = Geometry(int(hdr[HDR_NCPUS]), int(hdr[HDR_NMBCLUSTERS]), int(hdr[HDR_MBUF_PAGES]),
-                     int(hdr[HDR_CLUSTER_PAGES]), int(hdr[HDR_NBUCKETS]))
+                     int(hdr[HDR_CLUSTER_PAGES]), int(hdr[HDR_NBUCKETS]), int(hdr[HDR_HISTORY]))
         nextra = int(hdr[HDR_NEXTRA])
         hdr.release()
         base = Layout(g).size  # without extras, to find the spec table we need the full size

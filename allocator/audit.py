@@ -11,7 +11,9 @@ clusters  free in keg | cached in mbuf_cluster | attached to a cached packet
           (STRANDED: the pseudo-leak) | attached to a held or in-hand mbuf | LOST
           (nobody references it and it is neither free nor cached: the true leak)
 
-An item found in two places is *double-owned*.  The zone counters are checked against
+An item found in two places is *double-owned*.  Under INVARIANTS the report carries the
+recorded history of the first few lost and double-owned items (allocator/history.py):
+who allocated, freed and referenced them last, and at which step.  The zone counters are checked against
 the walk: ``mbuf.USED + mbuf_packet.USED`` must equal the mbufs in use, and
 ``mbuf_cluster.USED`` the clusters neither free nor cached.
 
@@ -33,10 +35,12 @@ from typing import Any
 
 import numpy as np
 
+from .history import HISTORY_ITEMS, has_history, history_words
 from .layout import (
     BUCKET_MAX,
     CLUSTER_IPERS,
     EXT_PACKET,
+    KEG_NAMES,
     MBUF_IPERS,
     NZONES,
     ZONE_CLUSTER,
@@ -75,6 +79,10 @@ class AuditReport:
     counter_drift: int = 0
     #: findings a killed CPU may explain (set_aside): cpus, per_cpu bound, and per kind how many
     in_killed_hands: dict[str, Any] = field(default_factory=dict)
+    #: INVARIANTS: the recorded history of the first few lost / double-owned items, each
+    #: {"finding": "lost" | "double-owned", "keg": "mbuf" | "mbuf_cluster", "item": id,
+    #: "history": ["cpu0 alloc mbuf_packet at step 3", ...] oldest first}
+    histories: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def items_accounted(self) -> int:
@@ -109,6 +117,10 @@ class AuditReport:
             self.lost_cluster_ids, self.lost_cluster_refcounts = [], []
         if not self.double_owned:
             self.double_owned_examples = []
+        gone = {("lost", "mbuf")} if not self.lost_mbufs else set()
+        gone |= {("lost", "mbuf_cluster")} if not self.lost_clusters else set()
+        gone |= {("double-owned", "mbuf"), ("double-owned", "mbuf_cluster")} if not self.double_owned else set()
+        self.histories = [h for h in self.histories if (h["finding"], h["keg"]) not in gone]
         self.in_killed_hands = taken
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,7 +154,15 @@ class AuditReport:
             out.append(f"  refcount errors: {self.refcount_errors}")
         if self.counter_drift:
             out.append(f"  COUNTER DRIFT: {self.counters}")
+        out += history_lines(self.histories)
         return out
+
+
+def history_lines(histories: list[dict[str, Any]]) -> list[str]:
+    """``  history of mbuf_cluster 17 (lost): cpu0 alloc ...; cpu1 refcount-dec ...`` per item;
+    the run.json audit block's ``item_histories`` read the same way (stress/output)."""
+    return [f"  history of {h['keg']} {h['item']} ({h['finding']}): "
+            + ("; ".join(h["history"]) or "nothing recorded") for h in histories]
 
 
 def _keg_free_items(np_of: Any, k: int, ipers: int) -> np.ndarray[Any, Any]:
@@ -178,6 +198,7 @@ def audit(np_of: Any, rows: int, stats: Stats, held_mbufs: Iterable[int]) -> Aud
     r.mbufs, r.clusters = int(live[0].sum()), int(live[1].sum())
     owners = [np.zeros(len(live[0]), np.int32), np.zeros(len(live[1]), np.int32)]
     places: list[dict[int, str]] = [{}, {}]
+    doubles: list[tuple[int, int]] = []  # (keg, item) of the first double-owned items
 
     def own(k: int, items: np.ndarray[Any, Any], where: str) -> None:
         if len(items) == 0:
@@ -185,6 +206,8 @@ def audit(np_of: Any, rows: int, stats: Stats, held_mbufs: Iterable[int]) -> Aud
         np.add.at(owners[k], items, 1)
         if (owners[k][items] > 1).any():
             for it in items[owners[k][items] > 1][:_SAMPLE]:
+                if len(doubles) < _SAMPLE and (k, int(it)) not in doubles:
+                    doubles.append((k, int(it)))
                 r.double_owned_examples.append(f"{('mbuf', 'cluster')[k]} {int(it)}: "
                                                f"{places[k].get(int(it), '?')} and {where}")
         if len(places[k]) < 100000:
@@ -288,4 +311,11 @@ def audit(np_of: Any, rows: int, stats: Stats, held_mbufs: Iterable[int]) -> Aud
     r.counters = {"mbufs_in_use": {"counters": used_m, "walk": walk_m},
                   "clusters_in_use": {"counters": used_c, "walk": walk_c}}
     r.counter_drift = abs(used_m - walk_m) + abs(used_c - walk_c)
+    if has_history(np_of):
+        ncpus = rows - 3  # Geometry.rows: the CPUs, the manager, the shared row, the off-CPU row
+        found = [("lost", 1, int(c)) for c in lost_c[:HISTORY_ITEMS]]
+        found += [("lost", 0, int(m)) for m in lost_m[:HISTORY_ITEMS]]
+        found += [("double-owned", k, it) for k, it in doubles[:HISTORY_ITEMS]]
+        r.histories = [{"finding": what, "keg": KEG_NAMES[k], "item": it,
+                        "history": history_words(np_of, k, it, ncpus)} for what, k, it in found]
     return r

@@ -137,6 +137,14 @@ class Context(LockOps):
         self.ui_next = [v(f"k{k}_ui_next") for k in range(NKEGS)]
         self.ui_state = [v(f"k{k}_ui_state") for k in range(NKEGS)]
         self.payload = [arena.payload(k) for k in range(NKEGS)]
+        # INVARIANTS item history (debug.py records it, history.py reads it): only when the
+        # arena keeps one; the step word a controlled scheduler installs (set_step_source).
+        self.history_depth = g.history
+        self.ui_hist = [v(f"k{k}_ui_hist") for k in range(NKEGS)] if g.history else []
+        self.ui_histn = [v(f"k{k}_ui_histn") for k in range(NKEGS)] if g.history else []
+        self.ui_histclock: Any = v("ui_histclock") if g.history else None
+        self._step_words: Any = None
+        self._step_index = 0
         # Row indexes of this context in the (zone x row) arrays.
         self._ci = [z * self.rows + row for z in range(NZONES)]
         # Counter rows: the stats-unlocked injection makes every CPU bump one shared row.

@@ -62,14 +62,16 @@ class Cpu(DebugOps):
     def instrument(self) -> None:
         """(Re)choose the lock implementation after hooks were installed: plain unless
         a sched point, spinning, lock profiling or lock hooks are in use; and tell the
-        fast path whether to call the sched point and whether zalloc/zfree are wrapped
-        (INVARIANTS, the stats-unlocked injection)."""
+        fast path whether to call the sched point, whether zalloc/zfree are wrapped
+        (INVARIANTS, the stats-unlocked injection) and whether refcount changes are
+        recorded in the item history (INVARIANTS)."""
         from .context import _noop_label
 
         sched = self.sched_point is not _noop_label
         self.lock_mode(sched=sched, spin=self.sched_locks,
                        profile=self.lock_profile, hooks=self.lock_hooks is not None)
-        self._fast.configure(sched, not (self.invariants or "stats-unlocked" in self.inject))
+        self._fast.configure(sched, not (self.invariants or "stats-unlocked" in self.inject),
+                             self.invariants and self.history_depth > 0)
 
     def release(self) -> None:
         """Drop this context's arena views (the compiled fast path holds buffer exports

@@ -32,9 +32,9 @@ cdef class FastPath:
     cdef int[:] ukflags, m_type, m_flags, m_next, m_len, m_ext, m_exttype, cl_ref
     cdef int[:] drainreq, drainmask, drained
     cdef Py_ssize_t row, rows, crow
-    cdef public bint ref_atomic, ref_unlocked, exhaustion_drain, sched, direct
+    cdef public bint ref_atomic, ref_unlocked, exhaustion_drain, sched, direct, history, ref_slow
 
-    cpdef void configure(self, bint sched, bint direct)
+    cpdef void configure(self, bint sched, bint direct, bint history=*)
     @cython.locals(ci=Py_ssize_t, b=int, n=int, item=int, fb=int)
     cpdef int zalloc(self, int z, int flags=*, int udata=*) except? -2
     @cython.locals(ci=Py_ssize_t, b=int, n=int, k=int, full=int, ab=int)
@@ -57,6 +57,8 @@ cdef class FastPath:
     cpdef int m_copym(self, int m, int how=*) except? -2
     @cython.locals(old=int, lk=int)
     cpdef int ref_add(self, int c, int delta, int point) except? -1
+    @cython.locals(old=int, lk=int)
+    cdef int _ref_slow(self, int c, int delta, int point) except? -1
 
 @cython.locals(i=long)
 cpdef void pair_loop(FastPath fast, int z, long n) except *

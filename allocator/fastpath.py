@@ -108,16 +108,22 @@ class FastPath:
         self.crow = cpu._sci[0]  # counter row: our own, or the stats-unlocked shared one
         self.ref_atomic = ref_atomic
         self.ref_unlocked = ref_unlocked
+        self.history = False
+        self.ref_slow = ref_unlocked
         self.exhaustion_drain = exhaustion_drain and cpu.is_cpu
         self.sched = False
         self.direct = True
 
-    def configure(self, sched: bool, direct: bool) -> None:
+    def configure(self, sched: bool, direct: bool, history: bool = False) -> None:
         """``sched``: a sched point is installed (call it where the kernel's window is).
         ``direct``: ``cpu.zalloc``/``cpu.zfree`` are this class's own (no INVARIANTS, no
-        injection wraps them), so the mbuf paths may call them without the look-up."""
+        injection wraps them), so the mbuf paths may call them without the look-up.
+        ``history``: INVARIANTS keeps item histories, so each refcount change is recorded
+        (``cpu.history_ref``) -- behind the ``ref_slow`` branch ref_add tests anyway."""
         self.sched = sched
         self.direct = direct
+        self.history = history
+        self.ref_slow = self.ref_unlocked or history
 
     def release(self) -> None:
         """Drop every arena view (compiled: the buffer exports), so the arena can be
@@ -365,14 +371,11 @@ class FastPath:
 
     def ref_add(self, c: int, delta: int, point: int) -> int:
         """atomic_fetchadd_int(&cl_ref[c], delta): returns the OLD value.  Compiled: the
-        hardware's fetch-and-add; interpreted: a read-modify-write under a striped lock."""
-        if self.ref_unlocked:
-            # INJECTED DEFECT (races.md refcount-unlocked): a plain read-modify-write.
-            old = self.cl_ref[c]
-            if self.sched:
-                self.cpu.sched_point("refcount read-modify-write")
-            self.cl_ref[c] = old + delta
-            return old
+        hardware's fetch-and-add; interpreted: a read-modify-write under a striped lock.
+        The refcount-unlocked injection and INVARIANTS' item history take ``_ref_slow``:
+        the plain path tests one flag, as it did before the history existed."""
+        if self.ref_slow:
+            return self._ref_slow(c, delta, point)
         if cython.compiled:
             return zl_fetch_add_int(cython.address(self.cl_ref[c]), delta)  # type: ignore[name-defined]  # noqa: F821
         cpu = self.cpu
@@ -381,6 +384,28 @@ class FastPath:
         old = self.cl_ref[c]
         self.cl_ref[c] = old + delta
         cpu.unlock(lk)
+        return old
+
+    def _ref_slow(self, c: int, delta: int, point: int) -> int:
+        """ref_add for the refcount-unlocked injection and under INVARIANTS: the change
+        (injected or atomic), then its record in the cluster's history."""
+        if self.ref_unlocked:
+            # INJECTED DEFECT (races.md refcount-unlocked): a plain read-modify-write.
+            old = self.cl_ref[c]
+            if self.sched:
+                self.cpu.sched_point("refcount read-modify-write")
+            self.cl_ref[c] = old + delta
+        elif cython.compiled:
+            old = zl_fetch_add_int(cython.address(self.cl_ref[c]), delta)  # type: ignore[name-defined]  # noqa: F821
+        else:
+            cpu = self.cpu
+            lk = REF_LOCK0 + (c & (NREF_STRIPES - 1))
+            cpu.lock(lk, point)
+            old = self.cl_ref[c]
+            self.cl_ref[c] = old + delta
+            cpu.unlock(lk)
+        if self.history:
+            self.cpu.history_ref(c, delta)
         return old
 
 

@@ -64,6 +64,7 @@ Arena picture (offsets grow downwards, each array 64-byte aligned)::
     | zone arrays (uz_*)        |  3 zones
     | per-CPU arrays (uc_*,cpu_)|  (zones x) rows, padded: one 64-byte line per row
     | lock owner words, panics  |
+    | item history (ui_hist*)   |  INVARIANTS only: HISTORY_DEPTH words per item
     | extra arrays (tester's)   |  rings, held lists, schedule (declared by stress/)
     | mbuf payload   256 B each |
     | cluster payload 2 KB each |
@@ -119,6 +120,7 @@ HDR_PANICS = 10  #: number of panic records written
 HDR_NEXTRA = 11  #: number of extra (tester) arrays
 HDR_SEQ = 12  #: generic sequence word (trim interval counter)
 HDR_PAGE_BUDGET = 13  #: pages the VM may give the kegs (0: no budget, no page shortage ever)
+HDR_HISTORY = 14  #: operations kept per item (INVARIANTS item history; 0: none, no arrays)
 HDR_WORDS = 16
 MAGIC = 0x5A4F4E454C494D54  # "ZONELIMT"
 LAYOUT_VERSION = 3  # 2: per-CPU rows and ub_cnt padded; 3: working-set state (issue 9)
@@ -129,6 +131,23 @@ KNOB_WAKEUP_ALL = 2
 KNOB_INVARIANTS = 4
 KNOB_NO_BUCKETS = 8
 KNOB_EXHAUSTION_DRAIN = 16
+
+# item history (INVARIANTS only; allocator/history.py decodes it): the last HISTORY_DEPTH
+# operations on every mbuf and cluster, one int64 word each:
+#   bits 0-9 row + 1 (0: empty slot) | 10-13 HOP_* | 14-15 zone (3: none) | 16 the step is
+#   a schedule step (else the row's own operation count) | 17-62 the step
+HISTORY_DEPTH = 8  #: operations kept per item under INVARIANTS
+HOP_ALLOC = 1  #: handed to a consumer (uma_zalloc_arg; a packet's cluster with its mbuf)
+HOP_FREE = 2  #: returned by a consumer (uma_zfree_arg; a packet's cluster with its mbuf)
+HOP_REF_INC = 3  #: cluster refcount + 1 (m_copym's mb_dupcl)
+HOP_REF_DEC = 4  #: cluster refcount - 1 (mb_free_ext's fetchadd)
+HOP_NAMES = {HOP_ALLOC: "alloc", HOP_FREE: "free", HOP_REF_INC: "refcount-inc", HOP_REF_DEC: "refcount-dec"}
+HIST_ROW_BITS = 10  #: rows up to 1022 (MAX_CPUS 256 + 3)
+HIST_OP_SHIFT = 10
+HIST_ZONE_SHIFT = 14
+HIST_NO_ZONE = 3
+HIST_SCHED = 1 << 16  #: the step is the schedule's (a pct / replay step), not the row's own count
+HIST_STEP_SHIFT = 17
 
 # item states (ui_state, maintained in INVARIANTS mode only)
 ITEM_FREE = 0  #: in a keg slab or a zone cache: poisoned
@@ -214,6 +233,7 @@ class Geometry:
     mbuf_pages: int
     cluster_pages: int
     nbuckets: int
+    history: int = 0  #: operations kept per item (HDR_HISTORY): HISTORY_DEPTH under INVARIANTS, else 0
 
     @property
     def rows(self) -> int:
@@ -229,16 +249,17 @@ class Geometry:
         return self.cluster_pages * CLUSTER_IPERS
 
     @staticmethod
-    def for_config(ncpus: int, nmbclusters: int, mbuf_factor: float = 2.0) -> Geometry:
+    def for_config(ncpus: int, nmbclusters: int, mbuf_factor: float = 2.0, history: int = 0) -> Geometry:
         """Size the arena: the cluster keg holds exactly its limit; the mbuf keg (no
         limit in 2005) gets ``mbuf_factor`` mbufs per cluster plus per-CPU slack; the
-        bucket pool can hold every item in the smallest buckets plus every CPU's pair."""
+        bucket pool can hold every item in the smallest buckets plus every CPU's pair;
+        ``history`` operations are kept per item (INVARIANTS; 0: no history arrays)."""
         cluster_pages = -(-nmbclusters // CLUSTER_IPERS)
         nmbufs = int(nmbclusters * mbuf_factor) + 256 * ncpus
         mbuf_pages = -(-nmbufs // MBUF_IPERS)
         items = mbuf_pages * MBUF_IPERS + cluster_pages * CLUSTER_IPERS
         nbuckets = items // BUCKET_SIZES[0] + 2 * NZONES * (ncpus + 2) + 64
-        return Geometry(ncpus, nmbclusters, mbuf_pages, cluster_pages, nbuckets)
+        return Geometry(ncpus, nmbclusters, mbuf_pages, cluster_pages, nbuckets, history)
 
 
 def allocator_arrays(g: Geometry) -> list[ArraySpec]:
@@ -349,6 +370,17 @@ def allocator_arrays(g: Geometry) -> list[ArraySpec]:
         ArraySpec("panics", "q", MAX_PANICS * PANIC_WORDS, "panic records"),
         ArraySpec("lockprof", "q", NLOCKS * LOCK_POINTS_MAX * LP_NFIELDS, "LOCK_PROFILING per (lock, point)"),
     ]
+    if g.history:
+        # --- INVARIANTS item history (debug.py records, history.py decodes): only then --
+        for k, nitems in ((0, g.nmbufs), (1, g.nclusters)):
+            p = f"k{k}_"
+            a += [
+                ArraySpec(p + "ui_hist", "q", nitems * g.history,
+                          "INVARIANTS: the item's last `history` operations, a ring (HIST_* words)"),
+                ArraySpec(p + "ui_histn", "i", nitems, "INVARIANTS: operations recorded on the item, ever"),
+            ]
+        a.append(padded("ui_histclock", "q", rows,
+                        "INVARIANTS: operations the row recorded (the step when no schedule runs)"))
     return a
 
 

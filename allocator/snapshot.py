@@ -37,7 +37,7 @@ def save(arena: Arena, path: str | os.PathLike[str]) -> Path:
     temporary file renamed over ``path``, so a reader never sees half a snapshot."""
     g = arena.layout.geometry
     meta = {"snapshot": SNAPSHOT_VERSION, "layout": LAYOUT_VERSION,
-            "geometry": [g.ncpus, g.nmbclusters, g.mbuf_pages, g.cluster_pages, g.nbuckets],
+            "geometry": [g.ncpus, g.nmbclusters, g.mbuf_pages, g.cluster_pages, g.nbuckets, g.history],
             "extra": [[s.name, s.typecode, s.length, s.stride] for s in arena.layout.extra]}
     arrays: dict[str, Any] = {name: np.array(arena.np(name)) for name in arena.layout.offsets}
     arrays[_META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -73,7 +73,7 @@ def load(path: str | os.PathLike[str]) -> Arena:
             if meta.get("snapshot") != SNAPSHOT_VERSION or meta.get("layout") != LAYOUT_VERSION:
                 raise ValueError(f"{path}: a snapshot of arena layout {meta.get('layout')} (format "
                                  f"{meta.get('snapshot')}); this version reads layout {LAYOUT_VERSION}")
-            geometry = Geometry(*(int(x) for x in meta["geometry"]))
+            geometry = Geometry(*(int(x) for x in meta["geometry"]))  # 5 words before the item history
             extra = tuple(ArraySpec(str(n), str(tc), int(length), stride=int(stride))
                           for n, tc, length, stride in meta["extra"])
             arena = Arena.create(geometry, extra)

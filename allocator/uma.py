@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from . import snapshot
 from .arena import Arena
 from .audit import AuditReport, audit
+from .history import HISTORY_ITEMS, HistoryEntry, history_words, item_history
 from .implementation import check_architecture, cpu_class
 from .layout import (
     BUCKET_MAX,
@@ -33,6 +34,7 @@ from .layout import (
     HDR_PAGE_BUDGET,
     HDR_PANICS,
     HDR_STOP,
+    HISTORY_DEPTH,
     KEG_CLUSTER,
     KEG_MBUF,
     KEG_NAMES,
@@ -52,6 +54,7 @@ from .layout import (
     PANIC_WORDS,
     WCHAN_NAMES,
     ZONE_CLUSTER,
+    ZONE_KEG,
     ZONE_NAMES,
     ArraySpec,
     Geometry,
@@ -135,6 +138,8 @@ class Panic:
     item: int
     cpu: int
     other: int
+    #: INVARIANTS: the item's recorded history in words, oldest first (allocator/history.py)
+    history: tuple[str, ...] = ()
 
 
 @dataclass
@@ -159,7 +164,9 @@ class Uma:
         chooses the hot modules' implementation (None: the process's, allocator.COMPILED;
         the differential test drives both side by side)."""
         check_architecture()
-        g = Geometry.for_config(cfg.ncpus, cfg.nmbclusters, cfg.mbuf_factor)
+        # The item history costs memory and a record per operation: under INVARIANTS only.
+        g = Geometry.for_config(cfg.ncpus, cfg.nmbclusters, cfg.mbuf_factor,
+                                HISTORY_DEPTH if cfg.invariants else 0)
         arena = Arena.create(g, cfg.extra)
         ctx = multiprocessing.get_context("fork")
         locks = make_locks(ctx)
@@ -341,9 +348,18 @@ class Uma:
         out = []
         for i in range(n):
             b = i * PANIC_WORDS
-            out.append(Panic(PANIC_NAMES.get(p[b], str(p[b])), ZONE_NAMES[p[b + 1]] if 0 <= p[b + 1] < 3 else "?",
-                             p[b + 2], p[b + 3], p[b + 4]))
+            z, item = int(p[b + 1]), int(p[b + 2])
+            history: tuple[str, ...] = ()
+            if 0 <= z < NZONES and item >= 0 and i < HISTORY_ITEMS:
+                history = tuple(history_words(a.np, ZONE_KEG[z], item, self.geometry.ncpus))
+            out.append(Panic(PANIC_NAMES.get(p[b], str(p[b])), ZONE_NAMES[z] if 0 <= z < NZONES else "?",
+                             item, p[b + 3], p[b + 4], history))
         return out
+
+    def item_history(self, keg: int, item: int) -> list[HistoryEntry]:
+        """The last operations recorded on ``item`` of ``keg`` (KEG_MBUF / KEG_CLUSTER),
+        oldest first: [] unless the arena was created with INVARIANTS (allocator/history.py)."""
+        return item_history(self.arena.np, keg, item, self.geometry.ncpus)
 
     def lock_holders(self) -> list[tuple[str, int]]:
         """(lock name, row) of every lock held now, from the owner words."""

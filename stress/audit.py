@@ -128,7 +128,26 @@ def audit_block(report: Any, payload_errors: int, panics: Sequence[Any]) -> dict
     if panics:
         block["panics"] = [{"kind": p.kind, "zone": p.zone, "item": int(p.item), "cpu": int(p.cpu)}
                            for p in panics[:20]]
+    histories = item_histories(report, panics)
+    if histories:
+        block["item_histories"] = histories
     return block
+
+
+#: items whose INVARIANTS history the audit block carries (the first of each finding)
+MAX_HISTORIES = 8
+
+
+def item_histories(report: Any, panics: Sequence[Any]) -> list[dict[str, Any]]:
+    """The recorded histories (allocator/history.py) of the first lost and double-owned
+    items the audit found and of the items of duplicate free / alloc panics: who
+    allocated, freed and referenced each last, at which step.  [] without INVARIANTS."""
+    out = [dict(h) for h in getattr(report, "histories", None) or []]
+    for p in panics:
+        if p.kind in _DOUBLE + _POISON and getattr(p, "history", None):
+            keg = "mbuf_cluster" if p.zone == "mbuf_cluster" else "mbuf"
+            out.append({"finding": p.kind, "keg": keg, "item": int(p.item), "history": list(p.history)})
+    return out[:MAX_HISTORIES]
 
 
 def assess(report: Any, *, payload_errors: int = 0, panics: Sequence[Any] = (), wedged: bool = False,

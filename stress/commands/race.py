@@ -35,7 +35,7 @@ import argparse
 import shlex
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ from stress.output.progress import RunProgress, wanted
 
 HELP = "race hunting and schedule replay (races.md)"
 DESCRIPTION = HELP
+HUNT_HISTORIES = 3  #: items per failing seed whose INVARIANTS history the hunt report shows
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,8 @@ class SeedResult:
     folder: Path
     expected: bool  #: the verdict is one the injection's oracle reports
     detected_step: int | None = None  #: pct: the step of the wedge (or of the stop), placed by step
+    #: INVARIANTS: the recorded history of the first lost / double-freed items (run.json's audit)
+    histories: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -270,11 +273,20 @@ class SeedResult:
         when = f"at step {self.detected_step:,}" if self.detected_step is not None else f"after {self.detected_s:.2f} s"
         return f"seed {self.seed}: {what} {when}  replay: {self.replay_command()}"
 
+    def history_lines(self) -> list[str]:
+        """How the first lost / double-freed items got there (INVARIANTS), under the seed's line."""
+        if not self.failed or self.interrupted:
+            return []
+        from allocator.audit import history_lines
+
+        return ["  " + line for line in history_lines(self.histories)]
+
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "verdict": self.verdict, "exit_code": self.exit_code,
                 "detected_s": round(self.detected_s, 3), "detected_step": self.detected_step,
                 "folder": str(self.folder),
-                "expected_class": self.expected, "replay": self.replay_command()}
+                "expected_class": self.expected, "replay": self.replay_command(),
+                "item_histories": self.histories}
 
 
 Execute = Callable[[RunConfig, Path], dict[str, Any]]
@@ -342,9 +354,13 @@ def _seed_result(req: RunRequest, doc: dict[str, Any], progress: RunProgress | N
     # exhaustion wedge is how the 2005 allocator failed
     expected = verdict != "interrupted" and (caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts)
                                              if cfg.inject else code == EX_FAIL)
-    r = SeedResult(cfg.seed, verdict, code, detection_time(doc), req.folder, expected, detection_step(doc))
+    histories = (doc.get("audit") or {}).get("item_histories") or []
+    r = SeedResult(cfg.seed, verdict, code, detection_time(doc), req.folder, expected, detection_step(doc),
+                   [h for h in histories if isinstance(h, dict)][:HUNT_HISTORIES])
     if echo is not None:
         echo(r.line())
+        for line in r.history_lines():
+            echo(line)
     return r
 
 

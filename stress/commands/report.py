@@ -185,8 +185,11 @@ def race_lines(doc: dict[str, Any], folder: Path) -> list[str]:
     lines = [f"== {folder}", f"hunt of {','.join(doc['inject'])} ({doc['sched']}), {doc['runs']} seeds"]
     for seed in doc["seeds"]:
         result = SeedResult(seed["seed"], seed["verdict"], seed["exit_code"], seed["detected_s"],
-                            Path(seed["folder"]), bool(seed.get("expected_class", True)))
+                            Path(seed["folder"]), bool(seed.get("expected_class", True)),
+                            seed.get("detected_step"),
+                            [h for h in seed.get("item_histories") or [] if isinstance(h, dict)])
         lines.append(result.line())
+        lines += result.history_lines()
     return lines + [doc["summary"]]
 
 

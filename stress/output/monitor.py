@@ -150,9 +150,20 @@ def audit_lines(audit: dict[str, Any] | None) -> list[str]:
     checks = ("double_owned", "poison_errors", "payload_errors")
     lines.append("  " + ", ".join(f"{k.replace('_', ' ')}: {_count(audit, k):,}" for k in checks))
     for key, value in audit.items():
-        if key not in {"items_accounted", "lost", "stranded", *checks}:
+        if key not in {"items_accounted", "lost", "stranded", "item_histories", *checks}:
             lines.append(f"  {key.replace('_', ' ')}: {_words(value)}")
-    return lines
+    return lines + item_history_lines(audit)
+
+
+def item_history_lines(audit: dict[str, Any]) -> list[str]:
+    """The audit block's ``item_histories`` (INVARIANTS): how each lost or double-freed
+    item got there, one line per item."""
+    histories = audit.get("item_histories")
+    if not isinstance(histories, list):
+        return []
+    from allocator.audit import history_lines
+
+    return history_lines([h for h in histories if isinstance(h, dict) and isinstance(h.get("history"), list)])
 
 
 def _words(value: Any, limit: int = 5) -> str:
@@ -316,6 +327,8 @@ def summary_lines(doc: dict[str, Any], folder: Path) -> list[str]:
         lines += [str(line) for line in recorded]
         checks = ("double_owned", "poison_errors", "payload_errors")
         lines.append("  " + ", ".join(f"{k.replace('_', ' ')}: {_count(audit, k):,}" for k in checks))
+        # the histories of panicked items (duplicate free) are the tester's: not in the allocator's lines
+        lines += [line for line in item_history_lines(audit) if line not in recorded]
     else:
         lines += audit_lines(audit)
     lines += schedule_lines(doc.get("schedule"))

@@ -51,6 +51,7 @@ class Outcome:
     schedule: sched.Schedule | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    histories: list[dict[str, Any]] = field(default_factory=list)  #: the audit block's item_histories
 
 
 SCENARIOS = {
@@ -315,7 +316,7 @@ def run(scenario: str, inject: tuple[str, ...], mode: str, seed: int, *, depth: 
         wit = findings(uma.view)
         a = assess(report, panics=uma.panics(), wedged=wedged, lock_order_findings=len(wit),
                    error=errors[0] if errors else None)
-        out = Outcome(a.verdict, a.reason, errors=errors)
+        out = Outcome(a.verdict, a.reason, errors=errors, histories=list(a.block.get("item_histories", [])))
         if controlled:
             ctl = uma.view("sc_ctl")
             out.summary = {"steps": int(ctl[sched.CTL_STEP]), "switches": int(ctl[sched.CTL_NLOG]),
@@ -356,6 +357,7 @@ def _fork(uma: Uma, scenario: str, k: int, parts: int, ncpus: int, mode: str, se
             cpu.sched_locks = True  # uma.manager() is made without it: never block under the token
             ts = sched.TokenScheduler(uma.view, k, parts, orphan_lock=orphan_lock)
             cpu.sched_point, cpu.sched_block, cpu.sched_unblock = ts.sched_point, ts.sched_block, ts.sched_unblock
+            cpu.set_step_source(uma.view("sc_ctl"), sched.CTL_STEP)  # item histories by step
         elif mode == "jitter":
             cpu.sched_point = sched.jitter_point(jitter, seed * 7919 + k)
         cpu.instrument()

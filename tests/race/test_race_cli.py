@@ -117,6 +117,8 @@ def test_hunt_then_replay_reproduces_the_verdict(tmp_path: Path) -> None:
     again = json.loads((folder / "replay-1" / "run.json").read_text())
     assert again["verdict"] == first["verdict"] == "leak"
     assert again["audit"]["lost"] == first["audit"]["lost"]
+    # INVARIANTS' item history, stamped by step: the replay recorded the very same operations
+    assert first["audit"]["item_histories"] and again["audit"]["item_histories"] == first["audit"]["item_histories"]
     assert again["schedule"]["total_steps"] == first["schedule"]["total_steps"]
     assert again["schedule"]["mode"] == "replay" and again["schedule"]["replayed"] > 0
     # the load-off of the final drain is part of the schedule: no divergence at the end
@@ -269,6 +271,15 @@ def test_race_without_injection_finds_the_2005_refcount_race(tmp_path: Path) -> 
     assert doc["inject"] == [] and doc["by_class"] == {"leak": 1} and doc["budget_s"] == 600.0
     run = json.loads((out / "seed-1" / "run.json").read_text())
     assert run["audit"]["lost"]["cluster"] > 0 and run["config"]["inject"] == []
+    # how the first lost cluster was lost (INVARIANTS' item history): printed under the
+    # seed's line, kept in race.json and run.json, printed again by report
+    lost = run["audit"]["item_histories"][0]
+    assert lost["finding"] == "lost" and lost["keg"] == "mbuf_cluster" and lost["history"]
+    assert any(" refcount-dec mbuf_cluster at step " in line for line in lost["history"]), lost
+    assert f"  history of mbuf_cluster {lost['item']} (lost): " + "; ".join(lost["history"]) in p.stdout
+    assert doc["seeds"][0]["item_histories"][0] == lost
+    shown = _stress("report", str(out / "seed-1"), "--no-netstat")
+    assert shown.returncode == 0 and f"history of mbuf_cluster {lost['item']} (lost)" in shown.stdout, shown.stderr
 
     # --export-test: the failing seed as a pytest file that replays it, for the user's suite
     test_file = tmp_path / "suite" / "test_exported.py"

@@ -105,6 +105,20 @@ def test_pct_recorded_failure_replays_to_the_same_verdict(inject: str) -> None:
     assert again.summary["switches"] == len(first.schedule.switches)
 
 
+def test_pct_refcount_race_history_names_both_cpus() -> None:
+    """INVARIANTS' item history (allocator/history.py) says how the pinned seed's cluster
+    was lost: its last operations, with the schedule's steps, name both CPUs."""
+    o = _run("refcount-eq0", "pct", pinned("refcount-eq0"))
+    assert o.verdict == "leak", o.reason
+    lost = [h for h in o.histories if h["finding"] == "lost" and h["keg"] == "mbuf_cluster"]
+    assert lost, o.histories
+    history = lost[0]["history"]
+    assert history and all(" at step " in line for line in history), history
+    assert {"cpu0", "cpu1"} <= {line.split()[0] for line in history}, history
+    decs = [line.split()[0] for line in history if " refcount-dec " in line]
+    assert sorted(decs[-2:]) == ["cpu0", "cpu1"], history  # both dropped a reference; nobody freed
+
+
 @pytest.mark.skipif(not TWO_CORES, reason="needs two real cores: with one, the CPUs never run in parallel")
 @pytest.mark.parametrize("inject", [pytest.param(i, marks=pytest.mark.interpreted) if i in INTERPRETED_WINDOW else i
                                     for i in sorted(PARALLEL)])

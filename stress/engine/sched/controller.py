@@ -324,6 +324,8 @@ def install(cpu: Any, uma: Any, cfg: RunConfig, k: int, shared: Shared | None = 
                         on_stop=uma.request_stop)
     cpu.sched_point = ts.sched_point
     cpu.sched_block = ts.sched_block
+    # INVARIANTS' item history records the schedule's step (allocator/history.py).
+    cpu.set_step_source(uma.view("sc_ctl"), CTL_STEP)
     if witness is not None:
         check, block = witness.check_sleep, ts.sched_block
 
