@@ -85,9 +85,11 @@ _HOG = pytest.StashKey[Hog]()  #: the session's hog, when --hog
 
 #: Test files whose smp tests decide on how processes interleave: races found or not,
 #: SMP conservation, stalls and stops, the 2005 wedge, leftovers after a kill.  CI runs
-#: these beside the CPU hog (tox -e hog-ci, marker ``contended``) and the other smp tests,
-#: which start processes only to run the tool's commands, once without it (tox -e smp-ci);
-#: tox -e hog runs all of them 20 times beside the hog (docs/testing.md "CI").
+#: these beside the CPU hog (tox -e hog-ci, marker ``contended``), except those marked
+#: ``exact`` (a pct or replay run: one seed, one schedule, one result under any load);
+#: the exact ones and the other smp tests, which start processes only to run the tool's
+#: commands, run once without it (tox -e smp-ci).  tox -e hog runs every smp test 20
+#: times beside the hog (docs/testing.md "CI").
 CONTENDED_FILES = frozenset({
     "tests/race/test_races.py", "tests/race/test_race_cli.py", "tests/race/test_witness.py",
     "tests/test_allocator_smp.py", "tests/test_era2005.py", "tests/test_stops.py",
@@ -113,10 +115,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the smp tests of :data:`CONTENDED_FILES` ``contended``."""
+    """Mark the smp tests of :data:`CONTENDED_FILES` ``contended``, unless ``exact``."""
     root = config.rootpath
     for item in items:
-        if item.get_closest_marker("smp") is not None:
+        if item.get_closest_marker("smp") is not None and item.get_closest_marker("exact") is None:
             rel = item.path.relative_to(root).as_posix()
             if rel in CONTENDED_FILES:
                 item.add_marker(pytest.mark.contended)

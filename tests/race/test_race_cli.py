@@ -94,6 +94,7 @@ def test_race_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
     assert p.returncode == 2 and "--jitter" in p.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.exact
 @pytest.mark.smp
 def test_hunt_then_replay_reproduces_the_verdict(tmp_path: Path) -> None:
     """The issue's "done when": one command hunts, prints a replay command, and the
@@ -137,6 +138,7 @@ def test_profiles_run_the_race_workloads() -> None:
     assert cfg.cpus == 2
 
 
+@pytest.mark.exact
 @pytest.mark.smp
 @pytest.mark.parametrize("inject", ["lost-wakeup", "wake-one"])
 def test_hunt_then_replay_a_wakeup_row(tmp_path: Path, inject: str) -> None:
@@ -176,6 +178,7 @@ def test_race_workloads_run_clean_without_injection(tmp_path: Path, workload: st
 
 @pytest.mark.parametrize("workload,nmb,cpus", [("race-limit", 8, 2), ("race-wakeone", 512, 3),
                                                ("race-drain", 512, 2)])
+@pytest.mark.exact
 @pytest.mark.smp
 def test_race_workloads_under_pct_are_exact(tmp_path: Path, workload: str, nmb: int, cpus: int) -> None:
     """The same under pct, placed by step: clean, and exactly the same run twice -- the
@@ -257,6 +260,7 @@ def test_a_budget_stops_starting_seeds_when_spent(tmp_path: Path) -> None:
     assert options.duration("30m") == 1800.0 and options.duration("1.5h") == 5400.0 and options.duration("90") == 90.0
 
 
+@pytest.mark.exact
 @pytest.mark.smp
 def test_race_without_injection_finds_the_2005_refcount_race(tmp_path: Path) -> None:
     """The issue's "done when": no injection, --era 2005, pct: the allocator as it was

@@ -88,6 +88,7 @@ def _run(inject: str, mode: str, seed: int, **kw: object) -> h.Outcome:
     return h.run(h.SCENARIOS[inject], (inject,), mode, seed, invariants=True, **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.exact
 @pytest.mark.parametrize("inject", sorted(PINNED))
 def test_pct_pinned_seed_fires_every_time(inject: str) -> None:
     verdicts = [_run(inject, "pct", pinned(inject)).verdict for _ in range(3)]
@@ -95,6 +96,7 @@ def test_pct_pinned_seed_fires_every_time(inject: str) -> None:
     assert len(set(verdicts)) == 1, f"not deterministic: {verdicts}"
 
 
+@pytest.mark.exact
 @pytest.mark.parametrize("inject", sorted(PINNED))
 def test_pct_recorded_failure_replays_to_the_same_verdict(inject: str) -> None:
     first = _run(inject, "pct", pinned(inject))
@@ -105,6 +107,7 @@ def test_pct_recorded_failure_replays_to_the_same_verdict(inject: str) -> None:
     assert again.summary["switches"] == len(first.schedule.switches)
 
 
+@pytest.mark.exact
 def test_pct_refcount_race_history_names_both_cpus() -> None:
     """INVARIANTS' item history (allocator/history.py) says how the pinned seed's cluster
     was lost: its last operations, with the schedule's steps, name both CPUs."""
@@ -133,6 +136,7 @@ def test_parallel_cores_find_it_within_budget(inject: str) -> None:
     pytest.fail(f"{inject} not found in {budget} {mode} seeds: {seen}")
 
 
+@pytest.mark.exact
 @pytest.mark.parametrize("scenario", sorted(set(h.SCENARIOS.values())))
 def test_no_injection_no_finding_pct_sweep(scenario: str) -> None:
     for seed in range(6):

@@ -34,6 +34,7 @@ from allocator.layout import ArraySpec
 from allocator.witness import Witness, has_witness, witness_arrays
 from stress.config import RunConfig
 from stress.documents import Schedule, load_schedule
+from stress.engine.postmortem import proc_state
 from stress.engine.sched.jitter import jitter_point
 from stress.engine.sched.pct import DEFAULT_PCT_STEPS
 from stress.engine.sched.plan import StepPlan, make_plan
@@ -69,6 +70,8 @@ from stress.workloads import drain_rings, workload_class
 from stress.workloads.common import CTL_PHASE, CTL_RUN
 from stress.workloads.ring import Ring
 
+RUNNABLE_STALL_S = 10.0  #: how long a runnable token holder may go without a step (see Controller.alarm)
+RUNNABLE = ("R",)  #: /proc states of a process that runs or waits for a core
 CONTROLLED = ("pct", "replay")  #: modes in which the workers run under the token
 
 
@@ -218,7 +221,13 @@ class Controller:
     def alarm(self, uma: Any, now: float, t0: float, timeout: float) -> Wedge | Stall | None:
         """A wedge the token holder found (once), or a stall: the step count stood still
         for ``timeout`` seconds while a CPU held the token (stopped, or stuck outside
-        every sched point).  Not while the manager itself holds it, nor when nobody does."""
+        every sched point).  Not while the manager itself holds it, nor when nobody does.
+
+        A holder that is runnable (/proc state R) gets :data:`RUNNABLE_STALL_S`: on a
+        loaded machine a runnable process can wait a second or more for a core (seen at
+        a load average of 8 on 2 cores, with the race tests' 1 s wedge timeout), and that
+        is the machine's load, not a stop; a stopped, sleeping or blocked holder is a
+        stall at ``timeout``, and a holder caught in a loop at the longer bound."""
         ctl = uma.view("sc_ctl")
         if ctl[CTL_WEDGED] and not self._wedge_seen:
             self._wedge_seen = True
@@ -227,8 +236,11 @@ class Controller:
         if step != self._step or not 0 <= tok < self.cfg.cpus:
             self._step, self._step_since = step, now
             return None
-        if now - self._step_since < timeout:
+        held = now - self._step_since
+        if held < timeout:
             return None
+        if held < max(timeout, RUNNABLE_STALL_S) and proc_state(int(uma.view("sc_pid")[tok]))[0] in RUNNABLE:
+            return None  # runnable: starved by the machine's load, not (yet) stopped
         return Stall(at_s=now - t0, cpus=[tok], since_s={tok: self._step_since - t0},
                      how=(f"CPU {tok} held the scheduling token for {now - self._step_since:.1f} s without "
                           f"reaching a sched point (step {step:,})"))
