@@ -345,7 +345,7 @@ def test_replay_accepts_the_committed_reference_runs(capsys: pytest.CaptureFixtu
     from stress.commands import run
 
     seen: list[RunConfig] = []
-    monkeypatch.setattr(run, "main_run", lambda cfg, folder=None, cores=None: seen.append(cfg) or 0)
+    monkeypatch.setattr(run, "main_run", lambda cfg, folder=None, cores=None, **how: seen.append(cfg) or 0)
     for path in REFERENCES:
         if path.name == "run.json":
             code = cli.main(["replay", str(path.parent), "--oversubscribe", "--out", str(tmp_path / path.parent.name)])

@@ -169,3 +169,45 @@ def test_a_worker_killed_mid_run_is_survived_and_recorded(cluster: Cluster, tmp_
     first, second = rdoc["host"]["cluster"]["attempts"]
     assert first["worker"] != second["worker"]
     assert leases.holders() == {}  # the killed worker's run died with it, and its lease too
+
+
+@pytest.mark.smp
+def test_a_run_lost_on_the_cluster_is_recorded_and_the_rest_is_kept(cluster: Cluster, tmp_path: Path) -> None:
+    """The run's child is SIGKILLed on the worker: the task raises (no run.json), Dask gives
+    up on it; compare says which run was lost and why, writes a partial result, exits 3."""
+    client = distributed.Client(cluster.address, security=cluster.security)
+    try:
+        worker_pid = next(iter(client.run(os.getpid).values()))
+        out = tmp_path / "c"
+        proc = subprocess.Popen([sys.executable, "-m", "stress", "compare", "--cpus", "1", "--duration", "5",
+                                 "--nmbclusters", "512", "--repeat", "1", "--variant", "one:policy=none",
+                                 *cluster.options, "--out", str(out), "-q"],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            held: set[int] = set()
+            while not (held := set(leases.holders().values()) - {worker_pid}):  # the run took its lease over
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr and proc.stderr.read()
+                time.sleep(0.05)
+            for pid in held:
+                os.kill(pid, signal.SIGKILL)
+            _, err = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        client.close()
+    assert proc.returncode == 3, err
+    ours = [line for line in err.splitlines() if line.startswith("zonelimit:")]
+    assert "Traceback" not in err and len(ours) == 1, err
+    assert ours[0].startswith("zonelimit: compare: run one seed 0 lost after 1 attempt (ChildRunError: "), err
+    assert "without run.json" in ours[0] and f"--resume {out}" in ours[0]
+    doc = json.loads((out / "compare.json").read_text())
+    assert doc["state"] == "partial" and doc["stop"] == {"reason": "lost", "exit_code": 3}
+    (lost,) = doc["history"][-1]["lost_runs"]
+    assert (lost["variant"], lost["seed"], lost["folder"], lost["retried"]) == ("one", 0, None, 0)
+    (attempt,) = lost["attempts"]
+    assert attempt["worker"].startswith("tls://127.0.0.1:")
+    assert not (out / "one-s0").exists()
+    assert leases.holders() == {}

@@ -177,3 +177,37 @@ def test_sigterm_stops_every_run_and_keeps_what_finished(tmp_path: Path) -> None
             with pytest.raises(ProcessLookupError):
                 os.kill(w["pid"], 0)
     assert leases.holders() == {}
+
+
+@two_cores
+def test_runs_that_cannot_get_cores_in_time_are_lost_and_the_result_is_partial(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Cores held by another run (here: this process) past --lease-wait: no run starts,
+    each is recorded as lost, the command ends partial with exit 3 and one line."""
+    held = leases.try_acquire(NCORES)
+    assert held is not None
+    out, hunt = tmp_path / "c", tmp_path / "h"
+    try:
+        code = compare.main(parse(["--cpus", "1", "--duration", "1", "--repeat", "1", "--variant", "a:policy=none",
+                                   "--jobs", "2", "--lease-wait", "0", "--out", str(out), "-q"]))
+        assert code == 3
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("zonelimit: compare: run a seed 0 lost (not started: "
+                                                   "gave up after 0 s (--lease-wait 0) waiting for 1 free core")
+        assert f"leased by pid {os.getpid()}" in err[0] and f"--resume {out}" in err[0]
+        assert cli.main(["race", "--inject", "refcount-eq0", "--cpus", "1", "--seeds", "1..2", "--jobs", "2",
+                         "--lease-wait", "0", "--out", str(hunt), "--quiet"]) == 3
+        assert "zonelimit: race: seed 1 lost" in capsys.readouterr().err
+    finally:
+        held.release()
+    doc = json.loads((out / "compare.json").read_text())
+    assert doc["state"] == "partial" and doc["stop"] == {"reason": "lost", "exit_code": 3}
+    (lost,) = doc["history"][-1]["lost_runs"]
+    assert (lost["variant"], lost["seed"], lost["folder"], lost["attempts"]) == ("a", 0, None, [])
+    assert [p.name for p in out.iterdir() if p.is_dir()] == [] and doc["variants"][0]["runs"] == []
+    rdoc = json.loads((hunt / "race.json").read_text())
+    assert rdoc["state"] == "partial" and [x["seed"] for x in rdoc["lost"]] == [1, 2] and rdoc["seeds"] == []
+    assert "2 seeds lost" in rdoc["summary"]
+    assert compare.main(parse(["--lease-wait", "5", "--out", str(tmp_path / "x")])) == 2
+    assert "--lease-wait: only with --jobs J" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

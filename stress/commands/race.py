@@ -26,13 +26,15 @@ sleeping must happen), the verdict classes its oracle reports, and a per-seed ru
 length.  Options given on the command line beat the profile.
 
 Exit codes: 1 if any seed found a defect (the system under test failed, cli.md), 3 if
-the tester failed on some seed and none found a defect, 0 if every seed ran clean.
+the tester failed on some seed, or lost it (``--jobs``, ``--cluster``: recorded in
+race.json ``lost``, state ``partial``), and none found a defect, 0 if every seed ran clean.
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -46,10 +48,11 @@ from stress.commands.run import MAX_STEPS
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import usable_cores
 from stress.engine import scaleout
-from stress.engine.executor import Executor, LocalExecutor, RunRequest
+from stress.engine.executor import Executor, LocalExecutor, LostRun, RunRequest
 from stress.engine.sched.plan import STEPS_PER_S
 from stress.files import FolderError, claim_folder, new_folder
 from stress.options import EX_FAIL, EX_OK, EX_TESTER, UsageError
+from stress.output import monitor
 from stress.output.progress import RunProgress, wanted
 
 HELP = "race hunting and schedule replay (races.md)"
@@ -289,7 +292,8 @@ def _execute() -> Execute:
 def run_hunt(cfgs: Iterable[RunConfig], root: Path, execute: Execute | None = None,
              echo: Callable[[str], None] | None = None, stop_first: bool = False,
              progress: RunProgress | None = None, stop: Any = None,
-             executor: Executor | None = None, deadline: float | None = None) -> list[SeedResult]:
+             executor: Executor | None = None, deadline: float | None = None,
+             lost: list[dict[str, Any]] | None = None) -> list[SeedResult]:
     """Run each configuration (one per seed) into ``root/seed-N`` and classify it
     (``progress``: seeds done of the total, the current seed's time, an ETA).
 
@@ -299,7 +303,9 @@ def run_hunt(cfgs: Iterable[RunConfig], root: Path, execute: Execute | None = No
     ``execute``; ``--jobs J``, ``--cluster``: docs/scale-out.md).  With ``stop_first``
     the seed that finds the race stops the others still running (their verdict:
     interrupted); several may find it at once.  ``deadline`` (``time.monotonic()``,
-    --budget): no seed starts after it."""
+    --budget): no seed starts after it.  ``lost``: receives the record of each seed the
+    executor gave up on (stress.engine.executor.LostRun; its folder, if not empty, moved
+    aside as ``seed-N.lost``); the other seeds go on."""
     if executor is None:
         ex = execute or _execute()
         executor = LocalExecutor(lambda cfg, folder, echo=None: ex(cfg, folder))
@@ -319,6 +325,11 @@ def run_hunt(cfgs: Iterable[RunConfig], root: Path, execute: Execute | None = No
     out = []
     try:
         for req, doc in executor.run(requests, on_start=started, should_stop=should_stop):
+            if isinstance(doc, LostRun):
+                if lost is None:
+                    raise RuntimeError(f"{req.label}: lost: {doc.reason}")
+                lost.append(_lost_seed(req, doc, progress, echo))
+                continue
             out.append(_seed_result(req, doc, progress, echo))
             if stop_first and out[-1].found:
                 executor.stop()
@@ -328,6 +339,30 @@ def run_hunt(cfgs: Iterable[RunConfig], root: Path, execute: Execute | None = No
         if stop is None:
             raise
     return sorted(out, key=lambda r: r.seed)
+
+
+def _lost_seed(req: RunRequest, lost: LostRun, progress: RunProgress | None,
+               echo: Callable[[str], None] | None) -> dict[str, Any]:
+    """race.json's record of a lost seed; its folder removed if empty, else moved aside."""
+    if progress is not None:
+        progress.done()
+    kept: str | None = None
+    if req.folder.is_dir():
+        if any(req.folder.iterdir()):
+            kept = str(req.folder.rename(new_aside(req.folder)))
+        else:
+            req.folder.rmdir()
+    if echo is not None:
+        echo(f"seed {req.key}: lost ({lost.reason})")
+    return lost.record({"seed": req.key, "folder": kept})
+
+
+def new_aside(folder: Path) -> Path:
+    """``seed-N.lost`` (``-2`` ... if taken): where a lost seed's leftovers go."""
+    n = 1
+    while (target := folder.with_name(f"{folder.name}.lost" + ("" if n == 1 else f"-{n}"))).exists():
+        n += 1
+    return target
 
 
 def _seed_result(req: RunRequest, doc: dict[str, Any], progress: RunProgress | None,
@@ -358,7 +393,7 @@ def by_class(results: list[SeedResult]) -> dict[str, int]:
 
 
 def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str, stopped: str | None = None,
-                 what: str = "", budget: float | None = None) -> str:
+                 what: str = "", budget: float | None = None, lost: int = 0) -> str:
     """``found in k of n seeds (inject refcount-eq0, sched pct)``, plus the seeds that
     failed some other way, if any, and the stop signal that cut the hunt short.  A seed
     the signal cut is not counted among the n.  Without an injection (``what``: the
@@ -372,6 +407,8 @@ def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str,
         extra += ": " + ", ".join(f"{verdict} {n}" for verdict, n in classes.items())
     if budget is not None and not stopped and not k:
         extra += f"; the budget of {budget:g} s is spent"
+    if lost:
+        extra += f"; {lost} seed{'' if lost == 1 else 's'} lost (the tester's failure, not the allocator's)"
     if stopped:
         extra += f"; interrupted by {stopped} after {len(done)} seeds"
     hunted = f"inject {','.join(inject)}" if inject else f"no injection: {what}"
@@ -415,6 +452,7 @@ def _hunt(args: argparse.Namespace) -> int:
         # the parallel executors queue every seed up front; a budget's seeds are open-ended
         raise UsageError("--budget: hunts one seed after another here; with --jobs or --cluster give "
                          "--seeds A..B instead")
+    scaleout.check_arguments(args)
     options.check_out(args.out)
     try:  # claimed: this hunt's alone (stress/files.py), released by the command line
         root = claim_folder(Path(args.out)) if args.out else default_root(inject)
@@ -448,16 +486,19 @@ def _hunt(args: argparse.Namespace) -> int:
         over = (f"seeds from {seeds.start} for {args.budget:g} s or until one fails" if args.budget is not None
                 else f"seeds {seeds.start}..{seeds.stop - 1}")
         progress.say(f"hunting {hunted} over {over} ({args.sched}, {cpus} CPUs) into {root}")
+        lost: list[dict[str, Any]] = []
         results = run_hunt(cfgs, root, echo=None if quiet else progress.say,
                            stop_first=args.stop_first or args.budget is not None,
                            progress=progress, stop=stop, deadline=deadline,
-                           executor=None if args.jobs == 1 and args.cluster is None else where)
+                           executor=None if args.jobs == 1 and args.cluster is None else where, lost=lost)
         stopped = stop.freeze()  # race.json, written next, says whether a signal cut the hunt
-    line = summary_line(results, inject, args.sched, stopped, what=what, budget=args.budget)
+    line = summary_line(results, inject, args.sched, stopped, what=what, budget=args.budget, lost=len(lost))
     doc = documents.race_document(inject=list(inject), sched=args.sched, folder=root,
                                   seeds=[r.to_dict() for r in results], found=sum(r.found for r in results),
                                   summary=line, start=start)
     doc["interrupted"] = stopped  # the signal that cut the hunt short, or null
+    doc["lost"] = lost  # seeds the executor gave up on (--jobs, --cluster): no verdict
+    doc["state"] = "partial" if stopped or lost else "complete"
     doc["by_class"] = by_class(results)
     doc["budget_s"] = args.budget
     doc["configuration"] = {"era": first.era, "policy": first.policy, "refcount": first.refcount,
@@ -467,10 +508,13 @@ def _hunt(args: argparse.Namespace) -> int:
         print(documents.doc_text(doc, documents.RACE_FORMAT, indent=1), end="")
     else:
         print(line)
+    if lost:
+        print(f"{options.PROG}: race: {monitor.lost_words(lost, 'seed {seed}')}; race.json in {root} "
+              "says which", file=sys.stderr)
     if stopped:
         return stopping.EXIT_CODES.get(stopped, options.EX_SIGINT)
     if any(r.failed for r in results):
         return EX_FAIL
-    if any(r.exit_code not in (EX_OK, EX_FAIL) for r in results):
+    if lost or any(r.exit_code not in (EX_OK, EX_FAIL) for r in results):
         return EX_TESTER
     return EX_OK

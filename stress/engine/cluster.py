@@ -23,7 +23,10 @@ run does.  Tasks that had not started return at once.
 
 A run never spans hosts (one arena per run, as a kernel's CPUs share one memory).
 Worker loss: the scheduler reschedules the task (at most ``distributed.scheduler.
-allowed-failures`` times, then the run fails); the attempts are recorded.
+allowed-failures`` times); the attempts are recorded.  A task Dask gives up on
+(``KilledWorker``), or one that raised (its run ended without run.json), comes back as a
+:class:`~stress.engine.executor.LostRun` with its attempts: the other runs go on, and
+the command records the lost run (docs/scale-out.md).
 
 Security: a scheduler runs whatever a connected client sends, so ``tls://`` with a
 ``distributed.Security`` (``--cluster-ca/-cert/-key`` or Dask's own configuration) is the
@@ -46,7 +49,7 @@ from typing import IO, Any
 
 from stress.config import RunConfig
 from stress.engine import leases
-from stress.engine.executor import RunRequest
+from stress.engine.executor import LostRun, Outcome, RunRequest
 from stress.engine.jobs import ChildRun
 from stress.engine.stopping import StopSignals
 from stress.options import UsageError
@@ -62,7 +65,7 @@ SOURCE_SUFFIXES = (".py", ".pyx", ".pxd", ".json")
 
 
 class ClusterRunError(Exception):
-    """A run failed on the cluster (its worker lost too often, or the run crashed)."""
+    """A task cannot run on its worker (other zonelimit code there)."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -272,7 +275,7 @@ class ClusterExecutor:
                 {"worker": item["worker"], "host": item["host"]})
 
     def run(self, requests: Iterable[RunRequest], on_start: Callable[[RunRequest], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[RunRequest, dict[str, Any]]]:
+            should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[RunRequest, Outcome]]:
         from distributed import wait
 
         reqs = list(requests)
@@ -303,8 +306,9 @@ class ClusterExecutor:
                     req, key = pending.pop(fut)
                     try:
                         result = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - a lost worker too often, or the run crashed
-                        raise ClusterRunError(f"{req.label or req.folder}: failed on the cluster: {exc!r}") from None
+                    except Exception as exc:  # noqa: BLE001 - KilledWorker (its workers died), or the task raised
+                        yield req, LostRun.of(exc, self.placements.get(key, Placement([])).attempts)
+                        continue
                     if result.get("cancelled"):
                         continue
                     yield req, self._land(req, key, result)
