@@ -11,7 +11,8 @@ plugin -- with every oracle armed (the audit, INVARIANTS, WITNESS, the watchdog)
 pct the trimming policy runs too, its callouts placed by step, so a failing seed
 replays exactly.  Whatever it finds counts, reported by class ("leak 2, wedged 1").
 ``--budget 30m`` hunts seed after seed, from the first of ``--seeds``, until a seed
-fails or the time is spent (the seed running then completes).
+fails or the time is spent (the seed running then completes; with ``--jobs`` or
+``--cluster`` the seeds running then are stopped and recorded as cut by the budget).
 
 For every seed it runs one short stress run (``stress.engine.runner.execute``) with the
 injection switched on, the oracles armed (``--invariants``: poisoning, duplicate
@@ -244,6 +245,7 @@ class SeedResult:
     folder: Path
     expected: bool  #: the verdict is one the injection's oracle reports
     detected_step: int | None = None  #: pct: the step of the wedge (or of the stop), placed by step
+    cut_by: str | None = None  #: interrupted by the hunt itself: "budget" (its deadline) or "stop-first"
 
     @property
     def failed(self) -> bool:
@@ -267,7 +269,8 @@ class SeedResult:
         """``seed 3: leak after 1.42 s  replay: python -m stress replay ...``."""
         what = self.verdict if self.expected or not self.failed else f"{self.verdict} (not this row's oracle)"
         if self.interrupted:
-            return f"seed {self.seed}: interrupted (no verdict)"
+            return f"seed {self.seed}: interrupted (no verdict)" + (
+                f", cut by the {'budget' if self.cut_by == 'budget' else '--stop-first'}" if self.cut_by else "")
         if not self.failed:
             return f"seed {self.seed}: {what}"
         when = f"at step {self.detected_step:,}" if self.detected_step is not None else f"after {self.detected_s:.2f} s"
@@ -277,7 +280,8 @@ class SeedResult:
         return {"seed": self.seed, "verdict": self.verdict, "exit_code": self.exit_code,
                 "detected_s": round(self.detected_s, 3), "detected_step": self.detected_step,
                 "folder": str(self.folder),
-                "expected_class": self.expected, "replay": self.replay_command()}
+                "expected_class": self.expected, "replay": self.replay_command(),
+                **({"cut_by": self.cut_by} if self.cut_by else {})}
 
 
 Execute = Callable[[RunConfig, Path], dict[str, Any]]
@@ -302,8 +306,10 @@ def run_hunt(cfgs: Iterable[RunConfig], root: Path, execute: Execute | None = No
     ``executor``: where the seeds run (default: one after the other here, through
     ``execute``; ``--jobs J``, ``--cluster``: docs/scale-out.md).  With ``stop_first``
     the seed that finds the race stops the others still running (their verdict:
-    interrupted); several may find it at once.  ``deadline`` (``time.monotonic()``,
-    --budget): no seed starts after it.  ``lost``: receives the record of each seed the
+    interrupted, ``cut_by`` "stop-first"); several may find it at once.  ``deadline``
+    (``time.monotonic()``, --budget): no seed starts after it, and the seeds a parallel
+    executor is running then are stopped (``cut_by`` "budget"; in this process the
+    running seed completes).  A cut seed is never a finding.  ``lost``: receives the record of each seed the
     executor gave up on (stress.engine.executor.LostRun; its folder, if not empty, moved
     aside as ``seed-N.lost``); the other seeds go on."""
     if executor is None:
@@ -319,10 +325,18 @@ def run_hunt(cfgs: Iterable[RunConfig], root: Path, execute: Execute | None = No
         if progress is not None:
             progress.start(req.label)
 
-    def should_stop() -> bool:
-        return bool(stop is not None and stop.requested) or (deadline is not None and time.monotonic() >= deadline)
+    cut: list[str] = []  #: why the hunt itself stopped its seeds, the first reason
 
-    out = []
+    def should_stop() -> bool:
+        if stop is not None and stop.requested:
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            if not cut:
+                cut.append("budget")
+            return True
+        return False
+
+    out: list[SeedResult] = []
     try:
         for req, doc in executor.run(requests, on_start=started, should_stop=should_stop):
             if isinstance(doc, LostRun):
@@ -330,8 +344,12 @@ def run_hunt(cfgs: Iterable[RunConfig], root: Path, execute: Execute | None = No
                     raise RuntimeError(f"{req.label}: lost: {doc.reason}")
                 lost.append(_lost_seed(req, doc, progress, echo))
                 continue
-            out.append(_seed_result(req, doc, progress, echo))
-            if stop_first and out[-1].found:
+            signalled = stop is not None and stop.requested
+            result = _seed_result(req, doc, progress, echo, None if signalled or not cut else cut[0])
+            out.append(result)
+            if stop_first and result.found:
+                if not cut:
+                    cut.append("stop-first")
                 executor.stop()
     except KeyboardInterrupt:  # stopped before a run started (stopping.Stopped)
         if begun and begun[-1].is_dir() and not any(begun[-1].iterdir()):
@@ -366,8 +384,9 @@ def new_aside(folder: Path) -> Path:
 
 
 def _seed_result(req: RunRequest, doc: dict[str, Any], progress: RunProgress | None,
-                 echo: Callable[[str], None] | None) -> SeedResult:
-    """One seed's run.json classified (and its line echoed)."""
+                 echo: Callable[[str], None] | None, cut: str | None = None) -> SeedResult:
+    """One seed's run.json classified (and its line echoed); an interrupted seed was
+    stopped by the hunt itself when ``cut`` says why ("budget", "stop-first")."""
     cfg = req.config
     if progress is not None:
         progress.done()
@@ -377,7 +396,8 @@ def _seed_result(req: RunRequest, doc: dict[str, Any], progress: RunProgress | N
     # exhaustion wedge is how the 2005 allocator failed
     expected = verdict != "interrupted" and (caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts)
                                              if cfg.inject else code == EX_FAIL)
-    r = SeedResult(cfg.seed, verdict, code, detection_time(doc), req.folder, expected, detection_step(doc))
+    cut_by = cut if verdict == "interrupted" else None
+    r = SeedResult(cfg.seed, verdict, code, detection_time(doc), req.folder, expected, detection_step(doc), cut_by)
     if echo is not None:
         echo(r.line())
     return r
@@ -407,6 +427,9 @@ def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str,
         extra += ": " + ", ".join(f"{verdict} {n}" for verdict, n in classes.items())
     if budget is not None and not stopped and not k:
         extra += f"; the budget of {budget:g} s is spent"
+    cut = sum(r.cut_by == "budget" for r in results)
+    if cut:
+        extra += f"; {cut} seed{'' if cut == 1 else 's'} running at its end cut (no verdict)"
     if lost:
         extra += f"; {lost} seed{'' if lost == 1 else 's'} lost (the tester's failure, not the allocator's)"
     if stopped:
@@ -448,10 +471,6 @@ def _hunt(args: argparse.Namespace) -> int:
     from stress.engine.jobs import check_jobs
 
     check_jobs(args.jobs, [cpus], args.oversubscribe)
-    if args.budget is not None and (args.jobs != 1 or args.cluster is not None):
-        # the parallel executors queue every seed up front; a budget's seeds are open-ended
-        raise UsageError("--budget: hunts one seed after another here; with --jobs or --cluster give "
-                         "--seeds A..B instead")
     scaleout.check_arguments(args)
     options.check_out(args.out)
     try:  # claimed: this hunt's alone (stress/files.py), released by the command line
@@ -515,6 +534,6 @@ def _hunt(args: argparse.Namespace) -> int:
         return stopping.EXIT_CODES.get(stopped, options.EX_SIGINT)
     if any(r.failed for r in results):
         return EX_FAIL
-    if lost or any(r.exit_code not in (EX_OK, EX_FAIL) for r in results):
+    if lost or any(r.exit_code not in (EX_OK, EX_FAIL) and r.cut_by is None for r in results):
         return EX_TESTER
     return EX_OK

@@ -74,6 +74,16 @@ class LostRun:
                 "retried": max(0, len(self.attempts) - 1)}
 
 
+def drop_if_empty(folder: Path) -> None:
+    """A request's folder, made by ``on_start``, whose run never began (stopped before it
+    started, or cancelled before its task ran): removed if nothing was written into it
+    (a run stopped before writing anything leaves no folder)."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # not empty (the run wrote something: it is the command's to keep), or gone
+
+
 Outcome = dict[str, Any] | LostRun
 """What an executor yields for a request: the run's run.json document, or :class:`LostRun`."""
 

@@ -33,17 +33,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from stress.cpulist import format_cpulist, usable_cores
 from stress.engine import leases
-from stress.engine.executor import LostRun, Outcome, RunRequest
+from stress.engine.executor import LostRun, Outcome, RunRequest, drop_if_empty
 from stress.engine.lifeline import Lifeline
 from stress.engine.stopping import StopSignals
-from stress.options import UsageError
+from stress.options import EX_SIGINT, EX_SIGTERM, UsageError
 
 POLL_S = 0.05  #: how often the scheduler looks at its children
 STDERR_TAIL = 2000  #: characters of a failed child's stderr kept in the error
@@ -124,6 +123,12 @@ class ChildRun:
             self.signalled = True
             self.proc.send_signal(signum)
 
+    def stopped_before_it_began(self) -> bool:
+        """We passed it a stop and it ended as a stopped command does (130 / 143) without
+        run.json: the signal came before its run started, so there is nothing to keep
+        (not a lost run)."""
+        return self.signalled and self.proc.returncode in (EX_SIGINT, EX_SIGTERM)
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -158,6 +163,30 @@ class ChildRun:
         """Block until the run ends (a Dask task's thread; no signals there)."""
         self.proc.wait()
         return self.result()
+
+
+class _Queue:
+    """The requests still to start, drawn from the caller's iterable one at a time."""
+
+    def __init__(self, requests: Iterable[RunRequest]) -> None:
+        self._source: Iterator[RunRequest] | None = iter(requests)
+        self._head: RunRequest | None = None
+
+    def next(self) -> RunRequest | None:
+        """The next request to start (drawn now if need be), or None: none left, or closed."""
+        if self._head is None and self._source is not None:
+            self._head = next(self._source, None)
+            if self._head is None:
+                self._source = None
+        return self._head
+
+    def take(self) -> None:
+        """The next request is starting."""
+        self._head = None
+
+    def close(self) -> None:
+        """Draw nothing more: a stop, or the cores are not coming."""
+        self._head, self._source = None, None
 
 
 class JobsExecutor:
@@ -201,27 +230,28 @@ class JobsExecutor:
 
     def run(self, requests: Iterable[RunRequest], on_start: Callable[[RunRequest], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[RunRequest, Outcome]]:
-        """Start runs while cores and job slots are free; yield each document as its run ends."""
-        pending = deque(requests)
+        """Start runs while cores and job slots are free; yield each document as its run
+        ends.  ``requests`` is drawn one at a time, as a run can start (a ``--budget``
+        hunt's seeds are open-ended): none is drawn after a stop."""
+        queue = _Queue(requests)
         running: list[ChildRun] = []
         try:
-            while pending or running:
+            while running or queue.next() is not None:
                 if self.stopped or (should_stop is not None and should_stop()):
-                    pending.clear()
+                    queue.close()
                     for child in running:
                         child.signal(self._stop_signal())
-                while pending and len(running) < self.jobs:
-                    req = pending[0]
+                while len(running) < self.jobs and (req := queue.next()) is not None:
                     want = cores_per_run(req.config.cpus, self.jobs, self.oversubscribe)
                     lease = leases.try_acquire(want, what=f"job of {os.getpid()}")
                     if lease is None:
                         gave_up = None if running else self._blocked(want)
-                        if gave_up is not None:  # held by others too long: no run of this command starts
-                            while pending:
-                                yield pending.popleft(), LostRun(gave_up)
+                        if gave_up is not None:  # held by others too long: this run is lost, no other starts
+                            queue.close()
+                            yield req, LostRun(gave_up)
                         break  # cores held by others (a hand-started run, or our own runs): wait for them
                     self._blocked_since = None
-                    pending.popleft()
+                    queue.take()
                     try:
                         if on_start is not None:
                             on_start(req)
@@ -234,10 +264,13 @@ class JobsExecutor:
                     running.remove(child)
                     try:
                         outcome: Outcome = child.result()
-                    except ChildRunError as exc:  # a tester crash without run.json: the others go on
-                        outcome = LostRun.of(exc)
+                    except ChildRunError as exc:
+                        if child.stopped_before_it_began():
+                            drop_if_empty(child.req.folder)
+                            continue
+                        outcome = LostRun.of(exc)  # a tester crash without run.json: the others go on
                     yield child.req, outcome
-                if not ended and (pending or running):
+                if not ended and (running or queue.next() is not None):
                     time.sleep(POLL_S)
         finally:  # an error, or the caller gave up: no child outlives the scheduler
             for child in running:
