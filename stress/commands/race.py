@@ -113,7 +113,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "configuration as given, every oracle armed)")
     parser.add_argument("--budget", type=options.duration, default=None, metavar="TIME",
                         help="hunt seed after seed (from the first of --seeds) until one fails or TIME is "
-                             "spent: 90s, 30m, 2h (default: the seeds of --seeds, each once)")
+                             "spent: 90s, 30m, 2h; with --jobs/--cluster the seeds running then are stopped, "
+                             "recorded as cut by the budget (default: the seeds of --seeds, each once)")
     parser.add_argument("--policy", type=plugins.spec_checker("policy"), default=None, metavar="NAME",
                         help="trimming policy, a name or a plugin (FILE.py:CLASS, MODULE:CLASS) "
                              "(default: the era's)")

@@ -26,8 +26,8 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                             "side by side are marked parallel (default 1: one after the other, in this process)")
     group.add_argument("--lease-wait", type=options.seconds(allow_zero=True), default=None, metavar="S",
                        help="with --jobs: how long to wait for free cores while other runs (not this command's) "
-                            "hold them; then the runs not started are recorded as lost, the result is partial, "
-                            f"exit 3; 0: do not wait (default: {LEASE_WAIT_S:g}; docs/scale-out.md)")
+                            "hold them; then the run that waited is recorded as lost, no other starts, the result "
+                            f"is partial, exit 3; 0: do not wait (default: {LEASE_WAIT_S:g}; docs/scale-out.md)")
     group.add_argument("--cluster", default=None, metavar="ADDRESS",
                        help="send each run to a Dask scheduler, tls://HOST:8786 (or tcp:// on a trusted network "
                             "only); needs pip install 'zonelimit[cluster]' (default: run here; docs/scale-out.md)")
