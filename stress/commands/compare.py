@@ -401,13 +401,7 @@ def run_entry(rdoc: dict[str, Any], folder: Path, seed: int, parallel: bool) -> 
 def aside(folder: Path, why: str = "interrupted") -> Path:
     """Move a cut (or lost) run's folder out of the way (``<dir>.interrupted``, ``-2`` ...
     if taken): the run stays readable, and its place is free for the run that replaces it."""
-    n = 1
-    while True:
-        target = folder.with_name(f"{folder.name}.{why}" + ("" if n == 1 else f"-{n}"))
-        if not target.exists():
-            os.rename(folder, target)
-            return target
-        n += 1
+    return files.move_aside(folder, why)
 
 
 # --- the loop -------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from stress.cpulist import usable_cores
 from stress.engine import scaleout
 from stress.engine.executor import Executor, LocalExecutor, LostRun, RunRequest
 from stress.engine.sched.plan import STEPS_PER_S
-from stress.files import FolderError, claim_folder, new_folder
+from stress.files import FolderError, claim_folder, move_aside, new_folder
 from stress.options import EX_FAIL, EX_OK, EX_TESTER, UsageError
 from stress.output import monitor
 from stress.output.progress import RunProgress, wanted
@@ -368,20 +368,12 @@ def _lost_seed(req: RunRequest, lost: LostRun, progress: RunProgress | None,
     kept: str | None = None
     if req.folder.is_dir():
         if any(req.folder.iterdir()):
-            kept = str(req.folder.rename(new_aside(req.folder)))
+            kept = str(move_aside(req.folder, "lost"))
         else:
             req.folder.rmdir()
     if echo is not None:
         echo(f"seed {req.key}: lost ({lost.reason})")
     return lost.record({"seed": req.key, "folder": kept})
-
-
-def new_aside(folder: Path) -> Path:
-    """``seed-N.lost`` (``-2`` ... if taken): where a lost seed's leftovers go."""
-    n = 1
-    while (target := folder.with_name(f"{folder.name}.lost" + ("" if n == 1 else f"-{n}"))).exists():
-        n += 1
-    return target
 
 
 def _seed_result(req: RunRequest, doc: dict[str, Any], progress: RunProgress | None,
