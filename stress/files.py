@@ -333,6 +333,19 @@ def unfinished(folder: Path) -> str | None:
     return None
 
 
+def move_aside(folder: Path, why: str) -> Path:
+    """Rename ``folder`` to ``<folder>.<why>`` (``-2``, ``-3`` ... if taken) and return the
+    new path: a cut or lost run stays readable, and its place is free for the run that
+    replaces it."""
+    n = 1
+    while True:
+        target = folder.with_name(f"{folder.name}.{why}" + ("" if n == 1 else f"-{n}"))
+        if not target.exists():
+            os.rename(folder, target)
+            return target
+        n += 1
+
+
 def new_folder(parent: Path, name: str, *, numbered: bool = False) -> Path:
     """Create and claim a new folder ``parent/name`` (``name-2``, ``name-3`` ... on a clash;
     always numbered ``name-1``, ``name-2`` ... with ``numbered``).  ``parent`` is created

@@ -81,7 +81,8 @@ ARGV_CASES: list[tuple[list[str], str]] = [
     (["race", "--inject", "refcount-eq0", "--seeds", "x"], "--seeds"),
     (["race", "--inject", "refcount-eq0", "--seeds", "0..100000"], "--seeds"),
     (["race", "--inject", "nope"], "--inject"), (["race", "--budget", "10x"], "--budget"),
-    (["race", "--cpus", "1", "--budget", "10s", "--jobs", "2"], "--budget"),
+    (["race", "--cpus", "1", "--lease-wait", "5"], "--lease-wait"), (["run", "--lease-wait", "-1"], "--lease-wait"),
+    (["compare", "--jobs", "2", "--lease-wait", "x"], "--lease-wait"),
     (["race", "--budget", "0"], "--budget"), (["race", "--policy", "lru"], "--policy"),
     (["race", "--inject", "refcount-eq0", "--nmbclusters", "1"], "--nmbclusters"),
     (["race", "--inject", "refcount-eq0", "--duration", "inf"], "--duration"),
@@ -345,7 +346,7 @@ def test_replay_accepts_the_committed_reference_runs(capsys: pytest.CaptureFixtu
     from stress.commands import run
 
     seen: list[RunConfig] = []
-    monkeypatch.setattr(run, "main_run", lambda cfg, folder=None, cores=None: seen.append(cfg) or 0)
+    monkeypatch.setattr(run, "main_run", lambda cfg, folder=None, cores=None, **how: seen.append(cfg) or 0)
     for path in REFERENCES:
         if path.name == "run.json":
             code = cli.main(["replay", str(path.parent), "--oversubscribe", "--out", str(tmp_path / path.parent.name)])

@@ -37,7 +37,8 @@ class Recorder:
         self.exc = exc
         self.configs: list[RunConfig] = []
 
-    def __call__(self, cfg: RunConfig, folder: Path | None = None, cores: list[int] | None = None) -> int:
+    def __call__(self, cfg: RunConfig, folder: Path | None = None, cores: list[int] | None = None,
+                 lease_wait: float = 600.0, what: str = "run") -> int:
         self.configs.append(cfg)
         if folder is not None:  # a claimed folder the run writes into (an empty one is removed)
             (folder / "run.log").write_text("recorded\n")

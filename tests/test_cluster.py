@@ -140,28 +140,38 @@ def test_a_compare_through_the_cluster_is_the_local_compare(cluster: Cluster, tm
     assert leases.holders() == {}
 
 
+def compare_then_kill(cluster: Cluster, out: Path, duration: str, victims: Any) -> tuple[int, str]:
+    """A one-run compare through the cluster, in a subprocess; once ``victims(holders)``
+    (the lease holders' pids) names pids, they are SIGKILLed; its exit code and stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "stress", "compare", "--cpus", "1", "--duration", duration,
+                             "--nmbclusters", "512", "--repeat", "1", "--variant", "one:policy=none",
+                             *cluster.options, "--out", str(out), "-q"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (pids := victims(set(leases.holders().values()))):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr and proc.stderr.read()
+            time.sleep(0.05)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
+
+
 @pytest.mark.smp
 def test_a_worker_killed_mid_run_is_survived_and_recorded(cluster: Cluster, tmp_path: Path) -> None:
     client = distributed.Client(cluster.address, security=cluster.security)
     try:
         worker_pid = next(iter(client.run(os.getpid).values()))
         out = tmp_path / "c"
-        proc = subprocess.Popen([sys.executable, "-m", "stress", "compare", "--cpus", "1", "--duration", "1",
-                                 "--nmbclusters", "512", "--repeat", "1", "--variant", "one:policy=none",
-                                 *cluster.options, "--out", str(out), "-q"],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + 120
-            while not leases.holders():  # the task's run holds its cores: it is running
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr and proc.stderr.read()
-                time.sleep(0.05)
-            os.kill(worker_pid, signal.SIGKILL)  # the nanny starts a new worker; the task goes there
-            _, err = proc.communicate(timeout=180)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == 0, err
+        # once the task's run holds its cores (it is running), the worker is killed: the
+        # nanny starts a new worker, and the task goes there
+        code, err = compare_then_kill(cluster, out, "1", lambda held: {worker_pid} if held else set())
+        assert code == 0, err
     finally:
         client.close()
     rdoc = json.loads((out / "one-s0" / "run.json").read_text())
@@ -169,3 +179,30 @@ def test_a_worker_killed_mid_run_is_survived_and_recorded(cluster: Cluster, tmp_
     first, second = rdoc["host"]["cluster"]["attempts"]
     assert first["worker"] != second["worker"]
     assert leases.holders() == {}  # the killed worker's run died with it, and its lease too
+
+
+@pytest.mark.smp
+def test_a_run_lost_on_the_cluster_is_recorded_and_the_rest_is_kept(cluster: Cluster, tmp_path: Path) -> None:
+    """The run's child is SIGKILLed on the worker: the task raises (no run.json), Dask gives
+    up on it; compare says which run was lost and why, writes a partial result, exits 3."""
+    client = distributed.Client(cluster.address, security=cluster.security)
+    try:
+        worker_pid = next(iter(client.run(os.getpid).values()))
+        out = tmp_path / "c"
+        # once the run's child took its lease over (held by a pid not the worker's), it is killed
+        code, err = compare_then_kill(cluster, out, "5", lambda held: held - {worker_pid})
+    finally:
+        client.close()
+    assert code == 3, err
+    ours = [line for line in err.splitlines() if line.startswith("zonelimit:")]
+    assert "Traceback" not in err and len(ours) == 1, err
+    assert ours[0].startswith("zonelimit: compare: run one seed 0 lost after 1 attempt (ChildRunError: "), err
+    assert "without run.json" in ours[0] and f"--resume {out}" in ours[0]
+    doc = json.loads((out / "compare.json").read_text())
+    assert doc["state"] == "partial" and doc["stop"] == {"reason": "lost", "exit_code": 3}
+    (lost,) = doc["history"][-1]["lost_runs"]
+    assert (lost["variant"], lost["seed"], lost["folder"], lost["retried"]) == ("one", 0, None, 0)
+    (attempt,) = lost["attempts"]
+    assert attempt["worker"].startswith("tls://127.0.0.1:")
+    assert not (out / "one-s0").exists()
+    assert leases.holders() == {}

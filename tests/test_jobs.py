@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -176,4 +177,153 @@ def test_sigterm_stops_every_run_and_keeps_what_finished(tmp_path: Path) -> None
         for w in rdoc["workers"]:
             with pytest.raises(ProcessLookupError):
                 os.kill(w["pid"], 0)
+    assert leases.holders() == {}
+
+
+@two_cores
+def test_runs_that_cannot_get_cores_in_time_are_lost_and_the_result_is_partial(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Cores held by another run (here: this process) past --lease-wait: no run starts,
+    each is recorded as lost, the command ends partial with exit 3 and one line."""
+    held = leases.try_acquire(NCORES)
+    assert held is not None
+    out, hunt = tmp_path / "c", tmp_path / "h"
+    try:
+        code = compare.main(parse(["--cpus", "1", "--duration", "1", "--repeat", "1", "--variant", "a:policy=none",
+                                   "--jobs", "2", "--lease-wait", "0", "--out", str(out), "-q"]))
+        assert code == 3
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("zonelimit: compare: run a seed 0 lost (not started: "
+                                                   "gave up after 0 s (--lease-wait 0) waiting for 1 free core")
+        assert f"leased by pid {os.getpid()}" in err[0] and f"--resume {out}" in err[0]
+        assert cli.main(["race", "--inject", "refcount-eq0", "--cpus", "1", "--seeds", "1..2", "--jobs", "2",
+                         "--lease-wait", "0", "--out", str(hunt), "--quiet"]) == 3
+        assert "zonelimit: race: seed 1 lost" in capsys.readouterr().err
+    finally:
+        held.release()
+    doc = json.loads((out / "compare.json").read_text())
+    assert doc["state"] == "partial" and doc["stop"] == {"reason": "lost", "exit_code": 3}
+    (lost,) = doc["history"][-1]["lost_runs"]
+    assert (lost["variant"], lost["seed"], lost["folder"], lost["attempts"]) == ("a", 0, None, [])
+    assert [p.name for p in out.iterdir() if p.is_dir()] == [] and doc["variants"][0]["runs"] == []
+    rdoc = json.loads((hunt / "race.json").read_text())
+    # the seed that waited is lost; no other was drawn (a budget hunt's seeds are open-ended)
+    assert rdoc["state"] == "partial" and [x["seed"] for x in rdoc["lost"]] == [1] and rdoc["seeds"] == []
+    assert "1 seed lost" in rdoc["summary"]
+    assert compare.main(parse(["--lease-wait", "5", "--out", str(tmp_path / "x")])) == 2
+    assert "--lease-wait: only with --jobs J" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+class FakeChild:
+    """Stands in for a ChildRun: no process; seeds 0 and 1 end at once, the others when signalled."""
+
+    started: list[FakeChild] = []
+
+    def __init__(self, req: RunRequest, lease: leases.Lease) -> None:
+        self.req, self.lease, self.signalled, self.ended = req, lease, 0, req.key < 2
+        FakeChild.started.append(self)
+
+    @staticmethod
+    def start(req: RunRequest, lease: leases.Lease, oversubscribe: bool = False) -> FakeChild:
+        return FakeChild(req, lease)
+
+    def done(self) -> bool:
+        return self.ended or bool(self.signalled)
+
+    def signal(self, signum: int) -> None:
+        self.signalled = signum
+
+    def result(self) -> dict[str, Any]:
+        self.lease.release()
+        if self.signalled:
+            return {"verdict": "interrupted", "exit_code": 128 + self.signalled, "duration_s": 0.1}
+        return {"verdict": "ok", "exit_code": 0, "duration_s": 1.0}
+
+    def kill(self) -> None:
+        self.lease.release()
+
+
+@two_cores
+def test_jobs_draw_requests_as_runs_start_and_none_after_the_deadline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A --budget hunt's seeds are open-ended: the executor draws one request per free
+    slot, and at the deadline stops the running ones and draws no more."""
+    from stress.engine import jobs
+
+    monkeypatch.setattr(jobs, "ChildRun", FakeChild)
+    naps: list[float] = []
+    monkeypatch.setattr(jobs, "time", SimpleNamespace(sleep=naps.append, monotonic=time.monotonic))
+    FakeChild.started = []
+    drawn: list[int] = []
+
+    def endless() -> Iterator[RunRequest]:
+        seed = 0
+        while True:
+            drawn.append(seed)
+            cfg = race.hunt_config(("refcount-eq0",), seed, "pct", cpus=1)
+            yield RunRequest(seed, cfg, tmp_path / f"seed-{seed}", f"seed {seed}")
+            seed += 1
+
+    ex = jobs.JobsExecutor(2)
+    spent = lambda: len(FakeChild.started) >= 4  # noqa: E731 - the budget runs out while seeds 2 and 3 run
+    seen = [(req.key, doc["verdict"]) for req, doc in ex.run(endless(), should_stop=spent)]
+    assert [c.req.key for c in FakeChild.started] == [0, 1, 2, 3] and drawn == [0, 1, 2, 3]
+    assert seen[:2] == [(0, "ok"), (1, "ok")] and sorted(seen[2:]) == [(2, "interrupted"), (3, "interrupted")]
+    assert all(c.signalled for c in FakeChild.started[2:]) and leases.holders() == {} and naps
+
+
+def test_seeds_cut_by_the_budget_are_recorded_and_never_findings(tmp_path: Path) -> None:
+    def doc(req: RunRequest) -> dict[str, Any]:
+        return {"verdict": "ok", "exit_code": 0, "duration_s": 1.0}
+
+    class SpentBudget(FakeExecutor):
+        """Seeds 1 and 2 end; then the deadline passes and the rest are stopped."""
+
+        def run(self, requests: Iterable[RunRequest], on_start: Callable[[RunRequest], None] | None = None,
+                should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[RunRequest, dict[str, Any]]]:
+            for i, req in enumerate(requests):
+                if on_start is not None:
+                    on_start(req)
+                if i >= 2 and should_stop is not None and should_stop():
+                    yield req, {"verdict": "interrupted", "exit_code": 143, "duration_s": 0.5}
+                    return
+                yield req, self.doc(req)
+
+    cfgs = (race.hunt_config(("refcount-eq0",), s, "pct") for s in range(1, 100))
+    res = race.run_hunt(cfgs, tmp_path, executor=SpentBudget(doc), deadline=time.monotonic() + 3600)
+    assert [r.cut_by for r in res] == [None] * len(res)  # the deadline not reached: nothing cut
+    cfgs = (race.hunt_config(("refcount-eq0",), s, "pct") for s in range(1, 100))
+    res = race.run_hunt(cfgs, tmp_path / "b", executor=SpentBudget(doc), deadline=time.monotonic() - 1)
+    assert [(r.seed, r.verdict, r.cut_by, r.found) for r in res] == [
+        (1, "ok", None, False), (2, "ok", None, False), (3, "interrupted", "budget", False)]
+    assert res[-1].to_dict()["cut_by"] == "budget"
+    assert res[-1].line() == "seed 3: interrupted (no verdict), cut by the budget"
+    line = race.summary_line(res, ("refcount-eq0",), "pct", budget=10.0)
+    assert line == ("found in 0 of 2 seeds (inject refcount-eq0, sched pct); the budget of 10 s is spent; "
+                    "1 seed running at its end cut (no verdict)")
+
+
+@pytest.mark.smp
+@two_cores
+def test_a_budget_hunt_on_two_cores_ends_at_its_deadline(tmp_path: Path) -> None:
+    """race --budget with --jobs: seeds run two at a time until the budget is spent; the
+    seeds running then are stopped and recorded as cut (never findings), and a seed
+    stopped before its run began leaves nothing.  Which seeds finish depends on the
+    machine's load, so only what holds for any of them is asserted."""
+    out = tmp_path / "h"
+    p = subprocess.run([sys.executable, "-m", "stress", "race", "--inject", "refcount-eq0", "--cpus", "1",
+                        "--sched", "pct", "--steps", "3000", "--jobs", "2", "--budget", "2s", "--out", str(out),
+                        "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode in (0, 1), p.stdout + p.stderr
+    assert "Traceback" not in p.stderr
+    doc = json.loads((out / "race.json").read_text())
+    assert doc["budget_s"] == 2.0 and doc["lost"] == [] and doc["state"] == "complete"
+    for seed in doc["seeds"]:
+        assert (seed["verdict"] == "interrupted") == (seed.get("cut_by") is not None), seed
+        assert not (seed.get("cut_by") and seed["expected_class"]), seed
+        assert (out / f"seed-{seed['seed']}" / "run.json").is_file()
+    recorded = {f"seed-{s['seed']}" for s in doc["seeds"]}
+    assert {d.name for d in out.iterdir() if d.is_dir()} <= recorded  # nothing else left behind
+    assert doc["found"] == sum(1 for s in doc["seeds"] if s["exit_code"] == 1 and s["expected_class"])
     assert leases.holders() == {}

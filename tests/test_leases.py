@@ -160,3 +160,103 @@ def test_releasing_an_old_lease_leaves_a_new_one_on_the_same_cores(table: Path) 
     assert second is not None and second.cores == first.cores
     first.release()
     assert leases.holders() == {c: os.getpid() for c in second.cores}
+
+
+class FakeTime:
+    """A clock that moves only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += s
+
+
+def test_waiting_for_cores_gives_up_at_the_limit_and_names_the_holders(table: Path) -> None:
+    held = leases.try_acquire(4)
+    assert held is not None
+    told: list[str] = []
+    t = FakeTime()
+    with pytest.raises(leases.LeaseTimeout) as exc:
+        leases.acquire(2, waiting=told.append, limit=1.0, clock=t.clock, sleep=t.sleep)
+    assert str(exc.value) == ("gave up after 1 s (--lease-wait 1) waiting for 2 free cores: 0-3 leased by pid "
+                              f"{os.getpid()}")
+    assert told == [f"waiting for 2 free cores: 0-3 leased by pid {os.getpid()} (at most 1 s: --lease-wait)"]
+    assert sum(t.slept) == pytest.approx(1.0) and max(t.slept) <= leases.WAIT_POLL_S
+    with pytest.raises(leases.LeaseTimeout):  # 0: one look, no wait, nothing said
+        leases.acquire(1, waiting=told.append, limit=0, clock=t.clock, sleep=t.sleep)
+    assert len(told) == 1 and sum(t.slept) == pytest.approx(1.0)
+
+
+def test_a_stop_ends_the_wait_and_freed_cores_end_it_too(table: Path) -> None:
+    held = leases.try_acquire(4)
+    assert held is not None
+    t = FakeTime()
+
+    def stop() -> None:
+        if t.slept:
+            raise KeyboardInterrupt  # stopping.Stopped is one: the command exits 130 / 143
+
+    with pytest.raises(KeyboardInterrupt):
+        leases.acquire(1, check=stop, limit=None, clock=t.clock, sleep=t.sleep)
+
+    t = FakeTime()
+
+    def free_after_a_look(s: float) -> None:
+        t.sleep(s)
+        held.release()
+
+    lease = leases.acquire(1, limit=600, clock=t.clock, sleep=free_after_a_look)
+    assert lease.cores == [0] and len(t.slept) == 1
+
+
+def test_a_run_that_cannot_get_cores_in_time_exits_3_and_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from stress import cli
+
+    usable = leases.usable_cores()
+    held = leases.try_acquire(len(usable))
+    assert held is not None
+    try:
+        assert cli.main(["run", "--cpus", "1", "--lease-wait", "0", "--duration", "1",
+                         "--out", str(tmp_path / "r")]) == 3
+    finally:
+        held.release()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"zonelimit: run: gave up after 0 s (--lease-wait 0) waiting for 1 free core: "
+                   f"{leases.format_cpulist(usable)} leased by pid {os.getpid()}"]
+    assert not (tmp_path / "r").exists()
+    for bad in ("-1", "x", "nan"):
+        assert cli.main(["run", "--lease-wait", bad]) == 2
+        assert "--lease-wait" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.smp
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_a_run_waits_for_cores_ends_it_with_nothing_written(tmp_path: Path, signum: int,
+                                                                         code: int) -> None:
+    usable = leases.usable_cores()
+    held = leases.try_acquire(len(usable))  # this process holds every core: the run must wait
+    assert held is not None
+    out = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "stress", "run", "--cpus", "1", "--duration", "1",
+                             "--out", str(out)], cwd=Path(__file__).resolve().parent.parent,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert line.startswith("zonelimit: warning: waiting for 1 free core"), line
+        proc.send_signal(signum)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=60) == code, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        held.release()
+    assert "Traceback" not in rest and not out.exists()

@@ -26,6 +26,10 @@ same order: the document it ends with is the one an uninterrupted compare would 
 written (apart from timings).  ``--merge DIR...`` joins comparisons of the same variants.
 compare.json (``zonelimit.compare/2``) is described in docs/results-format.md.
 
+A run the executor loses (``--jobs``: its child ended without run.json; ``--cluster``:
+Dask gave up on its task) is recorded in the sitting's ``lost_runs``; the others run,
+then the comparison ends partial with exit 3 and ``--resume`` makes the lost run again.
+
 Stops: SIGINT or SIGTERM during a run stop that run cleanly (the runner's own handling;
 its folder is kept, renamed ``<dir>.interrupted``); between runs they are recorded, and
 no new run starts.  Either way the runs that finished are analysed and written, marked
@@ -50,13 +54,15 @@ from stress.commands import run as run_command
 from stress.config import ERA_PRESETS, RunConfig, spec_label
 from stress.cpulist import usable_cores
 from stress.engine import scaleout, stopping
-from stress.engine.executor import Executor, RunRequest
+from stress.engine.executor import Executor, LostRun, RunRequest
 from stress.engine.stopping import StopSignals
 from stress.options import EX_OK, EX_SIGINT, EX_SIGTERM, EX_TESTER, UsageError
-from stress.output import comparison
+from stress.output import comparison, monitor
 from stress.output.plots import plot_compare
 from stress.output.progress import RunProgress, wanted
 from stress.variants import Variant
+
+LOST = "lost"  #: the stop reason of a sitting in which the executor lost a run (exit 3)
 
 HELP = "variants of a run side by side, same seeds, paired statistics (policies.md)"
 DESCRIPTION = """\
@@ -71,7 +77,8 @@ signed-rank test agrees.
   compare --resume DIR | --merge DIR DIR ...
 
 Exit 0 when every run ended with a verdict on the allocator (a wedged run is a result),
-2 on bad options, 3 if a run failed as a tester, 130 / 143 when stopped (partial result)."""
+2 on bad options, 3 if a run failed as a tester or was lost (--jobs, --cluster; partial
+result), 130 / 143 when stopped (partial result)."""
 
 Execute = Callable[..., dict[str, Any]]
 """``stress.engine.runner.execute(cfg, out_dir, echo=None) -> run.json document``."""
@@ -391,16 +398,10 @@ def run_entry(rdoc: dict[str, Any], folder: Path, seed: int, parallel: bool) -> 
             "noise": rdoc.get("noise"), "parallel": parallel}
 
 
-def aside(folder: Path) -> Path:
-    """Move a cut run's folder out of the way (``<dir>.interrupted``, ``-2`` ... if taken):
-    the run stays readable, and its place is free for the run that replaces it."""
-    n = 1
-    while True:
-        target = folder.with_name(f"{folder.name}.interrupted" + ("" if n == 1 else f"-{n}"))
-        if not target.exists():
-            os.rename(folder, target)
-            return target
-        n += 1
+def aside(folder: Path, why: str = "interrupted") -> Path:
+    """Move a cut (or lost) run's folder out of the way (``<dir>.interrupted``, ``-2`` ...
+    if taken): the run stays readable, and its place is free for the run that replaces it."""
+    return files.move_aside(folder, why)
 
 
 # --- the loop -------------------------------------------------------------------------------------
@@ -455,8 +456,26 @@ class Session:
         if name != sitting["interrupted_run"] or "interrupted_runs" in sitting:
             sitting["interrupted_runs"] = [*sitting.get("interrupted_runs", [sitting["interrupted_run"]]), name]
 
+    def lost(self, req: RunRequest, lost: LostRun) -> None:
+        """Record a run the executor gave up on (a ``--jobs`` child without run.json, a Dask
+        task whose workers died): in this sitting's ``lost_runs``, with what its folder
+        kept (moved aside as ``<dir>.lost``; an empty one is removed)."""
+        i, seed = req.key
+        kept: str | None = None
+        if req.folder.is_dir():
+            if any(req.folder.iterdir()):
+                kept = aside(req.folder, "lost").name
+            else:
+                req.folder.rmdir()
+        entry = lost.record({"variant": self.doc["variants"][i]["name"], "seed": seed, "folder": kept})
+        sitting = self.doc["history"][-1]
+        sitting["lost_runs"] = [*sitting.get("lost_runs", []), entry]
+        self.write()
+        self.progress.say(f"{req.label}: lost ({lost.reason})")
+
     def run(self) -> str | None:
-        """Make the plan's runs; the stop signal's name if a signal cut it short."""
+        """Make the plan's runs; the stop signal's name if a signal cut it short, else
+        ``"lost"`` if the executor lost a run (the others ran; no further repeat starts)."""
         plan = self.doc["plan"]
         repeats = int(plan["repeat"])
         while True:
@@ -466,6 +485,9 @@ class Session:
             for req, rdoc in self.executor.run(todo, on_start=self.claim,
                                                should_stop=lambda: self.signals.name is not None):
                 self.progress.done()
+                if isinstance(rdoc, LostRun):
+                    self.lost(req, rdoc)
+                    continue
                 code = rdoc.get("exit_code")
                 if code in (EX_SIGINT, EX_SIGTERM):  # the runner stopped this run cleanly: keep it aside
                     self.interrupted(aside(req.folder).name)
@@ -481,6 +503,8 @@ class Session:
                 self.progress.say(run_line(self.doc["variants"][i]["name"], entry))
             if self.signals.name is not None or cut is not None:
                 return self.signals.name or cut
+            if self.doc["history"][-1].get("lost_runs"):
+                return LOST
             if plan.get("precision") is None:
                 return None
             status = comparison.precision_status(comparison.analyse(self.doc))
@@ -504,7 +528,7 @@ def finish(out: Path, doc: dict[str, Any], stopped: str | None, start: dict[str,
     doc["finished"] = now
     doc["host"] = documents.host_record(start)
     doc["state"] = "partial" if stopped else "complete"
-    code = {"SIGINT": EX_SIGINT, "SIGTERM": EX_SIGTERM}.get(stopped or "", EX_SIGINT)
+    code = {"SIGINT": EX_SIGINT, "SIGTERM": EX_SIGTERM, LOST: EX_TESTER}.get(stopped or "", EX_SIGINT)
     doc["stop"] = {"reason": stopped, "exit_code": code} if stopped else None
     if doc["history"]:
         doc["history"][-1].update(ended=now, reason=stopped or "completed")
@@ -534,7 +558,7 @@ def show(args: argparse.Namespace, out: Path, doc: dict[str, Any], lines: list[s
 
 
 def exit_code(doc: dict[str, Any]) -> int:
-    """130 / 143 after a stop; 3 if a run failed as a tester; else 0."""
+    """130 / 143 after a stop; 3 if a run was lost or failed as a tester; else 0."""
     if doc.get("stop"):
         return int(doc["stop"]["exit_code"])
     errors = [r for v in doc["variants"] for r in v["runs"] if r.get("verdict") == "error"]
@@ -698,7 +722,9 @@ def run_session(args: argparse.Namespace, out: Path, doc: dict[str, Any], cfgs: 
     show(args, out, doc, finish(out, doc, stopped, sitting))
     if stopped:
         kept = sum(len(v["runs"]) for v in doc["variants"])
-        print(f"{options.PROG}: compare: stopped by {stopped}: {kept} run{'' if kept == 1 else 's'} kept; "
+        how = f"stopped by {stopped}" if stopped != LOST else monitor.lost_words(
+            doc["history"][-1]["lost_runs"], "run {variant} seed {seed}")
+        print(f"{options.PROG}: compare: {how}: {kept} run{'' if kept == 1 else 's'} kept; "
               f"complete it with: python -m stress compare --resume {out}", file=sys.stderr)
     return exit_code(doc)
 

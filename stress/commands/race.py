@@ -11,7 +11,8 @@ plugin -- with every oracle armed (the audit, INVARIANTS, WITNESS, the watchdog)
 pct the trimming policy runs too, its callouts placed by step, so a failing seed
 replays exactly.  Whatever it finds counts, reported by class ("leak 2, wedged 1").
 ``--budget 30m`` hunts seed after seed, from the first of ``--seeds``, until a seed
-fails or the time is spent (the seed running then completes).
+fails or the time is spent (the seed running then completes; with ``--jobs`` or
+``--cluster`` the seeds running then are stopped and recorded as cut by the budget).
 
 For every seed it runs one short stress run (``stress.engine.runner.execute``) with the
 injection switched on, the oracles armed (``--invariants``: poisoning, duplicate
@@ -26,13 +27,15 @@ sleeping must happen), the verdict classes its oracle reports, and a per-seed ru
 length.  Options given on the command line beat the profile.
 
 Exit codes: 1 if any seed found a defect (the system under test failed, cli.md), 3 if
-the tester failed on some seed and none found a defect, 0 if every seed ran clean.
+the tester failed on some seed, or lost it (``--jobs``, ``--cluster``: recorded in
+race.json ``lost``, state ``partial``), and none found a defect, 0 if every seed ran clean.
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -46,10 +49,11 @@ from stress.commands.run import MAX_STEPS
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import usable_cores
 from stress.engine import scaleout
-from stress.engine.executor import Executor, LocalExecutor, RunRequest
+from stress.engine.executor import Executor, LocalExecutor, LostRun, RunRequest
 from stress.engine.sched.plan import STEPS_PER_S
-from stress.files import FolderError, claim_folder, new_folder
+from stress.files import FolderError, claim_folder, move_aside, new_folder
 from stress.options import EX_FAIL, EX_OK, EX_TESTER, UsageError
+from stress.output import monitor
 from stress.output.progress import RunProgress, wanted
 
 HELP = "race hunting and schedule replay (races.md)"
@@ -110,7 +114,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "configuration as given, every oracle armed)")
     parser.add_argument("--budget", type=options.duration, default=None, metavar="TIME",
                         help="hunt seed after seed (from the first of --seeds) until one fails or TIME is "
-                             "spent: 90s, 30m, 2h (default: the seeds of --seeds, each once)")
+                             "spent: 90s, 30m, 2h; with --jobs/--cluster the seeds running then are stopped, "
+                             "recorded as cut by the budget (default: the seeds of --seeds, each once)")
     parser.add_argument("--policy", type=plugins.spec_checker("policy"), default=None, metavar="NAME",
                         help="trimming policy, a name or a plugin (FILE.py:CLASS, MODULE:CLASS) "
                              "(default: the era's)")
@@ -244,6 +249,7 @@ class SeedResult:
     detected_step: int | None = None  #: pct: the step of the wedge (or of the stop), placed by step
     #: INVARIANTS: the recorded history of the first lost / double-freed items (run.json's audit)
     histories: list[dict[str, Any]] = field(default_factory=list)
+    cut_by: str | None = None  #: interrupted by the hunt itself: "budget" (its deadline) or "stop-first"
 
     @property
     def failed(self) -> bool:
@@ -267,7 +273,8 @@ class SeedResult:
         """``seed 3: leak after 1.42 s  replay: python -m stress replay ...``."""
         what = self.verdict if self.expected or not self.failed else f"{self.verdict} (not this row's oracle)"
         if self.interrupted:
-            return f"seed {self.seed}: interrupted (no verdict)"
+            return f"seed {self.seed}: interrupted (no verdict)" + (
+                f", cut by the {'budget' if self.cut_by == 'budget' else '--stop-first'}" if self.cut_by else "")
         if not self.failed:
             return f"seed {self.seed}: {what}"
         when = f"at step {self.detected_step:,}" if self.detected_step is not None else f"after {self.detected_s:.2f} s"
@@ -286,7 +293,8 @@ class SeedResult:
                 "detected_s": round(self.detected_s, 3), "detected_step": self.detected_step,
                 "folder": str(self.folder),
                 "expected_class": self.expected, "replay": self.replay_command(),
-                "item_histories": self.histories}
+                "item_histories": self.histories,
+                **({"cut_by": self.cut_by} if self.cut_by else {})}
 
 
 Execute = Callable[[RunConfig, Path], dict[str, Any]]
@@ -301,7 +309,8 @@ def _execute() -> Execute:
 def run_hunt(cfgs: Iterable[RunConfig], root: Path, execute: Execute | None = None,
              echo: Callable[[str], None] | None = None, stop_first: bool = False,
              progress: RunProgress | None = None, stop: Any = None,
-             executor: Executor | None = None, deadline: float | None = None) -> list[SeedResult]:
+             executor: Executor | None = None, deadline: float | None = None,
+             lost: list[dict[str, Any]] | None = None) -> list[SeedResult]:
     """Run each configuration (one per seed) into ``root/seed-N`` and classify it
     (``progress``: seeds done of the total, the current seed's time, an ETA).
 
@@ -310,8 +319,12 @@ def run_hunt(cfgs: Iterable[RunConfig], root: Path, execute: Execute | None = No
     ``executor``: where the seeds run (default: one after the other here, through
     ``execute``; ``--jobs J``, ``--cluster``: docs/scale-out.md).  With ``stop_first``
     the seed that finds the race stops the others still running (their verdict:
-    interrupted); several may find it at once.  ``deadline`` (``time.monotonic()``,
-    --budget): no seed starts after it."""
+    interrupted, ``cut_by`` "stop-first"); several may find it at once.  ``deadline``
+    (``time.monotonic()``, --budget): no seed starts after it, and the seeds a parallel
+    executor is running then are stopped (``cut_by`` "budget"; in this process the
+    running seed completes).  A cut seed is never a finding.  ``lost``: receives the record of each seed the
+    executor gave up on (stress.engine.executor.LostRun; its folder, if not empty, moved
+    aside as ``seed-N.lost``); the other seeds go on."""
     if executor is None:
         ex = execute or _execute()
         executor = LocalExecutor(lambda cfg, folder, echo=None: ex(cfg, folder))
@@ -325,14 +338,31 @@ def run_hunt(cfgs: Iterable[RunConfig], root: Path, execute: Execute | None = No
         if progress is not None:
             progress.start(req.label)
 
-    def should_stop() -> bool:
-        return bool(stop is not None and stop.requested) or (deadline is not None and time.monotonic() >= deadline)
+    cut: list[str] = []  #: why the hunt itself stopped its seeds, the first reason
 
-    out = []
+    def should_stop() -> bool:
+        if stop is not None and stop.requested:
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            if not cut:
+                cut.append("budget")
+            return True
+        return False
+
+    out: list[SeedResult] = []
     try:
         for req, doc in executor.run(requests, on_start=started, should_stop=should_stop):
-            out.append(_seed_result(req, doc, progress, echo))
-            if stop_first and out[-1].found:
+            if isinstance(doc, LostRun):
+                if lost is None:
+                    raise RuntimeError(f"{req.label}: lost: {doc.reason}")
+                lost.append(_lost_seed(req, doc, progress, echo))
+                continue
+            signalled = stop is not None and stop.requested
+            result = _seed_result(req, doc, progress, echo, None if signalled or not cut else cut[0])
+            out.append(result)
+            if stop_first and result.found:
+                if not cut:
+                    cut.append("stop-first")
                 executor.stop()
     except KeyboardInterrupt:  # stopped before a run started (stopping.Stopped)
         if begun and begun[-1].is_dir() and not any(begun[-1].iterdir()):
@@ -342,9 +372,26 @@ def run_hunt(cfgs: Iterable[RunConfig], root: Path, execute: Execute | None = No
     return sorted(out, key=lambda r: r.seed)
 
 
+def _lost_seed(req: RunRequest, lost: LostRun, progress: RunProgress | None,
+               echo: Callable[[str], None] | None) -> dict[str, Any]:
+    """race.json's record of a lost seed; its folder removed if empty, else moved aside."""
+    if progress is not None:
+        progress.done()
+    kept: str | None = None
+    if req.folder.is_dir():
+        if any(req.folder.iterdir()):
+            kept = str(move_aside(req.folder, "lost"))
+        else:
+            req.folder.rmdir()
+    if echo is not None:
+        echo(f"seed {req.key}: lost ({lost.reason})")
+    return lost.record({"seed": req.key, "folder": kept})
+
+
 def _seed_result(req: RunRequest, doc: dict[str, Any], progress: RunProgress | None,
-                 echo: Callable[[str], None] | None) -> SeedResult:
-    """One seed's run.json classified (and its line echoed)."""
+                 echo: Callable[[str], None] | None, cut: str | None = None) -> SeedResult:
+    """One seed's run.json classified (and its line echoed); an interrupted seed was
+    stopped by the hunt itself when ``cut`` says why ("budget", "stop-first")."""
     cfg = req.config
     if progress is not None:
         progress.done()
@@ -355,8 +402,9 @@ def _seed_result(req: RunRequest, doc: dict[str, Any], progress: RunProgress | N
     expected = verdict != "interrupted" and (caught_by_oracle(doc, HUNTS[cfg.inject[0]].verdicts)
                                              if cfg.inject else code == EX_FAIL)
     histories = (doc.get("audit") or {}).get("item_histories") or []
+    cut_by = cut if verdict == "interrupted" else None
     r = SeedResult(cfg.seed, verdict, code, detection_time(doc), req.folder, expected, detection_step(doc),
-                   [h for h in histories if isinstance(h, dict)][:HUNT_HISTORIES])
+                   [h for h in histories if isinstance(h, dict)][:HUNT_HISTORIES], cut_by)
     if echo is not None:
         echo(r.line())
         for line in r.history_lines():
@@ -374,7 +422,7 @@ def by_class(results: list[SeedResult]) -> dict[str, int]:
 
 
 def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str, stopped: str | None = None,
-                 what: str = "", budget: float | None = None) -> str:
+                 what: str = "", budget: float | None = None, lost: int = 0) -> str:
     """``found in k of n seeds (inject refcount-eq0, sched pct)``, plus the seeds that
     failed some other way, if any, and the stop signal that cut the hunt short.  A seed
     the signal cut is not counted among the n.  Without an injection (``what``: the
@@ -388,6 +436,11 @@ def summary_line(results: list[SeedResult], inject: tuple[str, ...], sched: str,
         extra += ": " + ", ".join(f"{verdict} {n}" for verdict, n in classes.items())
     if budget is not None and not stopped and not k:
         extra += f"; the budget of {budget:g} s is spent"
+    cut = sum(r.cut_by == "budget" for r in results)
+    if cut:
+        extra += f"; {cut} seed{'' if cut == 1 else 's'} running at its end cut (no verdict)"
+    if lost:
+        extra += f"; {lost} seed{'' if lost == 1 else 's'} lost (the tester's failure, not the allocator's)"
     if stopped:
         extra += f"; interrupted by {stopped} after {len(done)} seeds"
     hunted = f"inject {','.join(inject)}" if inject else f"no injection: {what}"
@@ -427,10 +480,7 @@ def _hunt(args: argparse.Namespace) -> int:
     from stress.engine.jobs import check_jobs
 
     check_jobs(args.jobs, [cpus], args.oversubscribe)
-    if args.budget is not None and (args.jobs != 1 or args.cluster is not None):
-        # the parallel executors queue every seed up front; a budget's seeds are open-ended
-        raise UsageError("--budget: hunts one seed after another here; with --jobs or --cluster give "
-                         "--seeds A..B instead")
+    scaleout.check_arguments(args)
     options.check_out(args.out)
     try:  # claimed: this hunt's alone (stress/files.py), released by the command line
         root = claim_folder(Path(args.out)) if args.out else default_root(inject)
@@ -464,16 +514,19 @@ def _hunt(args: argparse.Namespace) -> int:
         over = (f"seeds from {seeds.start} for {args.budget:g} s or until one fails" if args.budget is not None
                 else f"seeds {seeds.start}..{seeds.stop - 1}")
         progress.say(f"hunting {hunted} over {over} ({args.sched}, {cpus} CPUs) into {root}")
+        lost: list[dict[str, Any]] = []
         results = run_hunt(cfgs, root, echo=None if quiet else progress.say,
                            stop_first=args.stop_first or args.budget is not None,
                            progress=progress, stop=stop, deadline=deadline,
-                           executor=None if args.jobs == 1 and args.cluster is None else where)
+                           executor=None if args.jobs == 1 and args.cluster is None else where, lost=lost)
         stopped = stop.freeze()  # race.json, written next, says whether a signal cut the hunt
-    line = summary_line(results, inject, args.sched, stopped, what=what, budget=args.budget)
+    line = summary_line(results, inject, args.sched, stopped, what=what, budget=args.budget, lost=len(lost))
     doc = documents.race_document(inject=list(inject), sched=args.sched, folder=root,
                                   seeds=[r.to_dict() for r in results], found=sum(r.found for r in results),
                                   summary=line, start=start)
     doc["interrupted"] = stopped  # the signal that cut the hunt short, or null
+    doc["lost"] = lost  # seeds the executor gave up on (--jobs, --cluster): no verdict
+    doc["state"] = "partial" if stopped or lost else "complete"
     doc["by_class"] = by_class(results)
     doc["budget_s"] = args.budget
     doc["configuration"] = {"era": first.era, "policy": first.policy, "refcount": first.refcount,
@@ -483,10 +536,13 @@ def _hunt(args: argparse.Namespace) -> int:
         print(documents.doc_text(doc, documents.RACE_FORMAT, indent=1), end="")
     else:
         print(line)
+    if lost:
+        print(f"{options.PROG}: race: {monitor.lost_words(lost, 'seed {seed}')}; race.json in {root} "
+              "says which", file=sys.stderr)
     if stopped:
         return stopping.EXIT_CODES.get(stopped, options.EX_SIGINT)
     if any(r.failed for r in results):
         return EX_FAIL
-    if any(r.exit_code not in (EX_OK, EX_FAIL) for r in results):
+    if lost or any(r.exit_code not in (EX_OK, EX_FAIL) and r.cut_by is None for r in results):
         return EX_TESTER
     return EX_OK

@@ -187,7 +187,8 @@ def race_lines(doc: dict[str, Any], folder: Path) -> list[str]:
         result = SeedResult(seed["seed"], seed["verdict"], seed["exit_code"], seed["detected_s"],
                             Path(seed["folder"]), bool(seed.get("expected_class", True)),
                             seed.get("detected_step"),
-                            [h for h in seed.get("item_histories") or [] if isinstance(h, dict)])
+                            [h for h in seed.get("item_histories") or [] if isinstance(h, dict)],
+                            seed.get("cut_by"))
         lines.append(result.line())
         lines += result.history_lines()
     return lines + [doc["summary"]]

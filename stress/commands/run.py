@@ -34,6 +34,7 @@ from stress import config as _config
 from stress import documents, files, options, plugins
 from stress.config import RunConfig, resolve_era
 from stress.cpulist import format_cpulist, usable_cores
+from stress.engine.leases import LEASE_WAIT_S
 from stress.engine.sched.plan import STEPS_PER_S
 from stress.options import UsageError
 from stress.output import monitor
@@ -79,6 +80,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="run on exactly these cores, e.g. 0-3,7; refused when one is not usable or is "
                         "leased by another run (default: lease min(--cpus, usable) free cores, waiting "
                         "while other runs hold them; docs/scale-out.md)")
+    g.add_argument("--lease-wait", type=options.seconds(allow_zero=True), default=LEASE_WAIT_S, metavar="S",
+                   help="how long to wait for free cores while other runs hold them; then one line naming "
+                        "them, exit 3, nothing written; 0: do not wait (default: "
+                        f"{LEASE_WAIT_S:g}; docs/scale-out.md)")
     g.add_argument("--run-config", default=None, metavar="FILE", help=argparse.SUPPRESS)  # a child run
     g.add_argument("--oversubscribe", action="store_true",
                    help="allow more CPUs than usable cores (they then interleave instead of running "
@@ -279,23 +284,20 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except UsageError as exc:
         parser.error(str(exc))
     options.oversubscription_warning(cfg.cpus)
-    return start_run(cfg, cores=args.cores)
+    return start_run(cfg, cores=args.cores, lease_wait=args.lease_wait)
 
 
 def child_run(args: argparse.Namespace) -> int:
     """A run started by a scheduler (``compare --jobs``, a Dask task; stress/engine/jobs.py):
     its resolved configuration from ``--run-config`` (RunConfig.to_dict as JSON), its
     cores from ``--cores`` (leased for it by its parent), its folder from ``--out``.  It
-    dies with the parent that leased its cores, as workers die with their manager."""
+    dies with the parent *process* that started it (its lifeline:
+    stress/engine/lifeline.py), as workers die with their manager."""
     import json
-    import os
 
-    from stress.engine.leases import HANDOVER_ENV
-    from stress.engine.pinning import die_with_parent
+    from stress.engine import lifeline
 
-    parent = os.environ.get(HANDOVER_ENV, "").partition(":")[0]
-    if parent.isdigit():
-        die_with_parent(int(parent))
+    lifeline.hold_from_env()
     try:
         if args.run_config == "-":
             cfg = RunConfig.from_dict(json.load(sys.stdin))
@@ -307,22 +309,28 @@ def child_run(args: argparse.Namespace) -> int:
     return start_run(cfg.replace(out=args.out), cores=args.cores)
 
 
-def start_run(cfg: RunConfig, what: str = "run", folder: Path | None = None, cores: list[int] | None = None) -> int:
+def start_run(cfg: RunConfig, what: str = "run", folder: Path | None = None, cores: list[int] | None = None,
+              lease_wait: float = LEASE_WAIT_S) -> int:
     """Hand a resolved configuration to :func:`main_run`, guarded (cli.md's exit codes)."""
-    return options.call_guarded(what, lambda: main_run(cfg, folder, cores))
+    return options.call_guarded(what, lambda: main_run(cfg, folder, cores, lease_wait=lease_wait, what=what))
 
 
-def take_lease(cfg: RunConfig, cores: list[int] | None, stop: Any = None) -> tuple[Any, str]:
+def take_lease(cfg: RunConfig, cores: list[int] | None, stop: Any = None,
+               lease_wait: float = LEASE_WAIT_S) -> tuple[Any, str]:
     """The run's core lease (stress/engine/leases.py): exactly ``cores`` (UsageError when
-    taken or not usable), else min(--cpus, usable) free cores, waiting for them while other
-    runs hold them (a stop signal ends the wait: ``stop.check``).  (None, why) when the
-    lease table cannot be used: the run goes on unleased, with a warning."""
+    taken or not usable), else min(--cpus, usable) free cores, waiting for them at most
+    ``lease_wait`` seconds while other runs hold them (then leases.LeaseTimeout; a stop
+    signal ends the wait: ``stop.check``).  (None, why) when the lease table cannot be
+    used: the run goes on unleased, with a warning."""
     from stress.engine import leases
 
     try:
         if cores is not None:
             return leases.pick(cores), ""
-        return leases.acquire(cfg.cpus, waiting=options.warn, check=None if stop is None else stop.check), ""
+        return leases.acquire(cfg.cpus, waiting=options.warn, check=None if stop is None else stop.check,
+                              limit=lease_wait), ""
+    except leases.LeaseTimeout:
+        raise
     except leases.LeaseError as exc:
         raise UsageError(f"--cores: {exc}") from None
     except OSError as exc:
@@ -331,15 +339,26 @@ def take_lease(cfg: RunConfig, cores: list[int] | None, stop: Any = None) -> tup
         return None, why
 
 
-def main_run(cfg: RunConfig, folder: Path | None = None, cores: list[int] | None = None) -> int:
+def main_run(cfg: RunConfig, folder: Path | None = None, cores: list[int] | None = None,
+             lease_wait: float = LEASE_WAIT_S, what: str = "run") -> int:
     """Lease the run's cores, claim the run folder (``folder``, already claimed, else
     --out or a new one), print the configuration and the CPU map, run, print the summary
-    (or only run.json with --json); return the run's exit code."""
+    (or only run.json with --json); return the run's exit code.  Cores held by others for
+    longer than ``lease_wait``: one line naming them, exit 3, nothing written (the folder
+    is claimed only once the cores are ours)."""
     from stress.engine import leases, stopping
     from stress.engine.pinning import PinningError, cpu_map
 
     with stopping.command_signals() as stop:
-        lease, why = take_lease(cfg, cores, stop)
+        try:
+            lease, why = take_lease(cfg, cores, stop, lease_wait)
+        except BaseException as exc:  # a replay's folder is claimed before: left empty, it goes
+            if folder is not None:
+                files.release_folder(folder)
+            if not isinstance(exc, leases.LeaseTimeout):
+                raise
+            print(f"{options.PROG}: {what}: {exc}", file=sys.stderr)
+            return options.EX_TESTER
         with leases.running_in(lease, why):  # the affinity is the lease: workers pin within it
             try:
                 mapping = cpu_map(cfg.cpus, cfg.oversubscribe)

@@ -12,6 +12,7 @@
                                                                  polls the session's stop flag
       <--- {run.json, samples.csv, netstat.txt, run.log, plot.png, ...} (the run folder's files)
       files written into the request's folder, exactly where a local run writes them
+      (requests are drawn lazily: at most twice the workers' cores in tasks at once)
       host.cluster in run.json: the worker, and every attempt (a lost worker's run is retried)
 
 Why a subprocess per run: a run forks its workers, and a fork of the multi-threaded Dask
@@ -23,7 +24,10 @@ run does.  Tasks that had not started return at once.
 
 A run never spans hosts (one arena per run, as a kernel's CPUs share one memory).
 Worker loss: the scheduler reschedules the task (at most ``distributed.scheduler.
-allowed-failures`` times, then the run fails); the attempts are recorded.
+allowed-failures`` times); the attempts are recorded.  A task Dask gives up on
+(``KilledWorker``), or one that raised (its run ended without run.json), comes back as a
+:class:`~stress.engine.executor.LostRun` with its attempts: the other runs go on, and
+the command records the lost run (docs/scale-out.md).
 
 Security: a scheduler runs whatever a connected client sends, so ``tls://`` with a
 ``distributed.Security`` (``--cluster-ca/-cert/-key`` or Dask's own configuration) is the
@@ -46,8 +50,8 @@ from typing import IO, Any
 
 from stress.config import RunConfig
 from stress.engine import leases
-from stress.engine.executor import RunRequest
-from stress.engine.jobs import ChildRun
+from stress.engine.executor import LostRun, Outcome, RunRequest, drop_if_empty
+from stress.engine.jobs import ChildRun, ChildRunError
 from stress.engine.stopping import StopSignals
 from stress.options import UsageError
 from stress.workloads import WORKLOADS
@@ -62,7 +66,7 @@ SOURCE_SUFFIXES = (".py", ".pyx", ".pxd", ".json")
 
 
 class ClusterRunError(Exception):
-    """A run failed on the cluster (its worker lost too often, or the run crashed)."""
+    """A task cannot run on its worker (other zonelimit code there)."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -206,6 +210,10 @@ def run_task(payload: dict[str, Any]) -> dict[str, Any]:
                     if stop:
                         child.signal(int(signal.Signals[stop]))
             doc = child.result()
+        except ChildRunError:
+            if child.stopped_before_it_began():
+                return {"cancelled": True}
+            raise
         except BaseException:
             child.kill()
             raise
@@ -246,7 +254,12 @@ class ClusterExecutor:
         self.placements: dict[str, Placement] = {}
         self.stopped: str | None = None
         self.submitted = 0  #: tasks submitted in this session (their keys)
-        self.widest = max(worker_cores(client).values(), default=1)
+        offered = worker_cores(client)
+        self.widest = max(offered.values(), default=1)
+        #: tasks submitted at most at once: twice the cores the workers offer, so a worker
+        #: that ends a run finds the next queued at the scheduler, while the requests are
+        #: drawn as they can run (a --budget hunt's seeds are open-ended)
+        self.window = max(2, 2 * sum(offered.values()))
 
     def stop(self, name: str = "SIGTERM") -> None:
         """Start no new run; running ones are stopped by ``name`` and ship their folders."""
@@ -272,28 +285,35 @@ class ClusterExecutor:
                 {"worker": item["worker"], "host": item["host"]})
 
     def run(self, requests: Iterable[RunRequest], on_start: Callable[[RunRequest], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[RunRequest, dict[str, Any]]]:
+            should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[RunRequest, Outcome]]:
+        """Submit requests as tasks, at most :attr:`window` at once, drawn as earlier ones
+        end (an open-ended ``--budget`` hunt is never queued up front); yield each run's
+        document once its files are here, or a :class:`LostRun`.  A stop (``should_stop``,
+        :meth:`stop`) submits nothing more and raises the stop flag."""
         from distributed import wait
 
-        reqs = list(requests)
-        for req in reqs:
-            check_config(req.config)
+        source: Iterator[RunRequest] | None = iter(requests)
         pending: dict[Any, tuple[RunRequest, str]] = {}
         try:
-            for req in reqs:
-                if self.stopped or (should_stop is not None and should_stop()):
-                    break
-                if on_start is not None:
-                    on_start(req)
-                self.submitted += 1
-                payload = self._payload(self.submitted, req)
-                fut = self.client.submit(run_task, payload, key=payload["key"], pure=False,
-                                         resources={"cores": payload["cores"]})
-                pending[fut] = (req, payload["key"])
-            while pending:
+            while True:
                 if should_stop is not None and should_stop():
                     name = self.signals.name if self.signals is not None and self.signals.name else "SIGTERM"
                     self.stop(name)
+                while source is not None and not self.stopped and len(pending) < self.window:
+                    req = next(source, None)
+                    if req is None:
+                        source = None
+                        break
+                    check_config(req.config)
+                    if on_start is not None:
+                        on_start(req)
+                    self.submitted += 1
+                    payload = self._payload(self.submitted, req)
+                    fut = self.client.submit(run_task, payload, key=payload["key"], pure=False,
+                                             resources={"cores": payload["cores"]})
+                    pending[fut] = (req, payload["key"])
+                if not pending:
+                    break
                 try:
                     done, _ = wait(list(pending), timeout=POLL_S, return_when="FIRST_COMPLETED")
                 except TimeoutError:
@@ -303,9 +323,11 @@ class ClusterExecutor:
                     req, key = pending.pop(fut)
                     try:
                         result = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - a lost worker too often, or the run crashed
-                        raise ClusterRunError(f"{req.label or req.folder}: failed on the cluster: {exc!r}") from None
-                    if result.get("cancelled"):
+                    except Exception as exc:  # noqa: BLE001 - KilledWorker (its workers died), or the task raised
+                        yield req, LostRun.of(exc, self.placements.get(key, Placement([])).attempts)
+                        continue
+                    if result.get("cancelled"):  # stopped before its run began: nothing to keep
+                        drop_if_empty(req.folder)
                         continue
                     yield req, self._land(req, key, result)
         finally:

@@ -19,6 +19,13 @@ beside other runs are marked in the comparison.
 The executor prints nothing and writes no document of its own: each run writes its own
 folder (stress.engine.runner.execute), and the document comes back as a plain dict,
 which any process pool or cluster can send.
+
+A run an executor gives up on -- a ``--jobs`` child that ended without run.json, a Dask
+task whose workers all died (``KilledWorker``) or that raised -- comes back as a
+:class:`LostRun` in place of the document: the other runs are independent and go on, and
+the command records which run was lost and why (docs/scale-out.md).  Only the in-process
+:class:`LocalExecutor` lets an exception through: there the tester's own traceback is
+the answer.
 """
 
 from __future__ import annotations
@@ -44,14 +51,51 @@ class RunRequest:
     label: str = ""  #: for a person (progress lines)
 
 
+@dataclass(frozen=True)
+class LostRun:
+    """A run that will not come back: why, and every attempt at it (a Dask task retried
+    on another worker after its worker died has several)."""
+
+    reason: str  #: one line: the exception, or how the child ended
+    attempts: tuple[dict[str, str], ...] = ()  #: ``{"worker", "host"}`` of each attempt (cluster only)
+
+    @staticmethod
+    def of(exc: BaseException, attempts: Iterable[dict[str, str]] = ()) -> LostRun:
+        """From the exception that lost the run, its text on one line (at most 500 characters)."""
+        text = " ".join(str(exc).split()) or "no message"
+        name = type(exc).__name__
+        reason = text if text.startswith(name) else f"{name}: {text}"
+        return LostRun(reason[:500], tuple(attempts))
+
+    def record(self, key: dict[str, Any]) -> dict[str, Any]:
+        """The document's entry for the lost run: ``key`` (what the command files it by:
+        variant and seed), then why and where it was tried."""
+        return {**key, "reason": self.reason, "attempts": [dict(a) for a in self.attempts],
+                "retried": max(0, len(self.attempts) - 1)}
+
+
+def drop_if_empty(folder: Path) -> None:
+    """A request's folder, made by ``on_start``, whose run never began (stopped before it
+    started, or cancelled before its task ran): removed if nothing was written into it
+    (a run stopped before writing anything leaves no folder)."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # not empty (the run wrote something: it is the command's to keep), or gone
+
+
+Outcome = dict[str, Any] | LostRun
+"""What an executor yields for a request: the run's run.json document, or :class:`LostRun`."""
+
+
 class Executor(Protocol):
     """Runs requests; yields each one's run.json document as it ends."""
 
     parallel: bool  #: several runs may share the machine at once (timing figures disturbed)
 
     def run(self, requests: Iterable[RunRequest], on_start: Callable[[RunRequest], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[RunRequest, dict[str, Any]]]:
-        """Run every request; yield (request, document) as each ends.  ``on_start`` is
+            should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[RunRequest, Outcome]]:
+        """Run every request; yield (request, document or :class:`LostRun`) as each ends.  ``on_start`` is
         called just before a run starts (its folder, progress); no run starts once
         ``should_stop()`` is true or :meth:`stop` was called."""
         ...
@@ -75,7 +119,7 @@ class LocalExecutor:
         self.stopped = False
 
     def run(self, requests: Iterable[RunRequest], on_start: Callable[[RunRequest], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[RunRequest, dict[str, Any]]]:
+            should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[RunRequest, Outcome]]:
         """Run each request in order, yielding its document; nothing starts after a stop."""
         for req in requests:
             if self.stopped or (should_stop is not None and should_stop()):

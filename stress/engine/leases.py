@@ -42,12 +42,20 @@ LEASE_DIR_ENV = "ZONELIMIT_LEASE_DIR"
 HANDOVER_ENV = "ZONELIMIT_LEASE_FROM"  #: "PID:ID": the parent that leased this child's --cores, and the lease
 DEFAULT_DIR = Path("/tmp/zonelimit-leases")
 WAIT_POLL_S = 0.2  #: how often a waiting run looks at the table again
+#: how long a run waits for cores others hold before it gives up (``--lease-wait``): long
+#: enough for a run of the default length started by hand beside it to end, short enough
+#: that a forgotten hunt holding the host does not leave a scripted run waiting for ever
+LEASE_WAIT_S = 600.0
 SYS_CPU = Path("/sys/devices/system/cpu")
 SYS_NODE = Path("/sys/devices/system/node")
 
 
 class LeaseError(Exception):
     """Cores cannot be leased: taken by another run, or not usable here."""
+
+
+class LeaseTimeout(LeaseError):
+    """Other runs held the cores for longer than the caller would wait (``--lease-wait``)."""
 
 
 def lease_dir() -> Path:
@@ -223,25 +231,39 @@ def holders() -> dict[int, int]:
         return _taken(table)
 
 
+def busy_words(n: int) -> str:
+    """``2 free cores: 0-1 leased by pid 4242``: what a run waiting for ``n`` cores waits for."""
+    held = holders()
+    pids = ", ".join(str(p) for p in sorted(set(held.values())))
+    want = max(1, min(n, len(usable_cores())))
+    return f"{want} free core{'' if want == 1 else 's'}: {format_cpulist(list(held)) or 'none'} leased by " \
+           f"pid {pids or '-'}"
+
+
 def acquire(n: int, what: str = "run", waiting: Callable[[str], None] | None = None,
-            check: Callable[[], None] | None = None) -> Lease:
+            check: Callable[[], None] | None = None, limit: float | None = None,
+            clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> Lease:
     """Lease ``n`` cores (at most the usable ones), waiting while others hold them;
     ``waiting`` is told once, in words, whom we wait for; ``check`` is called before each
-    look (a stop signal's ``check`` raises, ending the wait)."""
+    look (a stop signal's ``check`` raises, ending the wait).  ``limit``: seconds to wait
+    at most (0: one look), then :class:`LeaseTimeout` naming the holders; None: no limit.
+    (``clock`` and ``sleep``: the time, for a test.)"""
     told = False
+    since = clock()
     while True:
         if check is not None:
             check()
         lease = try_acquire(n, what)
         if lease is not None:
             return lease
+        waited = clock() - since
+        if limit is not None and waited >= limit:
+            raise LeaseTimeout(f"gave up after {waited:.0f} s (--lease-wait {limit:g}) waiting for {busy_words(n)}")
         if waiting is not None and not told:
-            held = holders()
-            pids = ", ".join(str(p) for p in sorted(set(held.values())))
-            waiting(f"waiting for {min(n, len(usable_cores()))} free cores: "
-                    f"{format_cpulist(list(held))} leased by pid {pids}")
+            waiting(f"waiting for {busy_words(n)}"
+                    + (f" (at most {limit:g} s: --lease-wait)" if limit is not None else ""))
             told = True
-        time.sleep(WAIT_POLL_S)
+        sleep(WAIT_POLL_S if limit is None else max(0.0, min(WAIT_POLL_S, limit - waited)))
 
 
 def pick(cores: list[int], what: str = "run") -> Lease:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from stress.engine.executor import Execute, Executor, LocalExecutor
+from stress.engine.leases import LEASE_WAIT_S
 
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:
@@ -23,6 +24,10 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                        help="up to J runs at once, each a child `run` on its own disjoint cores; J x cores per "
                             "run beyond the usable cores is refused unless --oversubscribe; timings measured "
                             "side by side are marked parallel (default 1: one after the other, in this process)")
+    group.add_argument("--lease-wait", type=options.seconds(allow_zero=True), default=None, metavar="S",
+                       help="with --jobs: how long to wait for free cores while other runs (not this command's) "
+                            "hold them; then the run that waited is recorded as lost, no other starts, the result "
+                            f"is partial, exit 3; 0: do not wait (default: {LEASE_WAIT_S:g}; docs/scale-out.md)")
     group.add_argument("--cluster", default=None, metavar="ADDRESS",
                        help="send each run to a Dask scheduler, tls://HOST:8786 (or tcp:// on a trusted network "
                             "only); needs pip install 'zonelimit[cluster]' (default: run here; docs/scale-out.md)")
@@ -34,6 +39,22 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                        "scheduler's and workers' certificates (default: Dask's configuration)")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """The options that go together (UsageError otherwise), before anything is made."""
+    from stress.options import UsageError
+
+    if args.cluster is not None:
+        if args.jobs != 1:
+            raise UsageError("--jobs: not with --cluster (the cluster's workers decide how many run at once)")
+        if args.lease_wait is not None:
+            raise UsageError("--lease-wait: only with --jobs J (a cluster's task waits for its host's cores)")
+        return
+    if args.cluster_cert or args.cluster_key or args.cluster_ca:
+        raise UsageError("--cluster-cert/--cluster-key/--cluster-ca: only with --cluster tls://...")
+    if args.lease_wait is not None and args.jobs == 1:
+        raise UsageError("--lease-wait: only with --jobs J (runs made here one after the other lease no cores)")
+
+
 @contextlib.contextmanager
 def opened(args: argparse.Namespace, signals: Any, execute: Execute | None = None,
            oversubscribe: bool = False) -> Iterator[Executor]:
@@ -41,11 +62,8 @@ def opened(args: argparse.Namespace, signals: Any, execute: Execute | None = Non
     the cluster cannot be used (no Dask, unreachable, other code on a worker).  Whether J
     runs fit the cores is the command's check (stress.engine.jobs.check_jobs), once it
     knows its configurations."""
-    from stress.options import UsageError
-
+    check_arguments(args)
     if args.cluster is not None:
-        if args.jobs != 1:
-            raise UsageError("--jobs: not with --cluster (the cluster's workers decide how many run at once)")
         from stress.engine.cluster import ClusterExecutor, connect
 
         client = connect(args.cluster, args.cluster_cert, args.cluster_key, args.cluster_ca)
@@ -55,11 +73,11 @@ def opened(args: argparse.Namespace, signals: Any, execute: Execute | None = Non
         finally:
             cluster.close()
         return
-    if args.cluster_cert or args.cluster_key or args.cluster_ca:
-        raise UsageError("--cluster-cert/--cluster-key/--cluster-ca: only with --cluster tls://...")
     if args.jobs == 1:
         yield LocalExecutor(execute)
         return
     from stress.engine.jobs import JobsExecutor
+    from stress.options import warn
 
-    yield JobsExecutor(args.jobs, oversubscribe, signals)
+    yield JobsExecutor(args.jobs, oversubscribe, signals, waiting=warn,
+                       lease_wait=LEASE_WAIT_S if args.lease_wait is None else args.lease_wait)

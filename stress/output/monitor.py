@@ -450,3 +450,13 @@ def stat_lines(snap: dict[str, Any]) -> list[str]:
     lines += ["", "sleeping (ps -axl):"] + sleeper_lines(snap["sleepers"])
     lines += ["", "locks held (show alllocks):"] + lock_holder_lines(snap["locks"])
     return lines + [""]
+
+
+def lost_words(lost: list[dict[str, Any]], name: str) -> str:
+    """``run k3 seed 0 lost after 4 attempts (KilledWorker: ...)``: the first of the runs an
+    executor lost (``name``: how to call it, formatted with its record), and how many more."""
+    first = lost[0]
+    tries = len(first.get("attempts") or [])
+    where = f" after {tries} attempt{'' if tries == 1 else 's'}" if tries else ""
+    more = f" (and {len(lost) - 1} more)" if len(lost) > 1 else ""
+    return f"{name.format(**first)} lost{where} ({first['reason']}){more}"
