@@ -8,6 +8,7 @@
                samples.py            samples.csv, netstat.txt
     base       config.py options.py  RunConfig; value checkers and exit codes;
                cpulist.py audit.py   CPU lists; verdict rules;
+               process.py            whether a pid is a live process;
                outcome.py            RunOutcome
     -> allocator/ (the system under test; it never imports stress)
 

@@ -49,6 +49,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from stress.process import pid_alive
+
 TMP_SUFFIX = ".tmp"
 CLAIM = ".zonelimit-claim"  #: the marker folder whose creation claims a result folder
 _OWNER = "owner"  #: the file inside the marker: "pid host created-the-folder(0|1)"
@@ -81,23 +83,10 @@ def is_temporary(name: str) -> bool:
     return _TEMP.match(name) is not None
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host (one we may not signal exists too)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stale(name: str) -> bool:
     """A temporary of a writer on this host that is no longer running."""
     m = _TEMP.match(name)
-    return m is not None and m["host"] == _host() and not _alive(int(m["pid"]))
+    return m is not None and m["host"] == _host() and not pid_alive(int(m["pid"]))
 
 
 def sweep_stale(folder: Path) -> list[Path]:
@@ -252,7 +241,8 @@ def claim_folder(path: Path) -> Path:
             who = ""
             if owner is not None:
                 pid, host, _ = owner
-                state = ("still running" if _alive(pid) else "no longer running") if host == _host() else f"on {host}"
+                here = "still running" if pid_alive(pid) else "no longer running"
+                state = here if host == _host() else f"on {host}"
                 who = f" (pid {pid}, {state})"
             raise FolderError(errno.EBUSY, f"{path} is claimed by another run{who}; give another folder") from None
         except OSError as exc:
@@ -291,7 +281,7 @@ def reclaim_folder(path: Path) -> Path:
             if owner is not None and owner[1] == _host() and owner[0] == os.getpid():
                 _HELD.add(path)
                 return path
-            if owner is not None and owner[1] == _host() and not _alive(owner[0]):
+            if owner is not None and owner[1] == _host() and not pid_alive(owner[0]):
                 _release(path, False)  # the dead writer's marker: gone, then claimed anew
                 continue
             who = "" if owner is None else f" (pid {owner[0]} on {owner[1]})"
@@ -321,7 +311,7 @@ def unfinished(folder: Path) -> str | None:
         pid, host, _ = owner
         if host != _host():
             return f"a run of pid {pid} on {host} left no result here (still running there, or killed)"
-        if _alive(pid):
+        if pid_alive(pid):
             return f"a run still in progress (pid {pid}): no result yet"
         return f"an incomplete run: its writer (pid {pid}) was killed before it wrote its result"
     try:

@@ -12,7 +12,7 @@ Data flows one way, and so do imports::
        |                                  |
     documents (stress.documents, stress.samples, stress.files, stress.schemas)
        |                                  |
-    base      (stress.config, options, cpulist, audit, outcome, stats, variants)
+    base      (stress.config, options, cpulist, process, audit, outcome, stats, variants)
        |
     allocator (allocator.*)
 
@@ -43,7 +43,8 @@ ALLOWED: dict[str, set[str]] = {
     "base": {"base", "allocator"},
     "allocator": {"allocator"},
 }
-BASE = {"stress", "stress.config", "stress.options", "stress.cpulist", "stress.audit", "stress.outcome",
+BASE = {"stress", "stress.config", "stress.options", "stress.cpulist", "stress.process", "stress.audit",
+        "stress.outcome",
         "stress.stats", "stress.variants"}
 
 

@@ -74,6 +74,7 @@ from stress.engine.sched.schedule import (
     label_id,
     read_plan,
 )
+from stress.process import pid_alive
 
 YIELD_PREFIXES = ("yield", "spin", "retry", "trylock", "wait")
 SPIN_LIMIT = 256  #: same label this many times in a row without a switch counts as a yield
@@ -97,23 +98,6 @@ NAP_S = 0.0001
 def is_yield(label: str) -> bool:
     """Whether a sched point says "I cannot progress now" (try-lock retry, ring wait)."""
     return label.startswith(YIELD_PREFIXES)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours is dead for our purposes
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().split(b")")[-1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 class TokenScheduler:
@@ -528,7 +512,7 @@ class TokenScheduler:
     def _maybe_orphan(self) -> None:
         ctl = self.ctl
         tok = ctl[CTL_TOKEN]
-        if tok >= 0 and self.state[tok] != EXITED and _pid_alive(self.pid[tok]):
+        if tok >= 0 and self.state[tok] != EXITED and pid_alive(self.pid[tok]):
             return
         if tok >= 0 and self.pid[tok] == 0 and self.state[tok] != EXITED:
             return  # the holder has not started yet
