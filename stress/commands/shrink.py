@@ -2,7 +2,7 @@
 
     RUN_DIR/run.json, schedule.json --> replay.recorded_config (the checks of ``replay``)
       try 1:   the whole recording as a guide             must fail as RUN_DIR did
-      steps:   the earliest stop that still fails          shrink.shortest_stop (bisection)
+      steps:   the earliest stop that still fails          shrink.shortest_stop (bisection; not a wedge's)
       switches: delta debugging over the recorded switches shrink.ddmin
       steps:   once more, with the switches kept            (if tries remain)
     each try: shrink.guide(...) --> OUT/.tries/try-N/guide/schedule.json
@@ -79,7 +79,7 @@ class Shrunk:
         how = (f"the budget of {self.tries} tries is spent: shorter, not minimal" if self.spent
                else f"{self.tries} tries: 1-minimal")
         return [f"shrunk {self.failure}: switches {len(self.before.switches):,} -> {len(self.after.switches):,} "
-                f"({self.kept:,} of the recorded kept as preemptions), steps {self.before.stop_step:,} -> "
+                f"({self.kept:,} of the recorded kept in the guide), steps {self.before.stop_step:,} -> "
                 f"{self.after.stop_step:,} ({how})",
                 f"replay: python -m stress replay {shlex.quote(str(self.folder))}"]
 
@@ -212,11 +212,16 @@ def shrink(run_dir: Path, out: Path, cfg: RunConfig, doc: dict[str, Any], origin
             return lambda s: tries.fails(guide(original, kept, s), f"stop at step {s:,}, "
                                          f"{_switches(sum(1 for x in kept if x[0] < s))}")
 
-        stop_step = shortest_stop(0, stop_step, stops_at(switches))
+        # A wedge stops the run by itself, at the step its test fires after wedge_steps
+        # without progress: no earlier stop finds it, so its steps shrink only as the
+        # switches do (the recording of what ran stops at the wedge).
+        by_stop = failure[0] != "wedged"
+        if by_stop:
+            stop_step = shortest_stop(0, stop_step, stops_at(switches))
         switches = [s for s in switches if s[0] < stop_step]
         switches = ddmin(switches, lambda kept: tries.fails(guide(original, kept, stop_step),
                                                            f"{len(kept):,} of {_switches(len(switches))}"))
-        if not tries.spent:
+        if by_stop and not tries.spent:
             stop_step = shortest_stop(max(s[0] for s in switches) if switches else 0, stop_step,
                                       stops_at(switches))
     except BudgetSpent:
