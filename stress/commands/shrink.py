@@ -21,7 +21,8 @@ stuck tester, and a loaded machine holds the token longer.  A try the tester fai
 Exit codes: 0 the shrunk run folder is written; 2 bad input (not a run folder, a run
 that did not fail, no pct schedule); 3 the tester failed (RUN_DIR does not replay to
 its own failure, a try failed twice, the shrunk schedule did not replay exactly);
-130/143 a signal stopped it: nothing is written, the folder is removed.
+130/143 a signal stopped it: nothing is written (what was is removed, and the folder
+with it unless --out named an existing empty one).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from stress.engine.sched.shrink import (
     shortest_stop,
 )
 from stress.engine.stopping import Stopped, command_signals
-from stress.files import FolderError, claim_folder, new_folder
+from stress.files import CLAIM, FolderError, claim_folder, new_folder, release_folder
 from stress.options import EX_OK, EX_SIGINT, EX_SIGTERM, EX_TESTER, UsageError, check_cpus, check_out
 
 DEFAULT_TRIES = 100  #: replays a shrink makes at most (--max-tries)
@@ -259,6 +260,19 @@ def _verify(out: Path, cfg: RunConfig, best: Schedule, failure: tuple[Any, ...],
     shutil.rmtree(work, ignore_errors=True)
 
 
+def _discard(out: Path) -> None:
+    """Remove everything the shrink wrote into ``out``; the folder itself goes with its
+    claim when the claim made it (a folder the user gave, empty, stays empty)."""
+    for entry in list(out.iterdir()) if out.is_dir() else []:
+        if entry.name == CLAIM:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    release_folder(out)
+
+
 def main(args: argparse.Namespace) -> int:
     """``race --shrink RUN_DIR [--max-tries N] [--out DIR]``."""
     run_dir = Path(args.shrink)
@@ -280,7 +294,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             result = shrink(run_dir, out, cfg, doc, original, args.max_tries, stop, echo)
         except (Stopped, TesterFailed) as exc:
-            shutil.rmtree(out, ignore_errors=True)
+            _discard(out)
             if isinstance(exc, Stopped):
                 print(f"race --shrink: stopped by {exc.signal}: nothing written", file=sys.stderr)
                 return exc.exit_code
@@ -288,7 +302,7 @@ def main(args: argparse.Namespace) -> int:
             return EX_TESTER
         late = stop.freeze()  # from here on the result stands
         if late:  # a signal while the result was written: it does not stand
-            shutil.rmtree(out, ignore_errors=True)
+            _discard(out)
             print(f"race --shrink: stopped by {late}: nothing written", file=sys.stderr)
             return EX_SIGINT if late == "SIGINT" else EX_SIGTERM
     if args.json:
