@@ -199,3 +199,32 @@ def test_shrink_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.Capt
         assert says in err[-1] and "Traceback" not in "\n".join(err), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["free", "passed"]
     assert not (passed / "shrunk").exists() and not (free / "shrunk").exists()
+
+
+def test_a_signal_stops_the_shrink_and_nothing_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGINT during a try (stress/engine/stopping.py, the one mechanism): the try's run
+    ends interrupted, no further try starts, exit 130, and the output folder is gone."""
+    import os
+    import signal
+
+    from stress import cli
+    from stress.engine import runner
+
+    run = tmp_path / "run"  # a failed run with a schedule (the 2005 reference wedge, given one)
+    run.mkdir()
+    (run / "run.json").write_text((ROOT / "results" / "reference" / "2005" / "run" / "run.json").read_text())
+    Schedule(seed=1, ncpus=2, depth=3, steps=2000, switches=[(0, 0, 1), (5, 1, 2)], total_steps=9, stop_step=8,
+             plan={"budget": 8}).save(run)
+    tries: list[Path] = []
+
+    def interrupted(cfg: object, folder: Path, echo: object = None) -> dict[str, object]:
+        tries.append(Path(folder))
+        os.kill(os.getpid(), signal.SIGINT)  # recorded by the command's StopSignals, not raised
+        return {"verdict": "interrupted", "exit_code": 130}
+
+    monkeypatch.setattr(runner, "execute", interrupted)
+    assert cli.main(["race", "--shrink", str(run), "--max-tries", "5"]) == 130
+    assert len(tries) == 1  # no try after the signal
+    assert "stopped by SIGINT: nothing written" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["run.json", "schedule.json"]
