@@ -164,8 +164,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hunt nothing: write a pytest file that replays RUN_DIR's failing pct run and "
                              "asserts its verdict (to --out FILE, default test_zonelimit_<folder>.py)")
     parser.add_argument("--shrink", default=None, metavar="RUN_DIR",
-                        help="hunt nothing: shrink RUN_DIR's failing pct schedule by replays (delta debugging of "
-                             "its switches, then its steps) to one that fails the same way, into --out DIR "
+                        help="hunt nothing: shrink RUN_DIR's failing pct schedule by replays (its stop step bisected, "
+                             "its switches delta-debugged) to one that fails the same way, into --out DIR "
                              "(default: RUN_DIR/shrunk/)")
     parser.add_argument("--max-tries", type=options.whole_number(1, 100_000), default=None, metavar="N",
                         help=f"with --shrink: replays to try at most (default: {shrink.DEFAULT_TRIES})")
