@@ -566,6 +566,10 @@ class Schedule:
     #: the step plan (stress.engine.sched.plan): budget, rounds, callout and wedge test by
     #: step; empty in a schedule recorded before plans (bounded by the wall clock)
     plan: dict[str, int] = field(default_factory=dict)
+    #: a *guide*, not a recording (``race --shrink``'s tries): a replay runs the CPU a
+    #: switch names where it can, continues the running CPU between them unless it cannot
+    #: progress (then PCT chooses), and records what ran -- labels are not checked
+    guide: bool = False
     format: str = SCHEDULE_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -589,6 +593,7 @@ class Schedule:
             overflow=bool(d.get("overflow", False)),
             labels={int(k): str(v) for k, v in d.get("labels", {}).items()},
             plan={str(k): int(v) for k, v in (d.get("plan") or {}).items()},
+            guide=bool(d.get("guide", False)),
         )
 
     def save(self, folder: Path) -> Path:

@@ -34,10 +34,24 @@ def uma():
     u.close()
 
 
+_made: list[Uma] = []  #: arenas make() created, closed after each test
+
+
+@pytest.fixture(autouse=True)
+def _close_made():
+    """Close what make() created: an arena's memfd stays open until closed, collected or
+    not, and `stat PID` of this process (tests/test_stat.py) would find it first."""
+    yield
+    while _made:
+        _made.pop().close()
+
+
 def make(**kw):
     kw.setdefault("ncpus", 2)
     kw.setdefault("nmbclusters", 1024)
-    return Uma.create(UmaConfig(**kw))
+    u = Uma.create(UmaConfig(**kw))
+    _made.append(u)
+    return u
 
 
 # --- layout and arena ---------------------------------------------------------------------

@@ -253,7 +253,7 @@ def test_a_signal_while_the_results_are_written_is_in_run_json(tmp_path: Path,
 def test_a_stopped_worker_is_stalled_never_an_allocator_failure(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = _start(["--cpus", "2", "--duration", "60", "--wedge-timeout", "1", "--out", str(out), "--quiet"])
-    victim = _workers(proc, 2)[1]
+    other, victim = _workers(proc, 2)[:2]
     os.kill(victim, signal.SIGSTOP)
     rc, stdout, stderr = _finish(proc)
     assert rc == 3, stdout + stderr
@@ -262,8 +262,13 @@ def test_a_stopped_worker_is_stalled_never_an_allocator_failure(tmp_path: Path) 
     stalled = {p["pid"]: p for p in doc["stall"]["processes"]}
     assert stalled[victim]["state"] == "T" and 1 in doc["stall"]["cpus"]
     assert doc["audit_verdict"] not in ("leak", "corrupt", "double-free"), doc["audit"]
+    # the post-mortem of a wedge: every CPU's and the manager's stack (the stalled CPU's
+    # first), taken before anything was killed, and the arena kept for report --audit
     stacks = (out / "stacks.txt").read_text()
-    assert f"(pid {victim}): T (stopped (by a signal))" in stacks
+    mine = f"CPU 1 (pid {victim}): T (stopped (by a signal))"
+    assert mine in stacks and f"CPU 0 (pid {other}): " in stacks and f"the manager (pid {proc.pid}): " in stacks
+    assert stacks.index(mine) < stacks.index(f"CPU 0 (pid {other}): ")
+    assert (out / "arena.npz").is_file()
     assert "STALLED" in stdout
 
 

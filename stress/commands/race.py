@@ -44,6 +44,7 @@ from typing import Any
 
 from stress import config as _config
 from stress import documents, options, plugins
+from stress.commands import shrink
 from stress.commands.export_test import export_test
 from stress.commands.run import MAX_STEPS
 from stress.config import RunConfig, resolve_era
@@ -168,6 +169,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export-test", default=None, metavar="RUN_DIR",
                         help="hunt nothing: write a pytest file that replays RUN_DIR's failing pct run and "
                              "asserts its verdict (to --out FILE, default test_zonelimit_<folder>.py)")
+    parser.add_argument("--shrink", default=None, metavar="RUN_DIR",
+                        help="hunt nothing: shrink RUN_DIR's failing pct schedule by replays (its stop step bisected, "
+                             "its switches delta-debugged) to one that fails the same way, into --out DIR "
+                             "(default: RUN_DIR/shrunk/)")
+    parser.add_argument("--max-tries", type=options.whole_number(1, 100_000), default=None, metavar="N",
+                        help=f"with --shrink: replays to try at most (default: {shrink.DEFAULT_TRIES})")
     parser.add_argument("--quiet", action="store_true", help="only the summary line (default: off)")
 
 
@@ -462,6 +469,14 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _hunt(args: argparse.Namespace) -> int:
+    if args.max_tries is not None and args.shrink is None:
+        raise UsageError("--max-tries: only with --shrink RUN_DIR")
+    if args.shrink is not None:
+        if args.export_test is not None:
+            raise UsageError("--shrink: hunts nothing and exports nothing: give --export-test alone")
+        if args.max_tries is None:
+            args.max_tries = shrink.DEFAULT_TRIES
+        return shrink.main(args)
     if args.export_test is not None:
         path = export_test(Path(args.export_test), Path(args.out) if args.out else None)
         print(f"wrote {path}: a pytest test that replays {args.export_test} and asserts its verdict")

@@ -177,9 +177,10 @@ def prepare_replay(run_dir: Path, cfg: RunConfig) -> RunConfig:
     return cfg.replace(sched="replay", replay_from=str(run_dir), duration=duration, steps=0)
 
 
-def _replay_config(args: argparse.Namespace) -> tuple[RunConfig, dict[str, object]]:
-    """The recorded run's configuration, checked and pointed at a fresh folder; and its document."""
-    run_dir = Path(args.run_dir)
+def recorded_config(run_dir: Path, args: argparse.Namespace) -> tuple[RunConfig, dict[str, object]]:
+    """The configuration RUN_DIR/run.json recorded, its plugins loaded as ``args`` allow
+    (``policy``, ``workload``, ``trust_plugins``, ``force``: :func:`with_plugins`), checked
+    against what this version can run; and the document.  UsageError (one line) otherwise."""
     try:
         doc = load_run(run_dir)
     except DocumentError as exc:
@@ -198,7 +199,13 @@ def _replay_config(args: argparse.Namespace) -> tuple[RunConfig, dict[str, objec
         params = policy_params(cfg.policy, cfg.policy_params.items(), where="config.policy_params")
     except (TypeError, ValueError) as exc:
         raise UsageError(f"RUN_DIR: {run_dir}/run.json: {exc}") from None
-    cfg = cfg.replace(policy_params=params)
+    return cfg.replace(policy_params=params), doc
+
+
+def _replay_config(args: argparse.Namespace) -> tuple[RunConfig, dict[str, object]]:
+    """The recorded run's configuration, checked and pointed at a fresh folder; and its document."""
+    run_dir = Path(args.run_dir)
+    cfg, doc = recorded_config(run_dir, args)
     oversubscribe = cfg.oversubscribe or args.oversubscribe
     options.check_cpus(cfg.cpus, oversubscribe)
     verbosity = options.verbosity(args.quiet, args.verbose)

@@ -38,7 +38,8 @@ The manager never blocks forever: every lock its context takes is bounded by the
 timeout (``Cpu.bound``: a worker stopped while holding a zone lock ends the run
 ``stalled``, naming the holder), its waits are short and see a signal, and a CPU that
 stops making progress without sleeping on a known wait channel is a stall too, with a
-post-mortem (stress.engine.postmortem) of the CPUs concerned in stacks.txt.
+post-mortem (stress.engine.postmortem) in stacks.txt: every CPU's stack and the
+manager's, the stalled CPUs first, taken before any process is killed.
 """
 
 from __future__ import annotations
@@ -440,15 +441,27 @@ class Manager:
                          f"stalled at {stall.at_s:.1f} s: {stall.how}")
 
     def _postmortem(self, stall: Stall, handles: list[WorkerHandle], title: str) -> None:
-        """/proc state and py-spy stack of each CPU in ``handles``, into stall and stacks.txt."""
-        reports = postmortem.capture_all((h.proc.pid, f"CPU {h.cpu}") for h in handles)
-        stall.processes = [r.to_dict() for r in reports]
-        if reports:
-            stall.how += "; " + "; ".join(r.line() for r in reports)
-            try:
-                stall.stacks = postmortem.write_stacks(self.out, title, reports).name
-            except OSError as exc:
-                log.error("stacks.txt not written: %s", exc)
+        """A stall's post-mortem, before any process is killed: the /proc state and py-spy
+        stack of every CPU and of the manager into stacks.txt -- the stalled CPUs
+        (``handles``) first, then the others, as a wedge's or a panic's post-mortem has
+        them all: what the rest was doing is often why the stalled one cannot go on --
+        and the stalled CPUs' states into ``stall`` (run.json, the summary)."""
+        stalled = {h.cpu for h in handles}
+        others = [h for h in self.workers if h.cpu not in stalled]
+        processes = ([(h.proc.pid, f"CPU {h.cpu}") for h in [*handles, *others]]
+                     + [(os.getpid(), "the manager")])
+        reports = postmortem.capture_all(processes)
+        mine = reports[:len(handles)]
+        stall.processes = [r.to_dict() for r in mine]
+        if mine:
+            stall.how += "; " + "; ".join(r.line() for r in mine)
+        notes = [f"stalled: {', '.join(f'CPU {k}' for k in sorted(stalled)) or 'no CPU named'}; "
+                 "every CPU's and the manager's stack follow, the stalled first"]
+        try:
+            stall.stacks = postmortem.write_stacks(self.out, title, reports, notes).name
+            self.state.stacks_taken = True
+        except OSError as exc:
+            log.error("stacks.txt not written: %s", exc)
 
     def _stacks_of_all(self, title: str) -> None:
         """A wedge's or a panic's post-mortem, before any process is killed: every CPU's

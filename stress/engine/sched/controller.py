@@ -42,7 +42,9 @@ from stress.engine.sched.schedule import (
     BLOCKED,
     CTL_DIVERGED,
     CTL_END,
+    CTL_FOLLOWED,
     CTL_NDIVERGED,
+    CTL_NGUIDE,
     CTL_NLOG,
     CTL_NREPLAY,
     CTL_ORPHANS,
@@ -263,10 +265,15 @@ class Controller:
                      no_progress_s=0.0, how=f"{words} (step {at:,}; by step: {how})", at_step=at,
                      no_progress_steps=quiet, asleep_since_step={k: int(wstep[k]) for k in cpus})
 
+    @property
+    def guided(self) -> bool:
+        """Whether this replay follows a guide (race --shrink's tries), not a recording."""
+        return self.mode == "replay" and self.replay is not None and self.replay.guide
+
     def recorded(self, uma: Any) -> Schedule | None:
-        """The schedule the run folder keeps: what happened (pct), what was followed
-        (replay), None in free/jitter mode."""
-        if self.mode == "pct":
+        """The schedule the run folder keeps: what happened (pct, and the replay of a
+        guide: what ran), what was followed (replay), None in free/jitter mode."""
+        if self.mode == "pct" or self.guided:
             return read_schedule(uma.view, self.cfg.cpus, self.seed, self.depth, self.steps)
         return self.replay if self.mode == "replay" else None
 
@@ -287,7 +294,10 @@ class Controller:
                      callouts=int(ctl[CTL_TRIMS]))
             if ctl[CTL_WEDGED]:
                 d["wedged_at_step"] = int(ctl[CTL_WEDGED]) - 1
-        if self.mode == "replay":
+        if self.guided:
+            d["guide"] = {"switches": int(ctl[CTL_NREPLAY]), "passed": int(ctl[CTL_NGUIDE]),
+                          "followed": int(ctl[CTL_FOLLOWED])}
+        elif self.mode == "replay":
             d["replayed"] = int(ctl[CTL_NLOG])
             d["recorded"] = int(ctl[CTL_NREPLAY])
             d["diverged_at_step"] = int(ctl[CTL_DIVERGED]) - 1 if ctl[CTL_DIVERGED] else None

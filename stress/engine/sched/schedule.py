@@ -40,6 +40,7 @@ CTL_STOPSTEP = 15  #: pct: step at which the stop was raised; replay: step at wh
 CTL_LOAD = 16  #: the manager's load flag (wl_ctl RUN) as the workers see it: changes only at a sched point
 CTL_NLOAD = 17  #: load flag changes recorded (pct) / applied (replay)
 CTL_NLOADREC = 18  #: load flag changes preloaded for replay
+CTL_GUIDE = 19  #: replay of a *guide* (race --shrink): follow its switches where possible, record what ran
 # the step plan (stress.engine.sched.plan), written by prepare_arena, read by the token holder
 CTL_BUDGET = 20  #: steps of the run (0: unbounded: the recording or the manager ends it)
 CTL_DRAIN_STEPS = 21  #: steps after the budget for in-flight work to complete
@@ -60,6 +61,8 @@ CTL_WEDGED = 34  #: the step of the wedge + 1 (0: none)
 CTL_WHOW = 35  #: WEDGE_* : how the wedge was found
 CTL_WKEG = 36  #: the keg the first sleeper waited on
 CTL_END = 37  #: END_* : why the workers were stopped
+CTL_NGUIDE = 38  #: guide entries passed (a guide's entries sit at the top of sc_log, CTL_NREPLAY of them)
+CTL_FOLLOWED = 39  #: guide entries followed (the CPU it named was runnable at its step)
 CTL_WORDS = 40
 
 WEDGE_NO_PROGRESS = 1  #: sleepers and no progress for wedge_steps
@@ -141,9 +144,13 @@ def prepare_arena(view: ViewFn, ncpus: int, mode: str, seed: int, depth: int, st
         if replay.ncpus != ncpus:
             raise ValueError(f"schedule recorded for {replay.ncpus} CPUs, run has {ncpus}")
         cap = len(log) // 3
+        if replay.guide:  # at the top of the log, leaving the bottom for the recording
+            cap //= 2
         sw = replay.switches[:cap]
+        base = len(log) // 3 - len(sw) if replay.guide else 0
         for i, (step, cpu, lid) in enumerate(sw):
-            log[3 * i], log[3 * i + 1], log[3 * i + 2] = step, cpu, lid
+            j = base + i
+            log[3 * j], log[3 * j + 1], log[3 * j + 2] = step, cpu, lid
         ctl[CTL_NREPLAY] = len(sw)
         ctl[CTL_STOPSTEP] = replay.stop_step
         loadlog = view("sc_load")
@@ -151,8 +158,13 @@ def prepare_arena(view: ViewFn, ncpus: int, mode: str, seed: int, depth: int, st
         for i, (step, v) in enumerate(ch):
             loadlog[2 * i], loadlog[2 * i + 1] = step, v
         ctl[CTL_NLOADREC] = len(ch)
-        if sw and sw[0][0] == 0:  # step 0: the first CPU to run
+        if sw and sw[0][0] == 0 and 0 <= sw[0][1] < ncpus:  # step 0: the first CPU to run
             first = sw[0][1]
+            ctl[CTL_NLOG] = 1
+        if replay.guide:  # the recording starts as a pct run's does; the guide is consumed apart
+            ctl[CTL_GUIDE] = 1
+            ctl[CTL_NGUIDE] = 1 if sw and sw[0][0] == 0 else 0
+            log[0], log[1], log[2] = 0, first, label_id("start")
             ctl[CTL_NLOG] = 1
     elif mode == "pct":
         log[0], log[1], log[2] = 0, first, label_id("start")

@@ -34,10 +34,13 @@ from stress.engine.sched.schedule import (
     CTL_DEPTH,
     CTL_DIVERGED,
     CTL_END,
+    CTL_FOLLOWED,
+    CTL_GUIDE,
     CTL_LOAD,
     CTL_MODE,
     CTL_NDIVERGED,
     CTL_NEXT_TRIM,
+    CTL_NGUIDE,
     CTL_NLOAD,
     CTL_NLOADREC,
     CTL_NLOG,
@@ -130,6 +133,10 @@ class TokenScheduler:
         self.k = k
         self.ncpus = ncpus
         self.replay = mode == "replay"
+        #: replaying a guide (race --shrink): its switches followed where possible, the rest
+        #: chosen as described in _guide_next, and everything that ran recorded as pct does
+        self.guided = self.replay and self.ctl[CTL_GUIDE] == 1
+        self.records = not self.replay or self.guided
         self.seed = int(self.ctl[CTL_SEED])
         self.depth = int(self.ctl[CTL_DEPTH])
         self.steps = int(self.ctl[CTL_STEPS])
@@ -138,6 +145,9 @@ class TokenScheduler:
         self.pid = view("sc_pid")
         self.log = view("sc_log")
         self.log_cap = len(self.log) // 3
+        self.guide_base = self.log_cap - int(self.ctl[CTL_NREPLAY])  #: a guide's first entry (top of the log)
+        if self.guided:
+            self.log_cap = self.guide_base  # the recording fills the log below the guide
         self.loadlog = view("sc_load")
         # The allocator's "woken" flag: set by the waker under the keg lock, i.e. by the
         # token holder, so reading it keeps the schedule deterministic.  The protocol also
@@ -196,12 +206,14 @@ class TokenScheduler:
         if plan.trim_steps and not ctl[CTL_STOP] and step >= ctl[CTL_NEXT_TRIM] and self._locks_free():
             self._trim(step)
         nxt = self._pct_next(step, yielding)
-        if self.replay:
+        if self.guided:
+            nxt = self._guide_next(step, nxt, yielding)
+        elif self.replay:
             nxt = self._replay_next(step, lid, nxt)
         if nxt == k or nxt < 0:
             return
         self._same = 0
-        if not self.replay:
+        if self.records:
             self._record(step, nxt, lid)
         self._hand(nxt)
         self._wait()
@@ -215,7 +227,7 @@ class TokenScheduler:
     def _gate_stop(self, step: int) -> None:
         ctl, plan = self.ctl, self.plan
         if self.real_stop is not None and self.real_stop():  # the manager: a signal, a stall
-            if not self.replay:
+            if self.records:
                 ctl[CTL_STOPSTEP] = step
             ctl[CTL_STOP] = 1
             ctl[CTL_END] = END_MANAGER
@@ -295,7 +307,7 @@ class TokenScheduler:
             ctl[CTL_WSINCE] = step
         ctl[CTL_WHOW] = how
         ctl[CTL_WEDGED] = step + 1
-        if not self.replay:
+        if self.records:
             ctl[CTL_STOPSTEP] = step
         ctl[CTL_STOP] = 1
         ctl[CTL_END] = END_WEDGED
@@ -391,9 +403,11 @@ class TokenScheduler:
         ctl[CTL_STEP] = step
         lid = label_id(label)
         nxt = self._pct_next(step, False)
-        if self.replay:
+        if self.guided:
+            nxt = self._guide_next(step, nxt, False)
+        elif self.replay:
             nxt = self._replay_next(step, lid, nxt)
-        else:
+        if self.records:
             self._record(step, nxt, lid)
         if nxt < 0 and self.plan.wedge_steps and not ctl[CTL_STOP]:
             sleepers = self._sleepers()
@@ -462,6 +476,31 @@ class TokenScheduler:
             return self.k
         # the recording says "continue" but we cannot
         self._diverged(step)
+        return pct
+
+    def _guide_next(self, step: int, pct: int, yielding: bool) -> int:
+        """A guide's choice at ``step`` (race --shrink, stress/engine/sched/shrink.py): the
+        CPU its switch at this step names, if it is runnable; with no switch here, the
+        running CPU continues unless it cannot progress (asleep, gone, or yielding: a
+        try-lock retry, a ring wait); otherwise ``pct``, PCT's own choice.  So a guide
+        without a switch is "preempt nobody", and a guide holding a pct run's every
+        switch runs that very run.  Labels are not checked: a guide is not a recording,
+        and what ran is recorded instead (a replay of that recording is exact)."""
+        ctl, log, base = self.ctl, self.log, self.guide_base
+        i, n = int(ctl[CTL_NGUIDE]), int(ctl[CTL_NREPLAY])
+        while i < n and log[3 * (base + i)] < step:  # a switch at a step already passed
+            i += 1
+        runnable = self._runnable()
+        if i < n and log[3 * (base + i)] == step:
+            ctl[CTL_NGUIDE] = i + 1
+            want = int(log[3 * (base + i) + 1])
+            if 0 <= want < self.ncpus and runnable[want]:
+                ctl[CTL_FOLLOWED] += 1
+                return want
+            return pct
+        ctl[CTL_NGUIDE] = i
+        if not yielding and runnable[self.k] and self.state[self.k] != BLOCKED:
+            return self.k
         return pct
 
     def _diverged(self, step: int) -> None:
