@@ -483,3 +483,20 @@ def test_every_cpu_blocked_is_a_wedge_at_that_step() -> None:
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+
+
+def test_a_live_holder_that_marked_itself_exited_keeps_the_token() -> None:
+    """finish() marks its CPU EXITED *before* it hands the token on: a waiter's orphan
+    check in that window must leave the token alone (it took it, unrecorded, and 1 replay
+    in 3 diverged).  Only a holder whose process is gone leaves an orphan token."""
+    arr = _arrays()
+    prepare_arena(arr.view, 2, "pct", 1, 2, 100, None)
+    ctl, state, pid = arr.view("sc_ctl"), arr.view("sc_state"), arr.view("sc_pid")
+    ctl[CTL_TOKEN] = 0
+    pid[0], state[0] = os.getpid(), EXITED  # CPU 0: this live process, between the two
+    waiter = TokenScheduler(arr.view, 1, 2)
+    waiter._maybe_orphan()
+    assert ctl[CTL_TOKEN] == 0 and ctl[sched.CTL_ORPHANS] == 0
+    pid[0] = 2**22 + 12345  # beyond pid_max: a holder that is gone
+    waiter._maybe_orphan()
+    assert ctl[CTL_TOKEN] == 1 and ctl[sched.CTL_ORPHANS] == 1
