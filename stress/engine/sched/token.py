@@ -529,23 +529,15 @@ class TokenScheduler:
     def _wait(self) -> None:
         """Spin until the token is ours (SPIN_NS), then nap (NAP_S) between looks.  Take
         an orphan token (nobody holds it, or its holder died) under the orphan lock."""
-        ctl = self.ctl
-        k = self.k
+        ctl, k = self.ctl, self.k
+        spin_end = time.perf_counter_ns() + SPIN_NS
         n = 0
-        spin_end = 0
-        naps = 0
-        while ctl[CTL_TOKEN] != k:
+        while ctl[CTL_TOKEN] != k:  # spin, looking at the clock every SPIN_POLLS polls
             n += 1
-            if n < SPIN_POLLS:
-                continue
-            if spin_end >= 0:
-                now = time.perf_counter_ns()
-                if spin_end == 0:
-                    spin_end = now + SPIN_NS
-                if now < spin_end:
-                    n = 0  # spin on, looking at the clock every SPIN_POLLS polls
-                    continue
-                spin_end = -1
+            if n % SPIN_POLLS == 0 and time.perf_counter_ns() >= spin_end:
+                break
+        naps = 0
+        while ctl[CTL_TOKEN] != k:  # nap
             time.sleep(NAP_S)
             naps += 1
             if naps % ORPHAN_NAPS == 0:
