@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import weakref
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,14 @@ _NP = {"i": np.int32, "q": np.int64, "B": np.uint8}
 _EXTRA_REC = 48
 
 
+def _close_quietly(fd: int) -> None:
+    """Close an arena's memfd once; it may already be gone (a fork's copy, a closed fd)."""
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
 class Arena:
     """A mapped arena with typed views of every array.
 
@@ -67,6 +76,9 @@ class Arena:
         self._views: dict[str, memoryview] = {}
         self._nps: dict[str, np.ndarray[Any, Any]] = {}
         self.closed = False
+        # An arena dropped without close() (a test's, a forgotten Uma) still closes its fd:
+        # the mapping lives on in any view that outlives it, the descriptor need not.
+        self._fd_closer = weakref.finalize(self, _close_quietly, fd)
 
     # --- creation and attachment ----------------------------------------------------
     @staticmethod
@@ -203,7 +215,4 @@ class Arena:
             self.mm.close()
         except BufferError:
             pass  # a numpy view is still alive somewhere; the mapping dies with the process
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
+        self._fd_closer()

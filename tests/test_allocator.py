@@ -3,6 +3,7 @@ layer, statistics, the audit, INVARIANTS and drains (single process, determinist
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 
@@ -39,8 +40,8 @@ _made: list[Uma] = []  #: arenas make() created, closed after each test
 
 @pytest.fixture(autouse=True)
 def _close_made():
-    """Close what make() created: an arena's memfd stays open until closed, collected or
-    not, and `stat PID` of this process (tests/test_stat.py) would find it first."""
+    """Close what make() created: an arena's memfd stays open until it is closed or
+    collected, and `stat PID` of this process (tests/test_stat.py) would find it first."""
     yield
     while _made:
         _made.pop().close()
@@ -58,6 +59,25 @@ def make(**kw):
 def test_layout_overhead_meets_p8_at_default_size():
     lay = Layout(Geometry.for_config(2, 25600))
     assert lay.size / lay.payload_bytes <= 1.10
+
+
+def _is_arena_fd(fd: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:zonelimit-arena")
+    except OSError:
+        return False
+
+
+def test_an_allocator_dropped_without_close_closes_its_memfd():
+    """A Uma collected without close() (a forgotten one in a test, an exception path)
+    must not keep its arena's memfd open for the rest of the process."""
+    u = Uma.create(UmaConfig(ncpus=2, nmbclusters=1024))
+    fd = u.arena.fd
+    u.cpu(0).m_freem(u.cpu(0).m_getcl(M_NOWAIT))
+    assert _is_arena_fd(fd)
+    del u
+    gc.collect()
+    assert not _is_arena_fd(fd)
 
 
 @pytest.mark.smp
