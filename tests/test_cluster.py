@@ -206,3 +206,30 @@ def test_a_run_lost_on_the_cluster_is_recorded_and_the_rest_is_kept(cluster: Clu
     assert attempt["worker"].startswith("tls://127.0.0.1:")
     assert not (out / "one-s0").exists()
     assert leases.holders() == {}
+
+
+@pytest.mark.smp
+def test_a_task_that_cannot_get_its_hosts_cores_in_time_is_a_lost_run(cluster: Cluster, tmp_path: Path) -> None:
+    """Every core of the worker's host is leased by this process: with --lease-wait 0 the
+    task gives up at once and raises; compare records the run as lost (not started,
+    naming the holder), writes a partial result, one line, exit 3."""
+    held = leases.try_acquire(len(usable_cores()), what="test")
+    assert held is not None
+    out = tmp_path / "c"
+    try:
+        proc = subprocess.run([sys.executable, "-m", "stress", "compare", "--cpus", "1", "--duration", "1",
+                               "--repeat", "1", "--variant", "a:policy=none", *cluster.options,
+                               "--lease-wait", "0", "--out", str(out), "-q"],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+    finally:
+        held.release()
+    assert proc.returncode == 3, proc.stderr
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("zonelimit:")]
+    assert "Traceback" not in proc.stderr and len(ours) == 1, proc.stderr
+    assert ours[0].startswith("zonelimit: compare: run a seed 0 lost"), ours[0]
+    assert "not started: gave up after 0 s (--lease-wait 0) waiting on " in ours[0], ours[0]
+    assert f"leased by pid {os.getpid()}" in ours[0], ours[0]
+    doc = json.loads((out / "compare.json").read_text())
+    assert doc["state"] == "partial" and doc["stop"] == {"reason": "lost", "exit_code": 3}
+    assert not (out / "a-s0").exists()
+    assert leases.holders() == {}

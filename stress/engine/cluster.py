@@ -185,11 +185,16 @@ def run_task(payload: dict[str, Any]) -> dict[str, Any]:
     Queue(payload["started"]).put({"key": payload["key"], "worker": worker, "host": mine["host"]})
     cfg = RunConfig.from_dict(payload["config"])
     lease = None
-    while lease is None:  # cores held by local runs or other tasks on this host: wait
+    limit, since = payload["lease_wait"], time.monotonic()
+    while lease is None:  # cores held by local runs or other tasks on this host: wait, at most --lease-wait
         lease = leases.try_acquire(payload["cores"], what=f"dask task {payload['key']}")
         if lease is None:
             if _stop_requested(flag):
                 return {"cancelled": True}
+            waited = time.monotonic() - since
+            if waited >= limit:
+                raise ClusterRunError(f"not started: gave up after {waited:.0f} s (--lease-wait {limit:g}) waiting "
+                                      f"on {mine['host']} for {leases.busy_words(payload['cores'])}")
             time.sleep(POLL_S)
     with tempfile.TemporaryDirectory(prefix="zonelimit-task-") as tmp:
         folder = Path(tmp) / "run"
@@ -241,12 +246,14 @@ class ClusterExecutor:
 
     parallel = True
 
-    def __init__(self, client: Any, signals: StopSignals | None = None, oversubscribe: bool = False) -> None:
+    def __init__(self, client: Any, signals: StopSignals | None = None, oversubscribe: bool = False,
+                 lease_wait: float = leases.LEASE_WAIT_S) -> None:
         from distributed import Queue, Variable
 
         self.client = client
         self.signals = signals
         self.oversubscribe = oversubscribe
+        self.lease_wait = lease_wait  #: seconds a task waits for its host's cores (--lease-wait)
         self.session = f"zonelimit-{uuid.uuid4().hex[:12]}"
         self.flag = Variable(f"{self.session}-stop", client=client)
         self.flag.set("")
@@ -272,8 +279,8 @@ class ClusterExecutor:
         cfg = req.config.replace(out=None, json=False, verbosity=-1)
         return {"key": f"{self.session}-{i}", "config": cfg.to_dict(), "label": req.label,
                 "cores": min(cfg.cpus, self.widest), "oversubscribe": self.oversubscribe,
-                "version": me["version"], "digest": me["digest"], "stop": f"{self.session}-stop",
-                "started": f"{self.session}-started"}
+                "lease_wait": self.lease_wait, "version": me["version"], "digest": me["digest"],
+                "stop": f"{self.session}-stop", "started": f"{self.session}-started"}
 
     def _drain_started(self) -> None:
         try:

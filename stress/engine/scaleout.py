@@ -27,7 +27,8 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--lease-wait", type=options.seconds(allow_zero=True), default=None, metavar="S",
                        help="with --jobs: how long to wait for free cores while other runs (not this command's) "
                             "hold them; then the run that waited is recorded as lost, no other starts, the result "
-                            f"is partial, exit 3; 0: do not wait (default: {LEASE_WAIT_S:g}; docs/scale-out.md)")
+                            "is partial, exit 3; with --cluster: how long a task waits for its host's cores, then "
+                            f"that run is lost; 0: do not wait (default: {LEASE_WAIT_S:g}; docs/scale-out.md)")
     group.add_argument("--cluster", default=None, metavar="ADDRESS",
                        help="send each run to a Dask scheduler, tls://HOST:8786 (or tcp:// on a trusted network "
                             "only); needs pip install 'zonelimit[cluster]' (default: run here; docs/scale-out.md)")
@@ -46,13 +47,12 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.cluster is not None:
         if args.jobs != 1:
             raise UsageError("--jobs: not with --cluster (the cluster's workers decide how many run at once)")
-        if args.lease_wait is not None:
-            raise UsageError("--lease-wait: only with --jobs J (a cluster's task waits for its host's cores)")
         return
     if args.cluster_cert or args.cluster_key or args.cluster_ca:
         raise UsageError("--cluster-cert/--cluster-key/--cluster-ca: only with --cluster tls://...")
     if args.lease_wait is not None and args.jobs == 1:
-        raise UsageError("--lease-wait: only with --jobs J (runs made here one after the other lease no cores)")
+        raise UsageError("--lease-wait: only with --jobs J or --cluster (runs made here one after the other lease "
+                         "no cores)")
 
 
 @contextlib.contextmanager
@@ -67,7 +67,8 @@ def opened(args: argparse.Namespace, signals: Any, execute: Execute | None = Non
         from stress.engine.cluster import ClusterExecutor, connect
 
         client = connect(args.cluster, args.cluster_cert, args.cluster_key, args.cluster_ca)
-        cluster = ClusterExecutor(client, signals, oversubscribe)
+        cluster = ClusterExecutor(client, signals, oversubscribe,
+                                  LEASE_WAIT_S if args.lease_wait is None else args.lease_wait)
         try:
             yield cluster
         finally:
