@@ -199,8 +199,16 @@ def test_runs_that_cannot_get_cores_in_time_are_lost_and_the_result_is_partial(
         assert cli.main(["race", "--inject", "refcount-eq0", "--cpus", "1", "--seeds", "1..2", "--jobs", "2",
                          "--lease-wait", "0", "--out", str(hunt), "--quiet"]) == 3
         assert "zonelimit: race: seed 1 lost" in capsys.readouterr().err
+        # without --jobs the runs are made in this process, and lease their cores all the same
+        one = tmp_path / "one"
+        assert compare.main(parse(["--cpus", "1", "--duration", "1", "--repeat", "1", "--variant", "a:policy=none",
+                                   "--lease-wait", "0", "--out", str(one), "-q"])) == 3
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("zonelimit: compare: run a seed 0 lost (not started: "
+                                                   "gave up after 0 s (--lease-wait 0) waiting for 1 free core")
     finally:
         held.release()
+    assert json.loads((one / "compare.json").read_text())["stop"] == {"reason": "lost", "exit_code": 3}
     doc = json.loads((out / "compare.json").read_text())
     assert doc["state"] == "partial" and doc["stop"] == {"reason": "lost", "exit_code": 3}
     (lost,) = doc["history"][-1]["lost_runs"]
@@ -210,9 +218,6 @@ def test_runs_that_cannot_get_cores_in_time_are_lost_and_the_result_is_partial(
     # the seed that waited is lost; no other was drawn (a budget hunt's seeds are open-ended)
     assert rdoc["state"] == "partial" and [x["seed"] for x in rdoc["lost"]] == [1] and rdoc["seeds"] == []
     assert "1 seed lost" in rdoc["summary"]
-    assert compare.main(parse(["--lease-wait", "5", "--out", str(tmp_path / "x")])) == 2
-    assert "--lease-wait: only with --jobs J" in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
 
 
 class FakeChild:

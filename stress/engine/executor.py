@@ -105,29 +105,82 @@ class Executor(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class LeaseRule:
+    """How an in-process run leases its cores, as ``run`` does (stress/engine/leases.py):
+    wait at most ``wait`` seconds for cores others hold, telling ``waiting`` once whom for."""
+
+    wait: float
+    waiting: Callable[[str], None] | None = None
+
+
+class _StopWaiting(Exception):
+    """A stop came while a run waited for its cores: it never starts."""
+
+
 class LocalExecutor:
-    """One run after the other, in this process, through ``execute``."""
+    """One run after the other, in this process, through ``execute``.
+
+    With a :class:`LeaseRule` each run leases its cores first and runs pinned within them,
+    as ``python -m stress run`` does, so a compare or a hunt never measures beside another
+    zonelimit run on the same cores.  Cores held past ``wait``: that run comes back as a
+    :class:`LostRun` ("not started: gave up after ...") and no other starts, as with
+    ``--jobs``.  Without one (a test's ``execute`` that starts no process) nothing is
+    leased."""
 
     parallel = False
 
-    def __init__(self, execute: Execute | None = None) -> None:
+    def __init__(self, execute: Execute | None = None, lease: LeaseRule | None = None) -> None:
         if execute is None:
             from stress.engine.runner import execute as runner_execute
 
             execute = runner_execute
         self.execute = execute
+        self.lease = lease
         self.stopped = False
+        self._unleased_told = False
 
     def run(self, requests: Iterable[RunRequest], on_start: Callable[[RunRequest], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[RunRequest, Outcome]]:
         """Run each request in order, yielding its document; nothing starts after a stop."""
+        from stress.engine import leases
+
+        def check() -> None:
+            if self.stopped or (should_stop is not None and should_stop()):
+                raise _StopWaiting
+
         for req in requests:
             if self.stopped or (should_stop is not None and should_stop()):
                 return
-            if on_start is not None:
-                on_start(req)
-            req.folder.mkdir(parents=True, exist_ok=True)
-            yield req, self.execute(req.config, req.folder, echo=None)
+            try:
+                lease, why = self._take(req.config, check)
+            except _StopWaiting:
+                return
+            except leases.LeaseTimeout as exc:
+                self.stopped = True
+                yield req, LostRun(f"not started: {exc}")
+                return
+            with leases.running_in(lease, why):  # the affinity is the lease: workers pin within it
+                if on_start is not None:
+                    on_start(req)
+                req.folder.mkdir(parents=True, exist_ok=True)
+                doc = self.execute(req.config, req.folder, echo=None)
+            yield req, doc
+
+    def _take(self, cfg: RunConfig, check: Callable[[], None]) -> tuple[Any, str]:
+        """The run's lease (None and why when not leasing, or the table is unusable)."""
+        from stress.engine import leases
+
+        if self.lease is None:
+            return None, ""
+        try:
+            return leases.acquire(cfg.cpus, waiting=self.lease.waiting, check=check, limit=self.lease.wait), ""
+        except OSError as exc:
+            why = f"lease table {leases.lease_dir()} unusable: {exc.strerror or exc}"
+            if self.lease.waiting is not None and not self._unleased_told:
+                self.lease.waiting(f"{why}; running without a core lease")
+                self._unleased_told = True
+            return None, why
 
     def stop(self) -> None:
         self.stopped = True

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from stress.engine.executor import Execute, Executor, LocalExecutor
+from stress.engine.executor import Execute, Executor, LeaseRule, LocalExecutor
 from stress.engine.leases import LEASE_WAIT_S
 
 
@@ -25,10 +25,10 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                             "run beyond the usable cores is refused unless --oversubscribe; timings measured "
                             "side by side are marked parallel (default 1: one after the other, in this process)")
     group.add_argument("--lease-wait", type=options.seconds(allow_zero=True), default=None, metavar="S",
-                       help="with --jobs: how long to wait for free cores while other runs (not this command's) "
-                            "hold them; then the run that waited is recorded as lost, no other starts, the result "
-                            "is partial, exit 3; with --cluster: how long a task waits for its host's cores, then "
-                            f"that run is lost; 0: do not wait (default: {LEASE_WAIT_S:g}; docs/scale-out.md)")
+                       help="how long to wait for free cores while other runs (not this command's) hold them; then "
+                            "the run that waited is recorded as lost, no other starts, the result is partial, exit 3; "
+                            "with --cluster: how long a task waits for its host's cores, then that run is lost; "
+                            f"0: do not wait (default: {LEASE_WAIT_S:g}; docs/scale-out.md)")
     group.add_argument("--cluster", default=None, metavar="ADDRESS",
                        help="send each run to a Dask scheduler, tls://HOST:8786 (or tcp:// on a trusted network "
                             "only); needs pip install 'zonelimit[cluster]' (default: run here; docs/scale-out.md)")
@@ -50,9 +50,6 @@ def check_arguments(args: argparse.Namespace) -> None:
         return
     if args.cluster_cert or args.cluster_key or args.cluster_ca:
         raise UsageError("--cluster-cert/--cluster-key/--cluster-ca: only with --cluster tls://...")
-    if args.lease_wait is not None and args.jobs == 1:
-        raise UsageError("--lease-wait: only with --jobs J or --cluster (runs made here one after the other lease "
-                         "no cores)")
 
 
 @contextlib.contextmanager
@@ -74,11 +71,12 @@ def opened(args: argparse.Namespace, signals: Any, execute: Execute | None = Non
         finally:
             cluster.close()
         return
-    if args.jobs == 1:
-        yield LocalExecutor(execute)
-        return
-    from stress.engine.jobs import JobsExecutor
     from stress.options import warn
 
-    yield JobsExecutor(args.jobs, oversubscribe, signals, waiting=warn,
-                       lease_wait=LEASE_WAIT_S if args.lease_wait is None else args.lease_wait)
+    wait = LEASE_WAIT_S if args.lease_wait is None else args.lease_wait
+    if args.jobs == 1:  # one after the other here; each real run leases its cores as `run` does
+        yield LocalExecutor(execute, None if execute is not None else LeaseRule(wait, warn))
+        return
+    from stress.engine.jobs import JobsExecutor
+
+    yield JobsExecutor(args.jobs, oversubscribe, signals, waiting=warn, lease_wait=wait)
