@@ -31,6 +31,25 @@ def shm() -> set[str]:
         return set()
 
 
+def in_use(name: str) -> bool:
+    """Whether a live process maps or holds open /dev/shm/NAME: then it is not a run's
+    leftover (every process of the run is gone when this is asked), but another
+    program's on the same machine, for example a multiprocessing pool's semaphore."""
+    path = f"/dev/shm/{name}"
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if path in Path(f"/proc/{entry}/maps").read_text():
+                return True
+            for fd in os.listdir(f"/proc/{entry}/fd"):
+                if os.readlink(f"/proc/{entry}/fd/{fd}") == path:
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def tagged(token: str) -> list[int]:
     """Every process whose environment carries the token."""
     out = []
@@ -83,9 +102,9 @@ def finish(proc: subprocess.Popen[bytes], token: str, shm_before: set[str]) -> i
     # Settle first: /dev/shm is the machine's, and glibc's sem_open writes a semaphore to a
     # temporary sem.XXXXXX before linking it under its name, so a semaphore another
     # process creates meanwhile (another test run) shows for an instant.  What we left
-    # behind stays.
+    # behind stays, and no live process holds it (another program's entry is in use).
     wait_until(lambda: not shm() - shm_before, 2)
-    new = shm() - shm_before
+    new = {name for name in shm() - shm_before if not in_use(name)}
     assert not new, f"/dev/shm entries left behind (segments or sem.* semaphores): {sorted(new)}"
     return rc
 
