@@ -27,9 +27,14 @@ cdef int M_NOWAIT, M_WAITOK, REF_LOCK0, P_REF_FREE, P_REF_COPY, LOCK_BUCKET
 @cython.final
 cdef class FastPath:
     cdef public object cpu
-    cdef int[:] allocbucket, freebucket, cnt, entries, slots
+    cdef object sched_hook
+    # Per-CPU rows and bucket counts are strided views (one cache line per element:
+    # layout.py padded()); the other arrays are contiguous, declared so: no stride
+    # load and multiply per access (measured: 21.5 -> 18.7 ns per zone pair, P1c).
+    cdef int[:] allocbucket, freebucket, cnt
+    cdef int[::1] entries, slots
     cdef long long[:] allocs, frees, ops
-    cdef int[:] ukflags, m_type, m_flags, m_next, m_len, m_ext, m_exttype, cl_ref
+    cdef int[::1] ukflags, m_type, m_flags, m_next, m_len, m_ext, m_exttype, cl_ref
     cdef int[:] drainreq, drainmask, drained
     cdef Py_ssize_t row, rows, crow
     cdef public bint ref_atomic, ref_unlocked, exhaustion_drain, sched, direct, history, ref_slow
@@ -41,9 +46,9 @@ cdef class FastPath:
     cpdef void zfree(self, int z, int item, int udata=*) except *
     @cython.locals(row=Py_ssize_t, req=int)
     cpdef void serve(self) except *
-    cpdef int mb_ctor_mbuf(self, int m, int udata, int flags) noexcept
-    cpdef int mb_ctor_clust(self, int c, int m, int flags) noexcept
-    cpdef int mb_ctor_pack(self, int m, int udata, int flags) noexcept
+    cpdef int mb_ctor_mbuf(self, int m, int udata, int flags) except -1
+    cpdef int mb_ctor_clust(self, int c, int m, int flags) except -1
+    cpdef int mb_ctor_pack(self, int m, int udata, int flags) except -1
     @cython.locals(c=int, full=int)
     cpdef void mb_dtor_pack(self, int m, int udata) except *
     @cython.locals(m=int)

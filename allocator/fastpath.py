@@ -36,9 +36,18 @@ instructions (docs/performance.md, results/reference/2005).
 
 Hooks.  Sched points, INVARIANTS and the stats-unlocked injection are honoured in both
 modes: :meth:`configure` (called by ``Cpu.instrument``) says whether a sched point is
-installed (then the fast path calls ``cpu.sched_point`` where the interpreted one always
-did) and whether ``cpu.zalloc``/``cpu.zfree`` were replaced by a checking or injected
-version (then the mbuf paths call those instead of this class's own).
+installed -- and hands over the hook itself, ``cpu.sched_point`` as it is at that moment,
+which the fast path then calls where the kernel's window is (one vectorcall, no look-up
+on the context per point: a hook installed on the context takes effect at the next
+``instrument()``, which every installer calls) -- and whether ``cpu.zalloc``/``cpu.zfree``
+were replaced by a checking or injected version (then the mbuf paths call those instead
+of this class's own).
+
+Errors.  Compiled, every arena access stays bounds-checked with negative indexes wrapped
+(Python's memoryview semantics), and every method that indexes the arena propagates the
+IndexError (none is ``noexcept``): an index a caller gets wrong raises where the
+interpreted code raises, and nothing is written out of bounds (tests/test_differential.py).
+Turning the checks off was measured and gained nothing (docs/performance.md "Two modes").
 """
 
 from __future__ import annotations
@@ -112,15 +121,19 @@ class FastPath:
         self.ref_slow = ref_unlocked
         self.exhaustion_drain = exhaustion_drain and cpu.is_cpu
         self.sched = False
+        self.sched_hook: Any = None
         self.direct = True
 
     def configure(self, sched: bool, direct: bool, history: bool = False) -> None:
-        """``sched``: a sched point is installed (call it where the kernel's window is).
+        """``sched``: a sched point is installed (call it where the kernel's window is):
+        the context's ``sched_point`` now is the hook the fast path calls until the next
+        ``configure``.
         ``direct``: ``cpu.zalloc``/``cpu.zfree`` are this class's own (no INVARIANTS, no
         injection wraps them), so the mbuf paths may call them without the look-up.
         ``history``: INVARIANTS keeps item histories, so each refcount change is recorded
         (``cpu.history_ref``) -- behind the ``ref_slow`` branch ref_add tests anyway."""
         self.sched = sched
+        self.sched_hook = self.cpu.sched_point if sched else None
         self.direct = direct
         self.history = history
         self.ref_slow = self.ref_unlocked or history
@@ -128,7 +141,7 @@ class FastPath:
     def release(self) -> None:
         """Drop every arena view (compiled: the buffer exports), so the arena can be
         unmapped; the context is unusable afterwards."""
-        self.cpu = None
+        self.cpu = self.sched_hook = None
         self.allocbucket = self.freebucket = self.cnt = self.entries = self.slots = None
         self.allocs = self.frees = self.ops = None
         self.ukflags = self.m_type = self.m_flags = self.m_next = self.m_len = None
@@ -151,7 +164,7 @@ class FastPath:
                     # Empty, and the free bucket has items: swap them (the slow path's
                     # restart does the same after a lock drop).
                     if self.sched:
-                        self.cpu.sched_point("bucket swap")
+                        self.sched_hook("bucket swap")
                     self.allocbucket[ci] = fb
                     self.freebucket[ci] = b
                     b = fb
@@ -195,7 +208,7 @@ class FastPath:
                 if ab >= 0 and self.cnt[ab] < n:
                     # Full, and the alloc bucket has room: swap them.
                     if self.sched:
-                        self.cpu.sched_point("bucket swap")
+                        self.sched_hook("bucket swap")
                     self.allocbucket[ci] = b
                     self.freebucket[ci] = ab
                     b = ab
@@ -328,7 +341,7 @@ class FastPath:
             last = True
         else:
             if self.sched:
-                self.cpu.sched_point("refcount test")
+                self.sched_hook("refcount test")
             old = self.ref_add(c, -1, P_REF_FREE)
             last = old == 1 if self.ref_atomic else old == 0
         if last:
@@ -373,7 +386,10 @@ class FastPath:
         """atomic_fetchadd_int(&cl_ref[c], delta): returns the OLD value.  Compiled: the
         hardware's fetch-and-add; interpreted: a read-modify-write under a striped lock.
         The refcount-unlocked injection and INVARIANTS' item history take ``_ref_slow``:
-        the plain path tests one flag, as it did before the history existed."""
+        the plain path tests one flag, as it did before the history existed.  So the
+        atomic path is written twice, here and in ``_ref_slow``: folded into one (a
+        second flag test after it, or a helper: a Python call) it costs the interpreted
+        plain path 14-45 ns per call (docs/performance.md "Two modes", round 4)."""
         if self.ref_slow:
             return self._ref_slow(c, delta, point)
         if cython.compiled:
@@ -381,9 +397,11 @@ class FastPath:
         cpu = self.cpu
         lk = REF_LOCK0 + (c & (NREF_STRIPES - 1))
         cpu.lock(lk, point)
-        old = self.cl_ref[c]
-        self.cl_ref[c] = old + delta
-        cpu.unlock(lk)
+        try:  # a bad c raises IndexError here: the stripe is released all the same
+            old = self.cl_ref[c]
+            self.cl_ref[c] = old + delta
+        finally:
+            cpu.unlock(lk)
         return old
 
     def _ref_slow(self, c: int, delta: int, point: int) -> int:
@@ -393,7 +411,7 @@ class FastPath:
             # INJECTED DEFECT (races.md refcount-unlocked): a plain read-modify-write.
             old = self.cl_ref[c]
             if self.sched:
-                self.cpu.sched_point("refcount read-modify-write")
+                self.sched_hook("refcount read-modify-write")
             self.cl_ref[c] = old + delta
         elif cython.compiled:
             old = zl_fetch_add_int(cython.address(self.cl_ref[c]), delta)  # type: ignore[name-defined]  # noqa: F821
@@ -401,9 +419,11 @@ class FastPath:
             cpu = self.cpu
             lk = REF_LOCK0 + (c & (NREF_STRIPES - 1))
             cpu.lock(lk, point)
-            old = self.cl_ref[c]
-            self.cl_ref[c] = old + delta
-            cpu.unlock(lk)
+            try:
+                old = self.cl_ref[c]
+                self.cl_ref[c] = old + delta
+            finally:
+                cpu.unlock(lk)
         if self.history:
             self.cpu.history_ref(c, delta)
         return old

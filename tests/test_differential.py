@@ -198,3 +198,71 @@ def test_compiled_calls_the_same_sched_points_as_interpreted(invariants: bool) -
             u.close()
     assert seen[True].count("refcount test") == 200
     assert seen[True] == [label for label in seen[False] if "refcnt stripe" not in label]
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_the_fast_path_calls_the_hook_installed_at_the_last_instrument(compiled: bool) -> None:
+    """FastPath keeps the sched point ``Cpu.instrument()`` found (one call, no look-up on
+    the context per point): a hook installed and instrumented replaces the previous one,
+    and the allocator's own no-op, reinstalled, means no sched point at all."""
+    u = Uma.create(UmaConfig(ncpus=2, nmbclusters=300, refcount="buggy-eq0"), compiled=compiled)
+    try:
+        cpu = u.cpu(0)
+        first: list[str] = []
+        second: list[str] = []
+
+        def pair() -> None:
+            m = cpu.m_getcl(M_NOWAIT)
+            cpu.m_freem(cpu.m_copym(m))
+            cpu.m_freem(m)
+
+        default = cpu.sched_point
+        cpu.sched_point = first.append
+        cpu.instrument()
+        pair()
+        cpu.sched_point = second.append
+        cpu.instrument()
+        pair()
+        cpu.sched_point = default
+        cpu.instrument()
+        pair()
+        assert first.count("refcount test") == 1
+        assert second.count("refcount test") == 1
+    finally:
+        u.close()
+
+
+# A caller's bad index (zone, item, mbuf): (what, call on a CPU, geometry -> arguments).
+BAD_CALLS = [
+    ("zone number past the last zone", "zalloc", lambda g: (3, M_NOWAIT, -1)),
+    ("zone number far past", "zfree", lambda g: (1 << 20, 0)),
+    ("packet item past the mbufs", "zfree", lambda g: (ZONE_PACKET, g.nmbufs + 3)),
+    ("cluster ctor's mbuf past the mbufs", "zalloc", lambda g: (ZONE_CLUSTER, M_NOWAIT, g.nmbufs + 7)),
+    ("m_freem of an mbuf past the last", "m_freem", lambda g: (g.nmbufs,)),
+    ("m_copym of an mbuf past the last", "m_copym", lambda g: (g.nmbufs + 100, M_NOWAIT)),
+    ("m_free of an mbuf past the last", "m_free", lambda g: (g.nmbufs * 2,)),
+    ("refcount of a cluster past the last", "_ref_add", lambda g: (g.nclusters + 1, 1, 11)),
+]
+
+
+@pytest.mark.parametrize("what,method,args", BAD_CALLS, ids=[b[0] for b in BAD_CALLS])
+def test_a_bad_index_from_a_caller_raises_in_both_modes_and_writes_nothing_apart(
+        what: str, method: str, args: Any) -> None:
+    """Compiled, the fast path's arena accesses stay bounds-checked (docs/performance.md
+    "Two modes": turning the checks off gained nothing measurable), so an index a caller
+    gets wrong raises IndexError as the interpreted memoryviews do, at the same point:
+    both arenas are still byte-identical afterwards (nothing written out of bounds, and
+    no refcount stripe lock left held by the interpreted read-modify-write)."""
+    pair = Pair({"nmbclusters": 300})
+    try:
+        for k in (0, 1):  # warm caches: the fast paths, not only the slow ones
+            held = [pair.both(lambda u, k=k: u.cpu(k).m_getcl(M_NOWAIT)) for _ in range(3)]
+            for m in held:
+                pair.both(lambda u, m=m, k=k: u.cpu(k).m_freem(m))
+        g = pair.umas[0].geometry
+        for u in pair.umas:
+            with pytest.raises(IndexError):
+                getattr(u.cpu(0), method)(*args(g))
+        pair.check()
+    finally:
+        pair.close()

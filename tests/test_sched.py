@@ -104,7 +104,7 @@ def test_load_schedule_of_uncontrolled_run_says_so(tmp_path: Path) -> None:
 
 
 def test_jitter_point_acts_with_probability_p(monkeypatch: pytest.MonkeyPatch) -> None:
-    """P = 0 never yields nor spins (free mode's cost is one random draw); P = 1 acts at
+    """P = 0 never yields nor spins (and draws nothing: its hook is empty); P = 1 acts at
     every point, half of the time by yielding the core.  Draws are seeded: exact counts."""
     yields = []
     monkeypatch.setattr(os, "sched_yield", lambda: yields.append(1))
@@ -121,6 +121,23 @@ def test_jitter_point_acts_with_probability_p(monkeypatch: pytest.MonkeyPatch) -
     for _ in range(2000):
         r("x")
     assert 50 < len(yields) < 150  # about 2000 * 0.1 * 0.5
+
+
+def test_a_jitter_point_with_p_0_is_an_installed_hook_the_fast_path_calls() -> None:
+    """P = 0 is an empty function, but a hook like any other: installed, the allocator
+    counts it as a sched point (and calls it), unlike its own no-op default."""
+    from allocator import Uma, UmaConfig
+
+    u = Uma.create(UmaConfig(ncpus=1, nmbclusters=64))
+    try:
+        cpu = u.cpu(0)
+        assert not cpu._fast.sched
+        cpu.sched_point = sched.jitter_point(0.0, 1)
+        cpu.instrument()
+        assert cpu._fast.sched
+        assert cpu.sched_point("refcount test") is None
+    finally:
+        u.close()
 
 
 def test_controller_refuses_replay_without_schedule() -> None:
