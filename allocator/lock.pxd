@@ -10,6 +10,8 @@ cimport cython
 
 from allocator._compiled.atomics cimport zl_load_acquire_int, zl_store_release_int
 
+cdef bint ATOMIC
+
 cdef class LockOps:
     cdef public list _mp, _held_since, _held_point
     cdef public int[:] lock_owner
@@ -24,7 +26,11 @@ cdef class LockOps:
     @cython.locals(i=int)
     cpdef list release_held(self)
 
-@cython.locals(owner=int[:], row1=int)
+# The instrumented pairs: the views and lists their closures capture are typed here; the
+# closures' own arguments and locals by @cython.locals in lock.py (a .pxd cannot reach
+# a nested function).
+@cython.locals(owner=int[:], row1=int, mps=list, acq=list, spn=list, rel=list)
 cdef tuple _hooked_pair(LockOps this, bint sched, bint spin, bint hooks)
-@cython.locals(owner=int[:], row1=int, lp=cython.longlong[:], mask=int)
+@cython.locals(owner=int[:], row1=int, lp=cython.longlong[:], mask=int, mps=list, spn=list, bases=list,
+               held_since=list, held_base=list)
 cdef tuple _profiled_pair(LockOps this, bint sched, bint spin, bint hooks)
