@@ -2,7 +2,8 @@
 
 The metadata is in pyproject.toml; this file only adds the optional extension modules
 (allocator/implementation.py says why and how they are chosen at run time).  Each hot
-module ``allocator/X.py`` (with its ``X.pxd`` types, if any) is copied to
+module ``allocator/X.py`` (with its ``X.pxd`` types, if any, and the shared
+``atomics.pxd``) is copied to
 ``build/cython/allocator/_compiled/X.py`` with the SHA-256 of the source appended, and
 compiled as ``allocator._compiled.X``.  Every extension is optional: without a C compiler
 (or with ``CC=false``) the build warns and the install runs interpreted.  With
@@ -40,11 +41,16 @@ def hot_modules() -> tuple[str, ...]:
 
 
 def stage_sources(names: tuple[str, ...]) -> list[Extension]:
-    """Copy each hot module (and its .pxd) under the compiled package's name."""
+    """Copy each hot module under the compiled package's name, with every .pxd of
+    allocator/ (a module's types, and atomics.pxd, the C atomics they share)."""
     pkg = OUT / "allocator" / "_compiled"
     pkg.mkdir(parents=True, exist_ok=True)
     for init in (OUT / "allocator" / "__init__.py", pkg / "__init__.py"):
         init.write_text("")
+    for pxd in SRC.glob("*.pxd"):  # each module's types, and the shared atomics.pxd they cimport
+        staged = pkg / pxd.name
+        if not staged.exists() or staged.read_bytes() != pxd.read_bytes():  # else cythonize redoes all
+            shutil.copyfile(pxd, staged)
     exts = []
     for name in names:
         src = (SRC / f"{name}.py").read_bytes()
@@ -53,9 +59,6 @@ def stage_sources(names: tuple[str, ...]) -> list[Extension]:
         target = pkg / f"{name}.py"
         if not target.exists() or target.read_text() != text:
             target.write_text(text)
-        pxd = SRC / f"{name}.pxd"
-        if pxd.exists():
-            shutil.copyfile(pxd, pkg / f"{name}.pxd")
         exts.append(Extension(f"allocator._compiled.{name}", [str(target.relative_to(ROOT))], optional=True))
     return exts
 

@@ -26,6 +26,7 @@ class Cpu(DebugOps):
         self.sched_locks = sched_locks
         self.lock_profile = lock_profile
         self._install_mbuf_hooks()
+        self.bind_wait_channel()
         if self.invariants:
             self.enable_invariants()
         if "stats-unlocked" in inject:
@@ -74,6 +75,9 @@ class Cpu(DebugOps):
                              self.invariants and self.history_depth > 0)
 
     def release(self) -> None:
-        """Drop this context's arena views (the compiled fast path holds buffer exports
-        that would keep the arena from being unmapped).  ``Uma.close`` calls it."""
+        """Drop this context's arena views (the compiled fast path, owner words and wait
+        channel hold buffer exports that would keep the arena from being unmapped).
+        ``Uma.close`` calls it."""
         self._fast.release()
+        self._wchan.release()
+        self.release_locks()

@@ -5,20 +5,8 @@
 
 cimport cython
 
-cdef extern from *:
-    """
-    /* The atomics of issue 15 (GCC/Clang builtins; x86: plain movs and lock xadd). */
-    static inline int zl_load_relaxed_int(int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-    static inline int zl_load_acquire_int(int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    static inline void zl_store_release_int(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-    static inline int zl_fetch_add_int(int *p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
-    static inline void zl_compiler_barrier(void) { __asm__ __volatile__("" ::: "memory"); }
-    """
-    int zl_load_relaxed_int(int *p) noexcept nogil
-    int zl_load_acquire_int(int *p) noexcept nogil
-    void zl_store_release_int(int *p, int v) noexcept nogil
-    int zl_fetch_add_int(int *p, int v) noexcept nogil
-    void zl_compiler_barrier() noexcept nogil
+from allocator._compiled.atomics cimport (zl_compiler_barrier, zl_fetch_add_int, zl_load_acquire_int,
+                                          zl_load_relaxed_int, zl_store_release_int)
 
 cdef int BUCKET_MAX, EXT_CLUSTER, EXT_NONE, EXT_PACKET, KEG_CLUSTER, KEG_MBUF, M_EXT, M_PKTHDR
 cdef int MT_DATA, NREF_STRIPES, PANIC_BAD_DTOR, UMA_ZFLAG_FULL, ZONE_CLUSTER, ZONE_MBUF, ZONE_PACKET

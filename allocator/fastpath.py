@@ -14,7 +14,7 @@ exchanges, fills, the keg, sleeps, locks, INVARIANTS) is the CPU context's own c
 Memory ordering: words that processes share without a lock.
   * Compiled, the C compiler may keep an array element in a register across a loop, or
     reorder two stores.  So every such word read or written *here* goes through an
-    explicit atomic (``__atomic_*`` builtins, declared in fastpath.pxd): the FULL flag
+    explicit atomic (``__atomic_*`` builtins, allocator/atomics.pxd): the FULL flag
     (``uk_flags``, read without the keg lock as uma_zfree_arg does: relaxed), the drain
     request (``cpu_drainreq``: acquire, so the mask read after it is the poster's) and
     its answer (``cpu_drained``: release, after the buckets are flushed), and the

@@ -25,9 +25,13 @@ class of a mode; :func:`use` changes the process's mode (the differential test d
 both in one process; a test that needs interpreted race windows asks for them).
 
 Memory ordering.  Interpreted code relies on x86's total store order (allocator/fastpath.py
-says where); compiled code uses explicit atomics where it touches shared words without a
-lock.  Until the interpreted mode's reliance is replaced, other architectures are refused:
-:func:`check_architecture` (``Uma.create`` and ``Uma.attach`` call it).
+says why that holds); compiled code uses explicit atomics (allocator/atomics.pxd) for
+every word it touches that processes share without a lock: the FULL flag, refcounts and
+drain requests (fastpath.pxd), the owner words (lock.pxd), the wait channel (limit.pxd).
+docs/allocator.md "Memory ordering" lists them all, with the tester's schedule token and
+rings, which are never compiled.  Until the interpreted mode's reliance is replaced,
+other architectures are refused: :func:`check_architecture` (``Uma.create`` and
+``Uma.attach`` call it).
 """
 
 from __future__ import annotations
@@ -59,8 +63,8 @@ class UnsupportedArchitecture(RuntimeError):
 
 def check_architecture(machine: str | None = None) -> None:
     """Refuse a machine whose memory model is weaker than x86's (ARM, POWER, RISC-V):
-    the interpreted hot modules and the tester's rings rely on stores not being
-    reordered with stores, nor loads with loads (allocator/fastpath.py)."""
+    the interpreted hot modules and the tester's schedule token and rings rely on stores
+    not being reordered with stores, nor loads with loads (docs/allocator.md)."""
     m = (machine if machine is not None else platform.machine()).lower()
     if m not in X86:
         raise UnsupportedArchitecture(

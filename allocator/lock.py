@@ -14,6 +14,19 @@ the ``lock``/``unlock`` methods, so the plain path pays nothing for it.
 Acquisition points are small integers (``P_*``) naming the call site, as
 LOCK_PROFILING names them by file:line.
 
+Owner words and memory ordering.  The owner word is FreeBSD's ``mtx_lock`` word reduced
+to a label: the semaphore is the lock, the word says who holds it (``_mtx_obtain_lock``
+stores the owner with ``atomic_cmpset_acq_ptr``, ``_mtx_release_lock`` clears it with
+``atomic_cmpset_rel_ptr``).  Its holder writes it right after the acquire and clears it
+right before the release; others read it without the lock (the watchdog's
+``Uma.lock_holders``, a bounded lock naming the holder it timed out on, the token
+scheduler's "no lock held" test).  Compiled (``lock.pxd``: ``LockOps`` is a C class whose
+owner words are a typed memoryview), every owner store is a release store and every
+load an acquire load (``allocator/atomics.pxd``): the C compiler may not cache, tear or
+move them, and a reader that sees 0 sees the critical section's stores too.  Interpreted,
+each is one memoryview access (docs/allocator.md "Memory ordering").  The semaphore's own
+acquire and release order the word against the critical section in both modes.
+
 The manager's context is *bounded* (:meth:`LockOps.bound`): every lock it takes comes
 free within a time limit or the operation is abandoned with :class:`LockTimeout`, which
 names the holder from the owner word.  A worker stopped (SIGSTOP, or descheduled for
@@ -28,8 +41,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+try:
+    import cython
+except ImportError:  # an interpreted install without Cython: nothing here is compiled
+    from allocator import _cython_shadow as cython  # type: ignore[no-redef, unused-ignore]
+
 from allocator.errors import LockTimeout  # a hot module defines no exception (errors.py says why)
 from allocator.layout import LOCK_NAMES, LOCK_POINTS_MAX, LP_NFIELDS, NLOCKS
+
+#: Owner words through C atomics: compiled, True (a C constant, lock.pxd); interpreted,
+#: False.  A module constant rather than ``cython.compiled`` at each test: interpreted,
+#: one global load (about 3 ns less per test than the attribute, on a pair of ~190 ns).
+ATOMIC = cython.compiled
 
 #: seconds a bounded acquire blocks at a time before it asks whether to give up
 BOUND_SLICE = 0.05
@@ -131,6 +154,7 @@ LP_BASES = [[(i * LOCK_POINTS_MAX + p) * NLP for p in range(NPOINTS)] for i in r
 class LockOps:
     """Lock and unlock for one CPU context (mixed into :class:`allocator.cpu.Cpu`)."""
 
+    # Set by the deriving context (context.py); compiled, C fields (lock.pxd).
     _mp: list[Any]
     lock_owner: memoryview
     lockprof: memoryview
@@ -139,17 +163,27 @@ class LockOps:
     lock_hooks: tuple[Callable[[int, str], None], Callable[[int], None]] | None
     _held_since: list[int]
     _held_point: list[int]
-    instrument: Callable[[], None]
+
+    def instrument(self) -> None:
+        """Re-choose the lock implementation after a hook changed (allocator/cpu.py's
+        Cpu.instrument, which also tells the fast path)."""
+        raise NotImplementedError
 
     # --- the plain path -------------------------------------------------------------
     def lock(self, i: int, point: int) -> None:
         """Take lock ``i`` at acquisition point ``point``; records the owner."""
         self._mp[i].acquire()
-        self.lock_owner[i] = self.row1
+        if ATOMIC:
+            zl_store_release_int(cython.address(self.lock_owner[i]), self.row1)  # type: ignore[name-defined]  # noqa: F821
+        else:
+            self.lock_owner[i] = self.row1
 
     def unlock(self, i: int) -> None:
         """Release lock ``i`` (called with it held, by its holder)."""
-        self.lock_owner[i] = 0
+        if ATOMIC:
+            zl_store_release_int(cython.address(self.lock_owner[i]), 0)  # type: ignore[name-defined]  # noqa: F821
+        else:
+            self.lock_owner[i] = 0
         self._mp[i].release()
 
     # --- the bounded path (the manager) ----------------------------------------------
@@ -166,7 +200,10 @@ class LockOps:
         holds the token) and not counted in LOCK_PROFILING."""
         if not self._mp[i].acquire(True, max(timeout, 0.0)):
             return False
-        self.lock_owner[i] = self.row1
+        if ATOMIC:
+            zl_store_release_int(cython.address(self.lock_owner[i]), self.row1)  # type: ignore[name-defined]  # noqa: F821
+        else:
+            self.lock_owner[i] = self.row1
         hk = self.lock_hooks
         if hk is not None:
             hk[0](i, POINTS[point])
@@ -177,6 +214,8 @@ class LockOps:
         or -1 if the word says free.  The word is written just after the acquire and
         cleared just before the release, so a lock changing hands can read -1 for an
         instant; a holder that stays (stopped, killed) is always named."""
+        if ATOMIC:
+            return zl_load_acquire_int(cython.address(self.lock_owner[i])) - 1  # type: ignore[name-defined]  # noqa: F821
         return self.lock_owner[i] - 1
 
     def bound(self, limit: float, give_up: Callable[[], bool] | None = None) -> None:
@@ -196,12 +235,23 @@ class LockOps:
         operation's); returns their ids.  Not for the fast paths."""
         out = []
         for i in range(NLOCKS):
-            if self.lock_owner[i] == self.row1:
+            if self.lock_holder(i) == self.row1 - 1:
                 self._held_since[i] = 0
-                self.lock_owner[i] = 0
+                if ATOMIC:
+                    zl_store_release_int(cython.address(self.lock_owner[i]), 0)  # type: ignore[name-defined]  # noqa: F821
+                else:
+                    self.lock_owner[i] = 0
                 self._mp[i].release()
                 out.append(i)
         return out
+
+    def release_locks(self) -> None:
+        """Drop this context's views of the owner words (compiled: a buffer export of the
+        arena) and its instrumented lock pair (which closes over them), so the arena can
+        be unmapped; the context cannot take a lock afterwards."""
+        self.lock_owner = None  # type: ignore[assignment]
+        vars(self).pop("lock", None)
+        vars(self).pop("unlock", None)
 
     # --- instrumented path ----------------------------------------------------------
     def lock_mode(self, *, sched: bool, spin: bool, profile: bool, hooks: bool) -> None:
@@ -214,22 +264,25 @@ class LockOps:
         read from the context at each call (a scheduler may rebind them)."""
         self._spin = spin
         self._profile = profile
+        # The pair is an instance attribute that shadows the class's plain methods (set in
+        # __dict__: compiled, lock and unlock are C methods, which plain assignment
+        # cannot replace); the plain path is the class's own.
+        own = vars(self)
         if not (sched or spin or profile or hooks):
-            self.lock = LockOps.lock.__get__(self)  # type: ignore[method-assign]
-            self.unlock = LockOps.unlock.__get__(self)  # type: ignore[method-assign]
+            own.pop("lock", None)
+            own.pop("unlock", None)
             return
         if profile:
-            pair = _profiled_pair(self, sched=sched, spin=spin, hooks=hooks)
+            pair = _profiled_pair(self, sched, spin, hooks)
         else:
-            pair = _hooked_pair(self, sched=sched, spin=spin, hooks=hooks)
-        self.lock = pair[0]  # type: ignore[method-assign,assignment]
-        self.unlock = pair[1]  # type: ignore[method-assign,assignment]
+            pair = _hooked_pair(self, sched, spin, hooks)
+        own["lock"], own["unlock"] = pair
 
 
 _LockPair = tuple[Callable[[int, int], None], Callable[[int], None]]
 
 
-def _instrumented(this: LockOps, pair: _LockPair, *, sched: bool, hooks: bool) -> _LockPair:
+def _instrumented(this: LockOps, pair: _LockPair, sched: bool, hooks: bool) -> _LockPair:
     """``pair`` wrapped in sched points (before acquire, after release) and WITNESS-style
     lock hooks (after acquire, before release): the instruments both pair builders share."""
     if not (sched or hooks):
@@ -258,25 +311,36 @@ def _instrumented(this: LockOps, pair: _LockPair, *, sched: bool, hooks: bool) -
     return lock, unlock
 
 
-def _hooked_pair(this: LockOps, *, sched: bool, spin: bool, hooks: bool) -> _LockPair:
-    """lock/unlock with sched points, try-lock spinning and lock hooks, no profiling."""
+def _hooked_pair(this: LockOps, sched: bool, spin: bool, hooks: bool) -> _LockPair:
+    """lock/unlock with sched points, try-lock spinning and lock hooks, no profiling.
+    (Compiled, ``owner`` and ``row1`` are typed in lock.pxd: the owner stores are C
+    release stores, as in :meth:`LockOps.lock`.)"""
     mps, owner, row1 = this._mp, this.lock_owner, this.row1
     acq, spn, rel = ACQUIRE_LABELS, SPIN_LABELS, RELEASE_LABELS
 
     if sched and not (spin or hooks):  # --sched jitter: the common case, one call, no flag tests
 
+        @cython.locals(i=cython.int, point=cython.int)
         def lock_sched(i: int, point: int) -> None:
             this.sched_point(acq[i][point])
             mps[i].acquire()
-            owner[i] = row1
+            if ATOMIC:
+                zl_store_release_int(cython.address(owner[i]), row1)  # type: ignore[name-defined]  # noqa: F821
+            else:
+                owner[i] = row1
 
+        @cython.locals(i=cython.int)
         def unlock_sched(i: int) -> None:
-            owner[i] = 0
+            if ATOMIC:
+                zl_store_release_int(cython.address(owner[i]), 0)  # type: ignore[name-defined]  # noqa: F821
+            else:
+                owner[i] = 0
             mps[i].release()
             this.sched_point(rel[i])
 
         return lock_sched, unlock_sched
 
+    @cython.locals(i=cython.int, point=cython.int)
     def take(i: int, point: int) -> None:
         mp = mps[i]
         if spin:
@@ -285,26 +349,35 @@ def _hooked_pair(this: LockOps, *, sched: bool, spin: bool, hooks: bool) -> _Loc
                 this.sched_point(spn[i][point])
         else:
             mp.acquire()
-        owner[i] = row1
+        if ATOMIC:
+            zl_store_release_int(cython.address(owner[i]), row1)  # type: ignore[name-defined]  # noqa: F821
+        else:
+            owner[i] = row1
 
+    @cython.locals(i=cython.int)
     def give(i: int) -> None:
-        owner[i] = 0
+        if ATOMIC:
+            zl_store_release_int(cython.address(owner[i]), 0)  # type: ignore[name-defined]  # noqa: F821
+        else:
+            owner[i] = 0
         mps[i].release()
 
-    return _instrumented(this, (take, give), sched=sched, hooks=hooks)
+    return _instrumented(this, (take, give), sched, hooks)
 
 
-def _profiled_pair(this: LockOps, *, sched: bool, spin: bool, hooks: bool) -> _LockPair:
+def _profiled_pair(this: LockOps, sched: bool, spin: bool, hooks: bool) -> _LockPair:
     """lock/unlock recording LOCK_PROFILING statistics (see HOLD_SAMPLE), plus whatever
     other instruments are on.  With --lock-profile alone the pair is the profiled
     acquire/release itself, one call each; the slow paths (a contended acquire, a
-    sampled hold) are calls of their own."""
+    sampled hold) are calls of their own.  (Compiled, the owner words and the profile
+    counters are typed memoryviews, lock.pxd.)"""
     mps, owner, row1, lp = this._mp, this.lock_owner, this.row1, this.lockprof
     spn, bases = SPIN_LABELS, LP_BASES
     held_since, held_base = this._held_since, this._held_point
     clock = time.perf_counter_ns
     mask = _SAMPLE_MASK
 
+    @cython.locals(i=cython.int, point=cython.int, base=cython.Py_ssize_t, n=cython.longlong, wait=cython.longlong)
     def contended(i: int, point: int, base: int) -> None:
         """The try-lock failed: block (or spin through sched points), count the wait."""
         mp = mps[i]
@@ -316,7 +389,10 @@ def _profiled_pair(this: LockOps, *, sched: bool, spin: bool, hooks: bool) -> _L
         else:
             mp.acquire()
         now = clock()
-        owner[i] = row1
+        if ATOMIC:
+            zl_store_release_int(cython.address(owner[i]), row1)  # type: ignore[name-defined]  # noqa: F821
+        else:
+            owner[i] = row1
         n = lp[base] + 1
         lp[base] = n
         lp[base + 1] += 1
@@ -328,6 +404,7 @@ def _profiled_pair(this: LockOps, *, sched: bool, spin: bool, hooks: bool) -> _L
             held_since[i] = now
             held_base[i] = base
 
+    @cython.locals(i=cython.int, base=cython.Py_ssize_t, hold=cython.longlong)
     def sampled_hold(i: int, t0: int) -> None:
         """Release of a sampled acquisition: add its hold time."""
         hold = clock() - t0
@@ -337,26 +414,34 @@ def _profiled_pair(this: LockOps, *, sched: bool, spin: bool, hooks: bool) -> _L
         if hold > lp[base + 5]:
             lp[base + 5] = hold
 
+    @cython.locals(i=cython.int, point=cython.int, base=cython.Py_ssize_t, n=cython.longlong)
     def lock_prof(i: int, point: int) -> None:
         base = bases[i][point]
         if not mps[i].acquire(False):
             contended(i, point, base)
             return
-        owner[i] = row1
+        if ATOMIC:
+            zl_store_release_int(cython.address(owner[i]), row1)  # type: ignore[name-defined]  # noqa: F821
+        else:
+            owner[i] = row1
         n = lp[base] + 1
         lp[base] = n
         if not (n - 1) & mask:
             held_since[i] = clock()
             held_base[i] = base
 
+    @cython.locals(i=cython.int)
     def unlock_prof(i: int) -> None:
         t0 = held_since[i]
         if t0:
             sampled_hold(i, t0)
-        owner[i] = 0
+        if ATOMIC:
+            zl_store_release_int(cython.address(owner[i]), 0)  # type: ignore[name-defined]  # noqa: F821
+        else:
+            owner[i] = 0
         mps[i].release()
 
-    return _instrumented(this, (lock_prof, unlock_prof), sched=sched, hooks=hooks)
+    return _instrumented(this, (lock_prof, unlock_prof), sched, hooks)
 
 
 def make_locks(ctx: Any) -> list[Any]:

@@ -403,7 +403,15 @@ class Uma:
         """The safe cross-CPU protocol: ask each CPU to flush its per-CPU buckets of the
         zones in ``zmask`` to the zone lists; the owner does it at its next serve()
         (a sleeping CPU is poked awake to serve and sleeps on).  Only the manager posts
-        requests.  The cache-drain-unsafe injection flushes them from here instead."""
+        requests.  The cache-drain-unsafe injection flushes them from here instead.
+
+        Every CPU asked has its semaphore posted, asleep or not, as an IPI reaches a CPU
+        whatever it does.  Posting only to a CPU whose wait channel said asleep lost
+        requests: a CPU past its last serve() but not yet asleep (its channel not yet
+        set) was not posted, slept, and served the request only when a free woke it --
+        its per-CPU buckets, which the request meant to flush, kept meanwhile.  A post
+        to a running CPU is found at its next sleep, which serves whatever is pending
+        and sleeps on (limit.py keg_sleep)."""
         a = self.arena
         m = self.manager()
         for c in cpus:
@@ -412,7 +420,7 @@ class Uma:
                 continue
             a.view("cpu_drainmask")[c] |= zmask
             a.view("cpu_drainreq")[c] += 1
-            if a.view("cpu_wchan")[c] and self.sems is not None:
+            if self.sems is not None:
                 self.sems[c].release()
 
     def cache_drain_done(self, cpus: Iterable[int]) -> bool:

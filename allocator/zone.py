@@ -128,8 +128,7 @@ class ZoneOps(LimitOps, BucketOps, WorkingSetOps):
 
     # --- allocation slow path -----------------------------------------------------------
     def _zalloc_slow(self, z: int, flags: int, udata: int) -> int:
-        if self.cpu_drainreq[self.row] != self.cpu_drained[self.row]:
-            self.serve()
+        self.serve()  # a pending drain request (FastPath.serve: one acquire load when none)
         if not self.is_cpu or self.hdr[HDR_KNOBS] & KNOB_NO_BUCKETS:
             return self.zalloc_internal(z, flags, udata)
         k = self._zkeg[z]

@@ -5,11 +5,13 @@ must leave byte-identical arenas, equal statistics and equal audits after every 
 One process, two arenas side by side (``Uma.create(cfg, compiled=...)``), two CPU
 contexts each plus the manager's drains and trims, and a configuration drawn per example
 (INVARIANTS, the 2005 refcount test, wakeup, bucket caches, the c. 2007 exhaustion drain,
-the single-process injections).  Allocations are M_NOWAIT (one process cannot sleep in
+the single-process injections, the lock implementation: plain, sched-hooked, WITNESS-hooked
+or spinning).  Allocations are M_NOWAIT (one process cannot sleep in
 zonelimit), with small limits so the FULL bypass, failed allocations and the packet zone's
-zinit failures are reached.  Whole-arena comparison includes every allocator array and
-every payload byte (INVARIANTS poison), so a difference anywhere is a failure, with the
-first differing array named.
+zinit failures are reached.  A ``hold`` step compares the arenas while a lock is held
+(the owner words, written with C release stores when compiled).  Whole-arena comparison
+includes every allocator array and every payload byte (INVARIANTS poison), so a
+difference anywhere is a failure, with the first differing array named.
 
 Skipped when the compiled modules were not built; ``ZONELIMIT_REQUIRE_COMPILED=1`` (tox.ini
 sets it for every env) turns that skip into a failure.
@@ -24,8 +26,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from allocator import M_NOWAIT, ZONE_CLUSTER, ZONE_MBUF, ZONE_PACKET, Uma, UmaConfig, UmaPanic
+from allocator import LOCK_NAMES, M_NOWAIT, ZONE_CLUSTER, ZONE_MBUF, ZONE_PACKET, Uma, UmaConfig, UmaPanic
 from allocator.implementation import compiled_available
+from allocator.layout import NLOCKS
+from allocator.lock import P_DRAIN
 from allocator.policy import Decision
 
 if not compiled_available():
@@ -42,12 +46,13 @@ CONFIGS = st.fixed_dictionaries({
     "nmbclusters": st.sampled_from([16, 64, 300]),
     "inject": st.sampled_from([frozenset(), frozenset({"stats-unlocked"}), frozenset({"refcount-unlocked"}),
                                frozenset({"refcount-eq0"})]),
+    "lock_mode": st.sampled_from(["plain", "sched", "hooks", "spin"]),
 })
 
 # (name, cpu, argument): the argument picks among held mbufs, or is a count.
 OPS = st.tuples(
     st.sampled_from(["m_get", "m_gethdr", "m_getcl", "m_clget", "m_copym", "m_freem", "m_free", "cluster",
-                     "cluster_free", "serve", "drain_request", "zone_drain", "trim", "prefill", "observe"]),
+                     "cluster_free", "serve", "drain_request", "zone_drain", "trim", "prefill", "observe", "hold"]),
     st.integers(0, 1),
     st.integers(0, 1 << 16),
 )
@@ -57,9 +62,18 @@ class Pair:
     """The two allocators and the one model of what the consumer holds."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
-        ucfg = UmaConfig(ncpus=2, **cfg)
+        cfg = dict(cfg)
+        mode = cfg.pop("lock_mode", "plain")
+        ucfg = UmaConfig(ncpus=2, sched_locks=mode == "spin", **cfg)
         self.umas = [Uma.create(ucfg, compiled=True), Uma.create(ucfg, compiled=False)]
         assert self.umas[0].compiled and not self.umas[1].compiled
+        for u in self.umas:
+            for ctx in (u.cpu(0), u.cpu(1), u.manager()):
+                if mode == "sched":  # --sched jitter with P=0: a sched point that does nothing
+                    ctx.sched_point = _no_point
+                elif mode == "hooks":
+                    ctx.lock_hooks = (_no_hook_acquire, _no_hook_release)
+                ctx.instrument()
         self.held: list[int] = []  # mbufs (chains of one) the consumer holds
         self.clusters: list[int] = []  # bare clusters the consumer holds
 
@@ -119,6 +133,14 @@ class Pair:
             self.both(lambda u: u.apply(ZONE_PACKET if arg & 1 else ZONE_MBUF, Decision(prefill_buckets=1)))
         elif op == "observe":
             self.both(lambda u: u.observe(arg % 3, lowmem=bool(arg & 4)))
+        elif op == "hold":
+            i = arg % NLOCKS
+            self.both(lambda u: u.cpu(k).lock(i, P_DRAIN))
+            try:
+                self.check()
+                assert self.umas[0].lock_holders() == self.umas[1].lock_holders() == [(LOCK_NAMES[i], k)]
+            finally:
+                self.both(lambda u: u.cpu(k).unlock(i))
 
     def check(self) -> None:
         """Byte-identical arenas, equal statistics, equal audits."""
@@ -132,6 +154,18 @@ class Pair:
         assert self.umas[0].stats().to_dict() == self.umas[1].stats().to_dict()
         held = list(self.held)
         assert self.umas[0].audit(held) == self.umas[1].audit(held)
+
+
+def _no_point(label: str) -> None:
+    """A sched point that does nothing (the instrumented lock path, nothing else)."""
+
+
+def _no_hook_acquire(lock_id: int, point: str) -> None:
+    """A WITNESS-style acquire hook that does nothing."""
+
+
+def _no_hook_release(lock_id: int) -> None:
+    """A WITNESS-style release hook that does nothing."""
 
 
 class _Stop(Exception):

@@ -50,6 +50,13 @@ orphan lock (made by the Controller before fork, passed to each worker); a waite
 finds the token holder's process dead takes it the same way, so a killed worker cannot
 hang the rest.
 
+Memory ordering: this package is never compiled, and the hand-over needs no fence on
+x86 (TSO): the holder's stores to the schedule words and the allocator reach memory in
+program order, before the one aligned store of ``CTL_TOKEN`` that hands over, and the
+next holder's loads after it sees its number are not reordered before that load.
+Other machines are refused (allocator.implementation.check_architecture); the shared
+words of both packages are listed in docs/allocator.md "Memory ordering".
+
 A CPU asleep in zonelimit is not runnable.  A CPU whose sched point label starts with
 one of ``token.YIELD_PREFIXES`` (a try-lock retry, a wait for a ring) says "I cannot
 progress": PCT runs someone else if anyone else is runnable, otherwise it keeps it.
