@@ -40,6 +40,17 @@ def hot_modules() -> tuple[str, ...]:
     raise SystemExit("setup.py: allocator/implementation.py has no HOT_MODULES")
 
 
+def source_hash(name: str) -> str:
+    """The module's .py and every .pxd of allocator/: allocator/implementation.py
+    ``source_hash`` computes the same at import to tell a stale build (setup.py cannot
+    import the package it builds, so the rule is written twice; tests/test_implementation.py
+    holds them equal)."""
+    digest = hashlib.sha256((SRC / f"{name}.py").read_bytes())
+    for pxd in sorted(SRC.glob("*.pxd")):
+        digest.update(pxd.name.encode() + b"\0" + pxd.read_bytes())
+    return digest.hexdigest()
+
+
 def stage_sources(names: tuple[str, ...]) -> list[Extension]:
     """Copy each hot module under the compiled package's name, with every .pxd of
     allocator/ (a module's types, and atomics.pxd, the C atomics they share)."""
@@ -54,7 +65,7 @@ def stage_sources(names: tuple[str, ...]) -> list[Extension]:
     exts = []
     for name in names:
         src = (SRC / f"{name}.py").read_bytes()
-        digest = hashlib.sha256(src).hexdigest()
+        digest = source_hash(name)
         text = src.decode() + f"\n_SOURCE_SHA256 = {digest!r}  # appended by setup.py\n"
         target = pkg / f"{name}.py"
         if not target.exists() or target.read_text() != text:

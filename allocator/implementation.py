@@ -72,9 +72,16 @@ def check_architecture(machine: str | None = None) -> None:
             "rely on x86's store ordering (docs/allocator.md, memory ordering)")
 
 
-def source_hash(name: str) -> str:
-    """SHA-256 of hot module ``name``'s .py source (what the build records)."""
-    return hashlib.sha256((Path(__file__).parent / f"{name}.py").read_bytes()).hexdigest()
+def source_hash(name: str, folder: Path | None = None) -> str:
+    """SHA-256 of hot module ``name``'s .py source and of every .pxd beside it (its types,
+    and atomics.pxd, which every typed module cimports): what the build records
+    (setup.py ``source_hash``, the same rule), so an edit to a .pxd makes the compiled
+    modules stale as an edit to the .py does."""
+    here = folder if folder is not None else Path(__file__).parent
+    digest = hashlib.sha256((here / f"{name}.py").read_bytes())
+    for pxd in sorted(here.glob("*.pxd")):
+        digest.update(pxd.name.encode() + b"\0" + pxd.read_bytes())
+    return digest.hexdigest()
 
 
 def _load_compiled() -> tuple[ModuleType | None, str]:

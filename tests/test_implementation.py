@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -142,3 +143,16 @@ def test_the_interpreted_marker_runs_a_test_interpreted() -> None:
 
 def test_after_an_interpreted_test_the_session_mode_is_back() -> None:
     assert allocator.COMPILED is implementation.compiled_available() or os.environ.get(PURE_ENV, "") not in ("", "0")
+
+
+def test_an_edited_pxd_makes_the_compiled_modules_stale(tmp_path: Path) -> None:
+    """The build records a hash of each hot module's .py and of every .pxd (the types, and
+    the shared atomics.pxd): a .pxd edited since the build must not run silently."""
+    src = Path(implementation.__file__).parent
+    for f in [src / "zone.py", *src.glob("*.pxd")]:
+        shutil.copyfile(f, tmp_path / f.name)
+    before = implementation.source_hash("zone", tmp_path)
+    assert before == implementation.source_hash("zone")
+    atomics = tmp_path / "atomics.pxd"
+    atomics.write_text(atomics.read_text() + "\n# edited\n")
+    assert implementation.source_hash("zone", tmp_path) != before
