@@ -399,11 +399,18 @@ class Uma:
         """2005 zone_drain of zone ``z`` from the manager's context."""
         return self.manager().zone_drain(z)
 
-    def request_cache_drain(self, cpus: Iterable[int], zmask: int = (1 << NZONES) - 1) -> None:
+    def request_cache_drain(self, cpus: Iterable[int], zmask: int = (1 << NZONES) - 1,
+                            by: Cpu | None = None) -> None:
         """The safe cross-CPU protocol: ask each CPU to flush its per-CPU buckets of the
         zones in ``zmask`` to the zone lists; the owner does it at its next serve()
         (a sleeping CPU is poked awake to serve and sleeps on).  Only the manager posts
-        requests.  The cache-drain-unsafe injection flushes them from here instead.
+        requests.  The cache-drain-unsafe injection flushes them from here instead, in
+        the context ``by`` of the caller (default: the manager's), as 2005's uma_reclaim
+        thread would have run cache_drain on live zones (uma_core.c: cache_drain is only
+        safe in zone_dtor, "when the zone is being torn down").  A caller that runs under
+        the controlled scheduler passes the context whose sched point it hooked (the race
+        workload's off-CPU context): a context without one would spin on a lock held by a
+        descheduled CPU without ever passing the token (docs/races.md).
 
         Every CPU asked has its semaphore posted, asleep or not, as an IPI reaches a CPU
         whatever it does.  Posting only to a CPU whose wait channel said asleep lost
@@ -413,7 +420,7 @@ class Uma:
         to a running CPU is found at its next sleep, which serves whatever is pending
         and sleeps on (limit.py keg_sleep)."""
         a = self.arena
-        m = self.manager()
+        m = self.manager() if by is None else by
         for c in cpus:
             if "cache-drain-unsafe" in m.inject:
                 m.cache_drain(c, zmask)  # INJECTED DEFECT: touching another CPU's cache

@@ -24,10 +24,11 @@ them like any other run:
 
 ``race-drain`` (``cache-drain-unsafe``)
     CPU 0 allocates and frees bursts of mbufs through its per-CPU buckets; CPU 1 is the
-    pagedaemon asking for CPU 0's buckets to be drained (``uma.request_cache_drain``
-    from the manager's context, as the trim callout does).  Fixed, CPU 0 flushes its own
-    buckets when it serves the request; with the injection the drainer flushes them
-    itself while CPU 0 is using them: one item owned twice.
+    pagedaemon asking for CPU 0's buckets to be drained (``uma.request_cache_drain``,
+    as the trim callout does, with ``by=`` its off-CPU context: the injected flush runs
+    there, under the token).  Fixed, CPU 0 flushes its own buckets when it serves the
+    request; with the injection the drainer flushes them itself while CPU 0 is using
+    them: CPU 0's alloc bucket on the zone's full list, its items owned twice.
 
 Every role leaves its per-CPU cluster buckets on the zone list at the end of a round
 (the owner's own ``cache_drain``), so the next round's asker has no cached cluster and
@@ -260,15 +261,17 @@ class RaceDrain(_RaceWorkload):
     def __init__(self, ctx: WorkerContext) -> None:
         super().__init__(ctx)
         self.filling = True
-        if ctx.k == 1:
-            _manager_context(ctx)  # request_cache_drain runs in it (under the token too)
+        #: CPU 1's drainer: the off-CPU context with this worker's sched point, passed to
+        #: request_cache_drain so the injected flush runs under the token too (with the
+        #: manager's context, unhooked in a worker, it spun on CPU 0's keg lock: a stall)
+        self.drainer = _manager_context(ctx) if ctx.k == 1 else None
 
     def turn(self, running: bool, phase: int) -> int:
         """CPU 0: a burst of allocations, then frees; CPU 1: ask for CPU 0's drain."""
         if self.k == 1:
             if not running:
                 return 0
-            self.ctx.uma.request_cache_drain([0], 1 << ZONE_MBUF)
+            self.ctx.uma.request_cache_drain([0], 1 << ZONE_MBUF, by=self.drainer)
             self.cpu.sched_point("yield:drained")
             return 1
         if self.k != 0:

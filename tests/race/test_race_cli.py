@@ -165,6 +165,36 @@ def test_hunt_then_replay_a_wakeup_row(tmp_path: Path, inject: str) -> None:
     assert again["schedule"]["divergences"] == 0, again["schedule"]
 
 
+@pytest.mark.exact
+@pytest.mark.smp
+def test_pct_hunt_finds_cache_drain_unsafe_exactly(tmp_path: Path) -> None:
+    """cache-drain-unsafe through full runs under pct: CPU 1's unsafe drain runs in the
+    off-CPU context that carries its sched point, so it passes the token like any lock
+    taker and never spins on CPU 0's keg lock (it did with the manager's unhooked
+    context: every seed ended 'stalled').  The drain pushes CPU 0's alloc bucket on the
+    zone's full list while CPU 0 keeps using it: seeds 1 and 2 end with the 32 mbufs of
+    CPU 0's alloc bucket on the full list too (owned twice), seed 3 with CPU 0 popping an empty bucket from the
+    full list (the INVARIANTS panic).  Placed by step: these exact findings, at these
+    steps, on any machine under any load."""
+    out = tmp_path / "hunt"
+    p = _stress("race", "--inject", "cache-drain-unsafe", "--seeds", "1..3", "--sched", "pct", "--steps", "7000",
+                "--out", str(out))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "found in 3 of 3 seeds (inject cache-drain-unsafe, sched pct)" in p.stdout, p.stdout
+    seeds = [ln for ln in p.stdout.splitlines() if ln.startswith("seed ")]
+    assert [ln.split("  replay:")[0] for ln in seeds] == [
+        "seed 1: double-free at step 7,006", "seed 2: double-free at step 7,005", "seed 3: corrupt at step 7,002"]
+    for s in (1, 2):
+        audit = json.loads((out / f"seed-{s}" / "run.json").read_text())["audit"]
+        assert audit["double_owned"] == 32 and not audit.get("panics"), audit
+        # the very bucket CPU 0 allocates from is on the zone's full list as well
+        assert all(ex.endswith(": mbuf cpu0 allocbucket and mbuf full list") for ex in audit["double_owned_examples"])
+    third = json.loads((out / "seed-3" / "run.json").read_text())
+    assert third["stop"]["reason"] == "panic" and third["audit"]["double_owned"] == 0
+    assert [(x["kind"], x["zone"], x["cpu"]) for x in third["audit"]["panics"]] == [
+        ("Empty bucket on the full list", "mbuf", 0)]
+
+
 @pytest.mark.parametrize("workload,nmb,cpus", [("race-limit", 8, 2), ("race-wakeone", 512, 3),
                                                ("race-drain", 512, 2)])
 @pytest.mark.smp
