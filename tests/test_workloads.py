@@ -92,6 +92,10 @@ def test_a_corrupted_payload_is_counted_not_raised(tmp_path: Path) -> None:
         cpu.mtod(m)[50] ^= 0xFF
         assert wl.read_payload(m) == (7, False)
         assert uma.view("wl_stat")[STAT_PAYLOAD_ERRORS] == 1
+        wl.write_payload(m, 7, 100)  # intact data, a corrupted CRC in the header: counted too
+        cpu.mtod(m)[12] ^= 0x01
+        assert wl.read_payload(m) == (7, False)
+        assert uma.view("wl_stat")[STAT_PAYLOAD_ERRORS] == 2
         cpu.m_freem(m)
     finally:
         uma.close()
