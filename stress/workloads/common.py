@@ -22,7 +22,6 @@ CPU, so no lock is needed) and the manager's control words (``wl_ctl``) live her
 
 from __future__ import annotations
 
-import functools
 import random
 import struct
 import zlib
@@ -54,17 +53,6 @@ COUNTERS = {"packets": STAT_PACKETS, "sent": STAT_SENT, "bytes_verified": STAT_B
 
 HDR = struct.Struct("<qII")  #: payload header: sequence, length, CRC-32 of the data
 PATTERN = bytes(range(256)) * 9  #: payload source; data of seq s starts at PATTERN[s & 255]
-
-
-@functools.lru_cache(maxsize=8192)
-def pattern_crc(off: int, length: int) -> int:
-    """CRC-32 of ``PATTERN[off:off + length]``, the data every intact payload of that
-    offset and length carries.  Computed once: the receiver compares the data with the
-    pattern byte for byte, and data equal to the pattern has the pattern's CRC, so
-    checking the header's CRC against this one is the same test as computing the
-    data's (the CRC over every packet was 45% of a netperf receiver's time, py-spy,
-    docs/performance.md "Round 4")."""
-    return zlib.crc32(PATTERN[off:off + length])
 
 
 def control_specs(ncpus: int) -> list[ArraySpec]:
@@ -186,8 +174,9 @@ class Workload:
         buf = self.cpu.mtod(m)
         length = min(length, len(buf) - HDR.size)
         off = seq & 255
-        buf[HDR.size:HDR.size + length] = PATTERN[off:off + length]
-        HDR.pack_into(buf, 0, seq, length, pattern_crc(off, length))
+        data = PATTERN[off:off + length]
+        buf[HDR.size:HDR.size + length] = data
+        HDR.pack_into(buf, 0, seq, length, zlib.crc32(data))
 
     def read_payload(self, m: int) -> tuple[int, bool]:
         """Check mbuf ``m``'s payload; return (sequence, intact), counting bytes or errors."""
@@ -196,11 +185,9 @@ class Workload:
         if length > len(buf) - HDR.size:
             self.count(STAT_PAYLOAD_ERRORS)
             return seq, False
-        # bytes(): a memoryview compared with bytes goes element by element (2.5-2.8 us
-        # for 1448 bytes); a copy and a bytes comparison is a memcpy and a memcmp (0.24 us)
-        data = bytes(buf[HDR.size:HDR.size + length])
+        data = buf[HDR.size:HDR.size + length]
         off = seq & 255
-        if crc != pattern_crc(off, length) or data != PATTERN[off:off + length]:
+        if zlib.crc32(data) != crc or data != PATTERN[off:off + length]:
             self.count(STAT_PAYLOAD_ERRORS)
             return seq, False
         self.count(STAT_BYTES, length)
