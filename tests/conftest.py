@@ -84,7 +84,7 @@ multiprocessing.util.spawnv_passfds = _spawn_audited(multiprocessing.util.spawnv
 _HOG = pytest.StashKey[Hog]()  #: the session's hog, when --hog
 
 #: Test files whose smp tests decide on how processes interleave: races found or not,
-#: SMP conservation, stalls and stops, the 2005 wedge, leftovers after a kill.  CI runs
+#: SMP conservation, stalls and stops, the 2005 race, leftovers after a kill.  CI runs
 #: these beside the CPU hog (tox -e hog-ci, marker ``contended``), except those marked
 #: ``exact`` (a pct or replay run: one seed, one schedule, one result under any load);
 #: the exact ones and the other smp tests, which start processes only to run the tool's

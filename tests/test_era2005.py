@@ -34,15 +34,8 @@ def clusters_current(rounds: list[dict[str, Any]]) -> list[int]:
     return [r["clusters"][0] for r in rounds]
 
 
-@pytest.mark.smp
-@pytest.mark.interpreted  # compiled, the race loses ~8x fewer clusters (docs/testing.md "Two modes")
-@needs_smp
-def test_2005_leaks_round_over_round_and_wedges_in_zonelimit(tmp_path: Path) -> None:
-    # It ends at the wedge (about 20 rounds idle or beside one hog); the race that loses
-    # the clusters needs both CPUs running at once, which a hog on every core makes rarer,
-    # so the rounds leave room (a run that never wedges still ends, after 200 s).
-    cfg = era2005(nmbclusters=2048, rounds=400, round_length=0.25, idle=0.25, wedge_timeout=1.5)
-    doc = execute(cfg, tmp_path / "run")
+def check_the_2005_signature(doc: dict[str, Any]) -> None:
+    """What the 2005 reports showed, round over round, then the wedge (uma.md)."""
     assert (doc["verdict"], doc["exit_code"]) == ("wedged", 1), doc.get("verdict_detail")
     wedge = doc["wedge"]
     assert wedge["wchan"] == "zonelimit" and wedge["sleeping_cpus"]
@@ -57,6 +50,45 @@ def test_2005_leaks_round_over_round_and_wedges_in_zonelimit(tmp_path: Path) -> 
     assert max(mbufs_current) - min(mbufs_current) < (cc[-1] - cc[0]), "mbufs current is not flat"
     audit = doc["audit"]
     assert audit["lost"]["cluster"] > 0, "the refcount race lost no cluster"
+    assert audit["lost"]["mbuf"] == 0
+    assert audit["double_owned"] == 0 and audit["payload_errors"] == 0
+
+
+@pytest.mark.smp
+@pytest.mark.exact
+@needs_smp
+def test_2005_leaks_round_over_round_and_wedges_in_zonelimit(tmp_path: Path) -> None:
+    """The whole 2005 story, exactly: under ``--sched pct`` the run is placed by scheduling
+    step, so seed 0 loses the same clusters and wedges at the same step on any machine
+    under any load (about 500 of 1024 clusters lost, in either mode).
+
+    Why pct and not the free run: how often the race fires on two real cores depends on
+    how often both CPUs run at once, which the machine decides.  Beside a CPU hog the free
+    run wedged within 5 s on the developers' machine, but CI's own run lost 1,377 clusters
+    in 200 s and never wedged (stop 17): a wedge that needs hundreds of races cannot be
+    asserted within a budget there.  The free run's test is the next one; it asserts only
+    what holds with margin under load."""
+    cfg = era2005(nmbclusters=1024, rounds=400, round_length=0.25, idle=0.25, wedge_timeout=1.5,
+                  sched="pct", steps=2_000_000, seed=0)
+    doc = execute(cfg, tmp_path / "run")
+    check_the_2005_signature(doc)
+
+
+@pytest.mark.smp
+@pytest.mark.interpreted  # compiled, the race loses ~8x fewer clusters (docs/testing.md "Two modes")
+@needs_smp
+def test_2005_refcount_race_loses_clusters_on_two_real_cores(tmp_path: Path) -> None:
+    """The same race with nothing scheduled: two worker processes on two cores free shared
+    clusters at once.  What holds under any load with margin is that clusters are lost (CI
+    beside the hog lost about 7 a second; idle, hundreds), never an mbuf, never a cluster
+    owned twice: not when the wedge comes, so a run that wedges and one that ends after
+    its 40 rounds (about 20 s, 16 s of traffic) both pass.  Beside three busy loops on each
+    core it still lost 29 to 82.  The wedge itself is asserted exactly above."""
+    cfg = era2005(nmbclusters=2048, rounds=40, round_length=0.4, idle=0.1, wedge_timeout=1.5)
+    doc = execute(cfg, tmp_path / "run")
+    assert (doc["verdict"], doc["exit_code"]) in {("wedged", 1), ("leak", 1)}, doc.get("verdict_detail")
+    audit = doc["audit"]
+    assert audit["lost"]["cluster"] > 0, "the refcount race lost no cluster on two real cores"
     assert audit["lost"]["mbuf"] == 0
     assert audit["double_owned"] == 0 and audit["payload_errors"] == 0
 
