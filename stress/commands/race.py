@@ -213,12 +213,15 @@ def detection_time(doc: dict[str, Any]) -> float:
 
 
 def detection_step(doc: dict[str, Any]) -> int | None:
-    """The step of detection in a run placed by step: the wedge's, else the step at
-    which the run stopped (the audit's findings are known then); None otherwise."""
+    """The step of detection in a run placed by step: the wedge's, else the allocator
+    panic's (the run stopped there), else the step at which the run stopped (the audit's
+    findings are known then); None otherwise."""
     wedge = doc.get("wedge")
     if isinstance(wedge, dict) and isinstance(wedge.get("at_step"), int):
         return int(wedge["at_step"])
     schedule = doc.get("schedule")
+    if isinstance(schedule, dict) and isinstance(schedule.get("panicked_at_step"), int):
+        return int(schedule["panicked_at_step"])
     if isinstance(schedule, dict) and schedule.get("budget") and isinstance(schedule.get("total_steps"), int):
         return int(schedule["total_steps"])
     return None

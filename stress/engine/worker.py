@@ -87,6 +87,8 @@ def worker_main(k: int, core: int, uma: Any, cfg: RunConfig, conn: Any, manager_
         except OSError:
             pass
         log.error("CPU %d: %s\n%s", k, kind, text)
+        if kind == "panic" and hooks is not None:
+            hooks.panicked()  # under the token: the run stops at the panic's step
         _leave(hooks)
         raise SystemExit(EXIT_PANIC if kind == "panic" else EXIT_ERROR) from None
     _leave(hooks)

@@ -174,8 +174,10 @@ def test_pct_hunt_finds_cache_drain_unsafe_exactly(tmp_path: Path) -> None:
     context: every seed ended 'stalled').  The drain pushes CPU 0's alloc bucket on the
     zone's full list while CPU 0 keeps using it: seeds 1 and 2 end with the 32 mbufs of
     CPU 0's alloc bucket on the full list too (owned twice), seed 3 with CPU 0 popping an empty bucket from the
-    full list (the INVARIANTS panic).  Placed by step: these exact findings, at these
-    steps, on any machine under any load."""
+    full list (the INVARIANTS panic) at step 288, where the panic stops the run (FreeBSD's
+    panic stops every CPU).  Placed by step: these exact findings, at these steps, on any
+    machine under any load.  (Until stop 18 seed 3 ran on after its panic until the
+    manager read the worker's message: its step was 7,002 idle and 6,030 beside the hog.)"""
     out = tmp_path / "hunt"
     p = _stress("race", "--inject", "cache-drain-unsafe", "--seeds", "1..3", "--sched", "pct", "--steps", "7000",
                 "--out", str(out))
@@ -183,7 +185,7 @@ def test_pct_hunt_finds_cache_drain_unsafe_exactly(tmp_path: Path) -> None:
     assert "found in 3 of 3 seeds (inject cache-drain-unsafe, sched pct)" in p.stdout, p.stdout
     seeds = [ln for ln in p.stdout.splitlines() if ln.startswith("seed ")]
     assert [ln.split("  replay:")[0] for ln in seeds] == [
-        "seed 1: double-free at step 7,006", "seed 2: double-free at step 7,005", "seed 3: corrupt at step 7,002"]
+        "seed 1: double-free at step 7,006", "seed 2: double-free at step 7,005", "seed 3: corrupt at step 288"]
     for s in (1, 2):
         audit = json.loads((out / f"seed-{s}" / "run.json").read_text())["audit"]
         assert audit["double_owned"] == 32 and not audit.get("panics"), audit
@@ -191,6 +193,7 @@ def test_pct_hunt_finds_cache_drain_unsafe_exactly(tmp_path: Path) -> None:
         assert all(ex.endswith(": mbuf cpu0 allocbucket and mbuf full list") for ex in audit["double_owned_examples"])
     third = json.loads((out / "seed-3" / "run.json").read_text())
     assert third["stop"]["reason"] == "panic" and third["audit"]["double_owned"] == 0
+    assert (third["schedule"]["ended_by"], third["schedule"]["panicked_at_step"]) == ("panic", 288)
     assert [(x["kind"], x["zone"], x["cpu"]) for x in third["audit"]["panics"]] == [
         ("Empty bucket on the full list", "mbuf", 0)]
 

@@ -49,6 +49,7 @@ from stress.engine.sched.schedule import (
     CTL_NREPLAY,
     CTL_ORPHANS,
     CTL_OVERFLOW,
+    CTL_PANICKED,
     CTL_STEP,
     CTL_STOP,
     CTL_STOPSTEP,
@@ -294,6 +295,8 @@ class Controller:
                      callouts=int(ctl[CTL_TRIMS]))
             if ctl[CTL_WEDGED]:
                 d["wedged_at_step"] = int(ctl[CTL_WEDGED]) - 1
+            if ctl[CTL_PANICKED]:
+                d["panicked_at_step"] = int(ctl[CTL_PANICKED]) - 1
         if self.guided:
             d["guide"] = {"switches": int(ctl[CTL_NREPLAY]), "passed": int(ctl[CTL_NGUIDE]),
                           "followed": int(ctl[CTL_FOLLOWED])}
@@ -313,6 +316,7 @@ class WorkerHooks:
     load: Callable[[], bool]  #: is the load on: wl_ctl RUN == 1 (gated under the token)
     leave: Callable[[], None]  #: leave the scheduling protocol, so the others keep running (safe twice)
     phase: Callable[[], int]  #: wl_ctl PHASE (under the token: by step, or gated)
+    panicked: Callable[[], None] = lambda: None  #: an allocator panic: under the token, stop the run at this step
 
 
 def _nothing() -> None:
@@ -359,4 +363,5 @@ def install(cpu: Any, uma: Any, cfg: RunConfig, k: int, shared: Shared | None = 
     cpu.sched_unblock = ts.sched_unblock
     cpu.instrument()  # the allocator re-chooses its lock pair for the hooks
     ts.start()
-    return WorkerHooks(stop=ts.stop_requested, load=ts.load, leave=ts.finish, phase=ts.phase)
+    return WorkerHooks(stop=ts.stop_requested, load=ts.load, leave=ts.finish, phase=ts.phase,
+                       panicked=ts.panicked)

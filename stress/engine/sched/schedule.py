@@ -63,7 +63,8 @@ CTL_WKEG = 36  #: the keg the first sleeper waited on
 CTL_END = 37  #: END_* : why the workers were stopped
 CTL_NGUIDE = 38  #: guide entries passed (a guide's entries sit at the top of sc_log, CTL_NREPLAY of them)
 CTL_FOLLOWED = 39  #: guide entries followed (the CPU it named was runnable at its step)
-CTL_WORDS = 40
+CTL_PANICKED = 40  #: the step of the first allocator panic + 1 (0: none); the run stopped there
+CTL_WORDS = 41
 
 WEDGE_NO_PROGRESS = 1  #: sleepers and no progress for wedge_steps
 WEDGE_STARVED = 2  #: one sleep of STARVED_FACTOR x wedge_steps while others spun on
@@ -75,7 +76,9 @@ END_BUDGET = 1  #: the budget (and the drain) ran out
 END_WEDGED = 2  #: a wedge by step
 END_MANAGER = 3  #: the manager asked (a signal, a stall, a dead worker)
 END_RECORDING = 4  #: replay: the recording's stop step
-END_NAMES = {0: "", END_BUDGET: "budget", END_WEDGED: "wedged", END_MANAGER: "manager", END_RECORDING: "recording"}
+END_PANIC = 5  #: an allocator panic: the panicking CPU stopped the run at its step
+END_NAMES = {0: "", END_BUDGET: "budget", END_WEDGED: "wedged", END_MANAGER: "manager", END_RECORDING: "recording",
+             END_PANIC: "panic"}
 LOAD_ENTRIES = 4096  #: load flag changes recorded (a round switches it twice)
 
 # sc_state values

@@ -47,6 +47,7 @@ from stress.engine.sched.schedule import (
     CTL_NREPLAY,
     CTL_ORPHANS,
     CTL_OVERFLOW,
+    CTL_PANICKED,
     CTL_PERIOD,
     CTL_SEED,
     CTL_STEP,
@@ -64,6 +65,7 @@ from stress.engine.sched.schedule import (
     CTL_WSINCE,
     END_BUDGET,
     END_MANAGER,
+    END_PANIC,
     END_RECORDING,
     END_WEDGED,
     EXITED,
@@ -385,6 +387,32 @@ class TokenScheduler:
         starts; the Controller put the token there)."""
         self.pid[self.k] = os.getpid()
         self._wait()
+
+    def panicked(self) -> None:
+        """CPU k's allocator panicked: stop the run at this very step.
+
+        FreeBSD's panic() stops every other CPU before it does anything else
+        (kern_shutdown.c: vpanic -> stop_cpus_hard), so nothing runs after the panic.
+        Under the token the panicking CPU is the one running, so it raises the stop
+        itself, at the step it panicked in: the run's end, and the step the race
+        command reports, no longer wait for the manager to read the worker's message
+        (which made them depend on the load).  The CPUs waiting for the token each
+        finish the operation they are in and leave at their next stop check, as at the
+        budget.  Call :meth:`finish` afterwards."""
+        ctl = self.ctl
+        if ctl[CTL_TOKEN] != self.k:
+            return
+        step = int(ctl[CTL_STEP])
+        if not ctl[CTL_PANICKED]:
+            ctl[CTL_PANICKED] = step + 1
+        if ctl[CTL_STOP]:
+            return  # already stopping (the budget, a wedge, the recording's stop step)
+        if self.records:
+            ctl[CTL_STOPSTEP] = step
+        ctl[CTL_STOP] = 1
+        ctl[CTL_END] = END_PANIC
+        if self.on_stop is not None:
+            self.on_stop()
 
     def finish(self) -> None:
         """CPU k leaves for good: never runnable again; pass the token on.  Safe twice."""
