@@ -249,16 +249,12 @@ class TokenScheduler:
         """Past the budget the load is off; the run stops when in-flight work is done or
         the drain's steps ran out.  At the budget step itself, the wedge test of a run's
         end: sleepers and no progress for half the run (or the wedge steps, if fewer)."""
-        plan, ctl = self.plan, self.ctl
+        plan = self.plan
         if step == plan.budget and plan.wedge_steps and self.cpu_ops is not None:
             if self._check_wedge(step, min(plan.wedge_steps, max(plan.budget // 2, 1)), final=True):
                 return
         if step >= plan.budget + plan.drain_steps or (self.drained is not None and self.drained()):
-            ctl[CTL_STOPSTEP] = step
-            ctl[CTL_STOP] = 1
-            ctl[CTL_END] = END_BUDGET
-            if self.on_stop is not None:
-                self.on_stop()
+            self._stop_run(step, END_BUDGET)
 
     def phase(self) -> int:
         """wl_ctl PHASE as a worker under the token sees it: by step with a plan, else
@@ -310,10 +306,17 @@ class TokenScheduler:
             ctl[CTL_WSINCE] = step
         ctl[CTL_WHOW] = how
         ctl[CTL_WEDGED] = step + 1
+        self._stop_run(step, END_WEDGED)
+
+    def _stop_run(self, step: int, end: int) -> None:
+        """The token holder stops the run at ``step`` itself (the budget, a wedge, an
+        allocator panic): the stop flag, why (END_*), and the step a recording stops a
+        replay at."""
+        ctl = self.ctl
         if self.records:
             ctl[CTL_STOPSTEP] = step
         ctl[CTL_STOP] = 1
-        ctl[CTL_END] = END_WEDGED
+        ctl[CTL_END] = end
         if self.on_stop is not None:
             self.on_stop()
 
@@ -405,14 +408,8 @@ class TokenScheduler:
         step = int(ctl[CTL_STEP])
         if not ctl[CTL_PANICKED]:
             ctl[CTL_PANICKED] = step + 1
-        if ctl[CTL_STOP]:
-            return  # already stopping (the budget, a wedge, the recording's stop step)
-        if self.records:
-            ctl[CTL_STOPSTEP] = step
-        ctl[CTL_STOP] = 1
-        ctl[CTL_END] = END_PANIC
-        if self.on_stop is not None:
-            self.on_stop()
+        if not ctl[CTL_STOP]:  # else already stopping (the budget, a wedge, the recording's stop step)
+            self._stop_run(step, END_PANIC)
 
     def finish(self) -> None:
         """CPU k leaves for good: never runnable again; pass the token on.  Safe twice."""
