@@ -282,6 +282,7 @@ def run(scenario: str, inject: tuple[str, ...], mode: str, seed: int, *, depth: 
         ArraySpec("rx_held", "i", parts * HELD, "mbufs each participant holds"),
         ArraySpec("rx_box", "q", 8, "scenario mailbox"),
         ArraySpec("rx_state", "i", parts, "RUNNING / DONE / PANICKED / FAILED"),
+        ArraySpec("rx_ready", "i", parts, "start line of the free and jitter runs"),
     )
     if controlled:
         extra += sched.sched_specs(parts, log_entries=1 << 16)
@@ -364,6 +365,8 @@ def _fork(uma: Uma, scenario: str, k: int, parts: int, ncpus: int, mode: str, se
         sp = cpu.sched_point
         if ts is not None:
             ts.start()
+        else:
+            _start_together(uma, k, parts)
         try:
             ROLES[scenario](Ctx(uma, k, cpu, sp, mode), rounds)
             state[k] = DONE
@@ -377,6 +380,23 @@ def _fork(uma: Uma, scenario: str, k: int, parts: int, ncpus: int, mode: str, se
         if ts is not None:
             ts.finish()
         os._exit(code)
+
+
+def _start_together(uma: Uma, k: int, parts: int) -> None:
+    """Free and jitter runs: put participant ``k`` on its own core and wait at a start
+    line for the others, as real CPUs run side by side.  Without it a short scenario
+    (stats-unlocked's 400 operations last a few milliseconds) could run its first CPU to
+    the end before the second was forked, or on the core the second was waiting for
+    beside a CPU hog, and a seed never overlapped its CPUs at all (the workers and
+    tests/test_allocator_smp.py pin the same way).  The wait is bounded: a participant
+    that never arrives is the run's own verdict to find, not a hang here."""
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cores[k % len(cores)]})
+    ready = uma.view("rx_ready")
+    ready[k] = 1
+    deadline = time.monotonic() + 10.0
+    while not all(ready[i] for i in range(parts)) and time.monotonic() < deadline:
+        os.sched_yield()
 
 
 def wedged_with_free_items(uma: Uma, asleep: list[Any]) -> bool:
