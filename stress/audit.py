@@ -173,6 +173,16 @@ def assess(report: Any, *, payload_errors: int = 0, panics: Sequence[Any] = (), 
     return Assessment(verdict, exit_code(verdict), block, reason)
 
 
+def _findings(counts: list[tuple[int, str, str]], panic_kinds: list[str]) -> str:
+    """The reason of a double-free or corrupt verdict: only what was found, panics by
+    name ("panic: Empty bucket on the full list"), so the line says which check fired
+    and never lists checks that found nothing."""
+    parts = [f"panic: {kind}" + (f" (x{panic_kinds.count(kind)})" if panic_kinds.count(kind) > 1 else "")
+             for kind in dict.fromkeys(panic_kinds)]
+    parts += [f"{n:,} {one if n == 1 else many}" for n, one, many in counts if n]
+    return "; ".join(parts)
+
+
 def _audit_verdict(report: Any, block: dict[str, Any], payload_errors: int, panics: Sequence[Any],
                    wedged: bool, lock_order_findings: int) -> tuple[str, str]:
     """What the watchdog's wedge and the audit say about the allocator, and why."""
@@ -187,13 +197,15 @@ def _audit_verdict(report: Any, block: dict[str, Any], payload_errors: int, pani
             reason += f"; {stranded} clusters stranded in the packet zone"
         return "wedged", reason
     if any(k in _DOUBLE for k in kinds) or (block["double_owned"] or 0):
-        return "double-free", (f"{block['double_owned'] or 0} items double-owned, "
-                               f"{sum(k in _DOUBLE for k in kinds)} duplicate-free panics")
+        return "double-free", _findings([(block["double_owned"] or 0, "item double-owned", "items double-owned")],
+                                        [k for k in kinds if k in _DOUBLE])
     if (block["poison_errors"] or payload_errors or any(k in _CORRUPT for k in kinds)
             or block.get("refcount_errors") or block.get("counter_drift")):
-        return "corrupt", (f"{block['poison_errors']} poison errors, {payload_errors} payload errors, "
-                           f"{block.get('refcount_errors', 0)} refcount errors, "
-                           f"counter drift {block.get('counter_drift', 0)}")
+        return "corrupt", _findings([(block["poison_errors"] or 0, "poison error", "poison errors"),
+                                     (payload_errors, "payload error", "payload errors"),
+                                     (block.get("refcount_errors") or 0, "refcount error", "refcount errors"),
+                                     (block.get("counter_drift") or 0, "counter drift", "counter drift")],
+                                    [k for k in kinds if k in _CORRUPT or k in _POISON])
     if lock_order_findings:
         return "lock-order", f"{lock_order_findings} lock-order findings (WITNESS)"
     if lost:

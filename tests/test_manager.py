@@ -147,6 +147,19 @@ def test_verdicts_and_their_precedence() -> None:
     assert audit_mod.assess(None).verdict == "error"
 
 
+def test_a_corrupt_or_double_free_reason_names_what_fired_and_only_that() -> None:
+    """The reason line names the INVARIANTS panic that fired (it used to read "0 poison
+    errors, 0 payload errors, 0 refcount errors, counter drift 0" for one)."""
+    empty = audit_mod.assess(FakeReport(), panics=[FakePanic("Empty bucket on the full list")] * 2)
+    assert (empty.verdict, empty.reason) == ("corrupt", "panic: Empty bucket on the full list (x2)")
+    drift = audit_mod.assess(FakeReport(counter_drift=3), payload_errors=1)
+    assert (drift.verdict, drift.reason) == ("corrupt", "1 payload error; 3 counter drift")
+    poisoned = audit_mod.assess(FakeReport(), panics=[FakePanic("Memory modified after free")])
+    assert poisoned.reason == "panic: Memory modified after free; 1 poison error"
+    double = audit_mod.assess(FakeReport(double_owned=2), panics=[FakePanic("Duplicate free")])
+    assert (double.verdict, double.reason) == ("double-free", "panic: Duplicate free; 2 items double-owned")
+
+
 # --- the watchdog -----------------------------------------------------------------------
 
 

@@ -26,7 +26,8 @@ VERDICT_WORDS = {
     "wedged": "WEDGED in [zonelimit]: CPUs slept on the zone limit and no CPU made progress",
     "leak": "LEAK: items were lost (allocated, yet owned by no CPU, ring, cache or slab)",
     "double-free": "DOUBLE FREE: an item was freed twice or owned twice",
-    "corrupt": "CORRUPT: payload or poison check failed (an item was used after free)",
+    "corrupt": "CORRUPT: an INVARIANTS panic, a poison, payload or refcount check failed, or a counter "
+               "drifted",
     "lock-order": "LOCK-ORDER reversal: two locks were taken in both orders (WITNESS)",
     "error": "ERROR: the tester itself failed (not a verdict on the allocator)",
     "stalled": "STALLED: a CPU neither made progress nor slept on a known wait channel (the tester's "
