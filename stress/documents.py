@@ -480,6 +480,7 @@ def run_document(cfg: RunConfig, outcome: RunOutcome, start: dict[str, Any] | No
         "rounds": o.rounds,
         "stop": {"reason": o.stop_reason, "signal": o.signal, "signal_at_s": o.signal_at_s,
                  "planned_s": o.planned_s, "workers_gone_s": _rounded(o.workers_gone_s),
+                 "startup_s": _rounded(o.startup_s),
                  "killed_asleep": [w.cpu for w in o.workers if w.killed_asleep],
                  "killed_stuck": [w.cpu for w in o.workers if w.killed_stuck],
                  "killed_mid_operation": list(o.killed_mid_operation)},

@@ -49,6 +49,7 @@ class RunOutcome:
     signal: str | None = None  #: the signal that stopped the run
     signal_at_s: float | None = None  #: seconds into the run when it came
     workers_gone_s: float | None = None  #: seconds from the signal until every worker was reaped
+    startup_s: float | None = None  #: seconds from the fork until every CPU stood at the start line
     killed_mid_operation: list[int] = field(default_factory=list)  #: CPUs whose hands the audit set aside
     workers: list[WorkerRecord] = field(default_factory=list)
     counters: dict[str, int] | None = None  #: the workload's wl_stat totals (None: no arena)

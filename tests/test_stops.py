@@ -393,6 +393,38 @@ def test_a_stopped_bench_records_nothing(tmp_path: Path) -> None:
     assert "nothing recorded" in stderr and "Traceback" not in stderr
 
 
+class _SlowAfterFork:
+    """An object whose after-fork hook takes a second in every forked child: the
+    start-up a worker forked from a large parent paid (multiprocessing's after-fork
+    hooks and a collection over the parent's heap, beside a CPU hog)."""
+
+    @staticmethod
+    def hook(_: object) -> None:
+        time.sleep(1.0)
+
+
+@pytest.mark.smp
+def test_a_slow_worker_start_up_is_not_part_of_the_run(tmp_path: Path) -> None:
+    """The run's clock starts when every CPU stands at the start line.  A 0.5 s run whose
+    workers spend 1 s setting up used to make no allocator call in its whole length and
+    end ``stalled`` (a 1.5 s run late in a pytest session beside the hog did); now it
+    runs its 0.5 s and says how long the start-up took."""
+    import multiprocessing.util
+
+    from stress.config import RunConfig
+    from stress.engine import runner
+
+    slow = _SlowAfterFork()
+    multiprocessing.util.register_after_fork(slow, _SlowAfterFork.hook)
+    try:
+        doc = runner.execute(RunConfig(cpus=2, duration=0.5, interval=0.25, verbosity=-1), tmp_path / "run")
+    finally:
+        del slow  # the registry holds it weakly: gone, later forks pay nothing
+    assert (doc["verdict"], doc["exit_code"]) == ("ok", 0), doc.get("verdict_detail")
+    assert doc["stop"]["startup_s"] >= 1.0
+    assert doc["ops"]["total"] > 0
+
+
 @pytest.mark.smp
 def test_a_run_that_never_progressed_is_not_ok(tmp_path: Path) -> None:
     """``--nmbclusters 2 --duration 2``: the CPUs sleep in zonelimit within milliseconds and

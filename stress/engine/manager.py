@@ -44,6 +44,7 @@ manager's, the stalled CPUs first, taken before any process is killed.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -78,13 +79,14 @@ from stress.outcome import RunOutcome, WorkerRecord
 from stress.output import plots, profile
 from stress.output.monitor import Progress
 from stress.workloads import arena_arrays, drain_rings, workload_class
-from stress.workloads.common import CTL_PHASE, CTL_ROUND, CTL_RUN, counter_totals
+from stress.workloads.common import CTL_GO, CTL_PHASE, CTL_ROUND, CTL_RUN, counter_totals
 from stress.workloads.ring import Ring, held_mbufs, reset_all
 
 log = logging.getLogger("zonelimit")
 
 START_METHOD = "fork"  #: see the module docstring
 WATCH_PERIOD = 0.05  #: seconds between two watchdog looks
+START_POLL = 0.001  #: seconds between two looks at the start line
 DRAIN_MAX = 0.5  #: seconds the final drain (load off, in-flight completes) may take
 
 
@@ -139,6 +141,7 @@ class RunState:
     stacks_taken: bool = False  #: stacks.txt written (a wedge's or a panic's post-mortem)
     stopped_at: float | None = None  #: time.monotonic() when the run's stop began
     workers_gone_s: float | None = None  #: seconds from the stop signal until every worker was reaped
+    startup_s: float | None = None  #: seconds from the fork until every CPU stood at the start line
 
 
 class Manager:
@@ -263,18 +266,55 @@ class Manager:
         ctx: Any = multiprocessing.get_context(START_METHOD)
         me = os.getpid()
         ctl = self.uma.view("wl_ctl")
-        ctl[CTL_RUN], ctl[CTL_ROUND], ctl[CTL_PHASE] = 1, 0, 0
+        ctl[CTL_RUN], ctl[CTL_ROUND], ctl[CTL_PHASE], ctl[CTL_GO] = 1, 0, 0, 0
+        controlled = self.cfg.sched in sched.controller.CONTROLLED
+        beats = self.uma.view(BEAT_ARRAY)
+        for k in range(self.cfg.cpus):
+            beats[k] = -1  # not at the start line yet (worker.run_loop writes 0 there)
         self.state.t0 = time.monotonic()
         shared = self.controller.shared if self.controller is not None else None
-        for k in range(self.cfg.cpus):
-            r, w = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=worker_main, name=f"zonelimit-cpu{k}",
-                            args=(k, self.mapping[k], self.uma, self.cfg, w, me, shared), daemon=True)
-            p.start()
-            w.close()
-            self.workers.append(WorkerHandle(k, self.mapping[k], p, r))
+        # The parent's objects are frozen across the forks (the gc.freeze recipe of the
+        # Python docs): a collection in a child then never walks the parent's heap, which
+        # in a large parent (an in-process run late in a pytest session) copied it page
+        # by page on write and took seconds of the worker's start-up.
+        gc.freeze()
+        try:
+            for k in range(self.cfg.cpus):
+                r, w = ctx.Pipe(duplex=False)
+                p = ctx.Process(target=worker_main, name=f"zonelimit-cpu{k}",
+                                args=(k, self.mapping[k], self.uma, self.cfg, w, me, shared), daemon=True)
+                p.start()
+                w.close()
+                self.workers.append(WorkerHandle(k, self.mapping[k], p, r))
+        finally:
+            gc.unfreeze()
         log.info("started %d workers: %s", len(self.workers),
                  ", ".join(f"CPU {h.cpu} pid {h.proc.pid} core {h.core}" for h in self.workers))
+        if not controlled:
+            self._start_line(ctl, beats)
+
+    def _start_line(self, ctl: Any, beats: Any) -> None:
+        """Free and jitter runs: wait until every CPU has set itself up and stands at the
+        start line of its loop, then let them all go and start the run's clock.
+
+        Why: the run's length is the workload's, not the start-up's.  A worker forked
+        from a large parent (pytest late in a session, beside a CPU hog on each core)
+        spent more than a 1.5 s run setting up, made no allocator call, and the run was
+        judged ``stalled`` (``never_ran``): a false verdict made by the start-up.  The
+        wait is bounded by the wedge timeout: a CPU that is not at the line by then (a
+        stopped or looping worker) is left to the watchdog, which reports it stalled;
+        a worker that died and a stop signal end the wait at once.  Under pct and replay
+        the run is placed by step and its CPUs start under the token instead."""
+        begin = time.monotonic()
+        deadline = begin + self.cfg.wedge_timeout
+        while time.monotonic() < deadline and not self.signals.requested:
+            if all(int(beats[h.cpu]) >= 0 or h.proc.exitcode is not None for h in self.workers):
+                break
+            time.sleep(START_POLL)
+        ctl[CTL_GO] = 1
+        self.state.t0 = time.monotonic()
+        self.state.startup_s = self.state.t0 - begin
+        log.info("CPUs at the start line after %.3f s: go", self.state.startup_s)
 
     def _supervise(self) -> None:
         """The loop: rounds, sampling, trimming, watchdog, dead workers, signals.
@@ -643,6 +683,7 @@ class Manager:
         o.signal = signal_name
         o.signal_at_s = round(at, 3) if signal_name else None
         o.workers_gone_s = st.workers_gone_s
+        o.startup_s = st.startup_s
         o.killed_mid_operation = killed
         o.workers = [WorkerRecord(h.cpu, h.proc.pid, h.core, h.proc.exitcode, h.killed_asleep, h.killed_stuck)
                      for h in self.workers]

@@ -219,7 +219,7 @@ class Watchdog:
         asleep = {s.cpu for s in self.uma.sleepers()}
         ops = self.uma.cpu_ops()
         idle = [k for k in range(len(ops))
-                if self.alive(k) and k not in asleep and int(self.beats[k]) == 0 and int(ops[k]) == 0]
+                if self.alive(k) and k not in asleep and int(self.beats[k]) <= 0 and int(ops[k]) == 0]
         if not idle:
             return None
         names = ", ".join(str(k) for k in idle)

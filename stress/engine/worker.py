@@ -47,6 +47,7 @@ from stress.engine.pinning import die_with_parent, pin_self
 from stress.engine.watchdog import BEAT_ARRAY
 from stress.options import EX_OK, EX_TESTER
 from stress.workloads import WorkerContext, workload_class
+from stress.workloads.common import CTL_GO
 
 # A worker's exit status, read by the manager (not the command's exit code, which the verdict decides):
 EXIT_OK = EX_OK
@@ -58,6 +59,7 @@ EXIT_PANIC = 4  #: the allocator panicked (recorded in the arena as well)
 SPIN_TURNS = 2000
 NAP_RUNNING = 0.0005
 NAP_IDLE = 0.002
+START_NAP = 0.0005  #: seconds between two looks at the start line
 
 log = logging.getLogger("zonelimit.worker")
 
@@ -119,6 +121,13 @@ def run_loop(uma: Any, cpu: Any, workload: Any, hooks: sched.WorkerHooks) -> int
     # Under the token (pct, replay) the wait-work sched point already lets another CPU
     # run; a nap would only hold the token while sleeping.
     controlled = workload.ctx.cfg.sched in ("pct", "replay")
+    if not controlled:
+        # The start line (stress.engine.manager's _start_line): set up, wait for the
+        # others, so the run's clock counts the workload and not the start-up.
+        ctl = uma.view("wl_ctl")
+        beat[k] = 0
+        while not ctl[CTL_GO] and not stop():
+            time.sleep(START_NAP)
     empty = 0
     turns = 0
     while not stop():

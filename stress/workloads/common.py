@@ -45,6 +45,7 @@ STAT_DROPS = 5  #: receive frames dropped for want of an rx buffer (M_NOWAIT ref
 CTL_RUN = 0  #: 1 = load on (a round is running), 0 = idle: finish in-flight work only
 CTL_ROUND = 1  #: current round (0-based)
 CTL_PHASE = 2  #: workload phase (mixed: 0 netperf, 1 nfs), set for PHASED workloads
+CTL_GO = 3  #: 0 = wait at the start line, 1 = go (free and jitter runs; stress.engine.manager)
 CTL_WORDS = 8
 
 #: run.json ``workload``: what the consumers counted (wl_stat), by name
